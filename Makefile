@@ -1,0 +1,40 @@
+# The one task runner: CI (.ci/run), the README and developers all call these targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint bench demo-backtest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/orderwatch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/orderwatch ## create .venv with orderwatch installed editable (.venv/bin/orderwatch)
+
+test: install ## run the whole test suite (what CI runs)
+	$(BIN)/pytest
+
+test-fast: install ## run the suite without the tests marked slow
+	$(BIN)/pytest -m "not slow"
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install ## backtest throughput and state-size benchmarks, results in bench/results/
+	$(BIN)/python bench/bench_backtest.py
+
+demo-backtest: install ## simulate 40,000 orders and backtest them with labels
+	mkdir -p out
+	$(BIN)/orderwatch simulate --orders 40000 --seed 7 --output out/sim.jsonl.gz
+	$(BIN)/orderwatch backtest out/sim.jsonl.gz --blocklist out/sim.blocklist.jsonl \
+		--labels out/sim.labels.jsonl --until 2026-03-20T00:00:00+00:00 --output out/exceptions.jsonl
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

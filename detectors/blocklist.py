@@ -1,0 +1,34 @@
+"""The blocklist as the detector sees it: entries keyed `customer:<id>` or `address:<fingerprint>`.
+
+Live it mirrors the compacted `blocklist` topic; the backtest loads the same entries from a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Blocklist"]
+
+
+class Blocklist:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, float | None]] = {}
+
+    def apply(self, key: str, value: dict[str, Any] | None, added_at: float | None = None) -> None:
+        """One topic record: a value adds or replaces the entry, None removes it (a tombstone)."""
+        if value is None:
+            self._entries.pop(key, None)
+        else:
+            self._entries[key] = (str(value.get("reason", "")), added_at)
+
+    def match(self, customer_id: str, fingerprint: str, t: float) -> tuple[str, str, str] | None:
+        """(kind, key, reason) of the entry an order created at `t` hits; entries count from
+        their `added_at`, so a backtest does not flag orders placed before the entry existed."""
+        for kind, key in (("customer", f"customer:{customer_id}"), ("address", f"address:{fingerprint}")):
+            entry = self._entries.get(key)
+            if entry is not None and (entry[1] is None or entry[1] <= t):
+                return kind, key, entry[0]
+        return None
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,1 @@
+"""Handler agents: turn exception events into cases, escalations and actions."""

@@ -1,0 +1,241 @@
+"""The `orderwatch` command line: backtest, simulate, schema.
+
+Exit codes: 0 done, 1 an input could not be read, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from detectors.catalog import RULES
+from orderwatch import __version__
+from orderwatch.errors import ConfigError, InputError, OrderwatchError
+
+__all__ = ["main"]
+
+
+def _timestamp(value: str) -> float:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        msg = f"expected an RFC 3339 timestamp with offset, e.g. 2026-11-22T12:00:00+00:00, got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from exc
+    if dt.tzinfo is None:
+        msg = f"timestamp {value!r} has no offset; add one, e.g. +00:00 or Z"
+        raise argparse.ArgumentTypeError(msg)
+    return dt.timestamp()
+
+
+def _seconds(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        v = -1.0
+    if v < 0:
+        msg = f"expected a number of seconds >= 0, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return v
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        msg = f"expected a whole number >= 1, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orderwatch",
+        description="Detect e-commerce order exceptions from order, payment, inventory and logistics events.",
+    )
+    parser.add_argument("--version", action="version", version=f"orderwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bt = sub.add_parser(
+        "backtest", help="replay a CloudEvents JSONL file through the rules in event time",
+        description="Replay a JSON Lines file of CloudEvents (arrival order; .gz accepted; - for stdin) "
+        "through every rule in event time, exactly as a --clock event worker would. Writes exception "
+        "CloudEvents as JSON Lines and prints a summary. Exits 0 when the input was read to the end.",
+    )
+    bt.add_argument("input", metavar="INPUT", help="JSON Lines file of CloudEvents (.gz accepted, - = stdin)")
+    bt.add_argument("--output", "-o", metavar="FILE",
+                    help="write exception events here (default: standard output; the summary then goes to stderr)")
+    bt.add_argument("--dead-letter", metavar="FILE",
+                    help="write each invalid line here with its line number and reason")
+    bt.add_argument("--until", metavar="TIME", type=_timestamp,
+                    help="after the last event, move the clock to TIME so deadlines up to it fire")
+    bt.add_argument("--config", metavar="FILE", help="rules configuration (TOML)")
+    bt.add_argument("--lateness", metavar="SECONDS", type=_seconds, default=60.0,
+                    help="allowed lateness of events behind the largest event time seen (default 60)")
+    bt.add_argument("--blocklist", metavar="FILE", help="blocklist entries (JSONL of {key, value})")
+    bt.add_argument("--labels", metavar="FILE",
+                    help="expected exceptions (from `simulate`): print precision and recall per rule")
+    bt.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+
+    sim = sub.add_parser(
+        "simulate", help="generate realistic order journeys with labelled anomalies",
+        description="Write a realistic CloudEvents JSONL stream of whole order journeys with injected, "
+        "labelled anomalies for every rule, re-delivered duplicates, cross-topic arrival skew and a few "
+        "malformed lines. Labels go to --labels (default: OUTPUT with .labels.jsonl), the blocklist "
+        "the stream assumes to --blocklist (default: OUTPUT with .blocklist.jsonl).",
+    )
+    sim.add_argument("--orders", type=_positive_int, default=10_000, help="number of orders (default 10000)")
+    sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument("--output", "-o", metavar="FILE", required=True, help="events JSONL (.gz to compress)")
+    sim.add_argument("--labels", metavar="FILE", help="where to write the expected exceptions")
+    sim.add_argument("--blocklist", metavar="FILE", help="where to write the blocklist entries")
+    sim.add_argument("--start", metavar="TIME", type=_timestamp,
+                     help="event time of the first order (default 2026-03-02T08:00:00+00:00)")
+
+    sc = sub.add_parser("schema", help="write a JSON Schema per event type",
+                        description="Write one JSON Schema file per input event type and per exception "
+                        "event, so consumers can validate without Python.")
+    sc.add_argument("--out", metavar="DIR", required=True, help="directory to write the schemas into")
+
+    sub.add_parser("rules", help="list the rule catalog with its defaults")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "backtest":
+            return _backtest(args)
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "schema":
+            return _schema(args)
+        if args.command == "rules":
+            return _rules()
+    except ConfigError as exc:
+        print(f"orderwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"orderwatch: {exc}", file=sys.stderr)
+        return 1
+    except OrderwatchError as exc:
+        print(f"orderwatch: {exc}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from detectors.config import RulesConfig
+    from orderwatch.backtest import load_blocklist, open_lines, run_backtest, score
+
+    config = RulesConfig.load(args.config) if args.config else RulesConfig()
+    blocklist = load_blocklist(args.blocklist) if args.blocklist else None
+    labels = _read_labels(args.labels) if args.labels else None
+    if args.input != "-" and not Path(args.input).is_file():
+        raise InputError(f"input file {args.input} does not exist")
+    with ExitStack() as stack:
+        out: IO[str] = sys.stdout
+        if args.output:
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        dlq = stack.enter_context(open(args.dead_letter, "w", encoding="utf-8")) if args.dead_letter else None
+        report = sys.stdout if args.output else sys.stderr
+        progress = None
+        if not args.quiet:
+            def progress(n: int, secs: float) -> None:
+                print(f"  ... {n:,} lines, {n / secs:,.0f} lines/s", file=sys.stderr, flush=True)
+        res = run_backtest(open_lines(args.input), config=config, blocklist=blocklist,
+                           lateness=args.lateness, until=args.until, output=out, dead_letter=dlq,
+                           keep=labels is not None, progress=progress)
+    _print_summary(res, args, report)
+    if labels is not None:
+        _print_scores(score(res.emissions, labels), report)
+    return 0
+
+
+def _read_labels(path: str) -> list[dict[str, Any]]:
+    from orderwatch.backtest import open_lines
+
+    labels = []
+    for n, raw in enumerate(open_lines(path), 1):
+        if raw.strip():
+            try:
+                labels.append(json.loads(raw))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+    return labels
+
+
+def _print_summary(res: Any, args: argparse.Namespace, out: IO[str]) -> None:
+    invalid = sum(res.invalid.values())
+    w = out.write
+    w(f"orderwatch backtest {args.input}\n")
+    w(f"  lines read        {res.lines:>10,}\n")
+    w(f"  valid events      {res.events:>10,}  (duplicates ignored {res.duplicates:,}, late {res.late:,})\n")
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(res.invalid.items()))
+    w(f"  invalid           {invalid:>10,}" + (f"  ({reasons})" if reasons else "") + "\n")
+    w(f"  exceptions        opened {sum(res.opened.values()):,}, resolved {sum(res.resolved.values()):,}, "
+      f"open at end {res.open_at_end:,}, evidence updates {res.updated:,}\n")
+    w(f"  still pending     {sum(res.pending.values()):,} deadline episodes\n")
+    w(f"  throughput        {res.events_per_second:,.0f} events/s ({res.seconds:.2f} s)\n\n")
+    w(f"  {'rule':<26}{'opened':>8}{'resolved':>10}{'pending':>9}\n")
+    for code in RULES:
+        o, r, p = res.opened.get(code, 0), res.resolved.get(code, 0), res.pending.get(code, 0)
+        if o or r or p:
+            w(f"  {code:<26}{o:>8,}{r:>10,}{p:>9,}\n")
+
+
+def _print_scores(scores: dict[str, tuple[int, int, int]], out: IO[str]) -> None:
+    w = out.write
+    w(f"\n  {'rule':<26}{'expected':>9}{'found':>7}{'precision':>11}{'recall':>8}\n")
+    for code in RULES:
+        if code not in scores:
+            w(f"  {code:<26}{0:>9}{0:>7}{'-':>11}{'-':>8}\n")
+            continue
+        tp, fp, fn = scores[code]
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        recall = tp / (tp + fn) if tp + fn else 1.0
+        w(f"  {code:<26}{tp + fn:>9,}{tp + fp:>7,}{precision:>11.3f}{recall:>8.3f}\n")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from orderwatch.simulate import simulate
+
+    out = Path(args.output)
+    stem = str(out)[: -len("".join(out.suffixes))] if out.suffixes else str(out)
+    labels = args.labels or f"{stem}.labels.jsonl"
+    blocklist = args.blocklist or f"{stem}.blocklist.jsonl"
+    stats = simulate(orders=args.orders, seed=args.seed, output=out, labels=Path(labels),
+                     blocklist=Path(blocklist), start=args.start)
+    print(f"wrote {stats['lines']:,} lines ({stats['orders']:,} orders, {stats['anomalies']:,} labelled "
+          f"anomalies, {stats['duplicates']:,} duplicates, {stats['malformed']:,} malformed) to {out}")
+    print(f"labels: {labels}\nblocklist: {blocklist}")
+    print(f"replay with: orderwatch backtest {out} --blocklist {blocklist} --labels {labels} "
+          f"--until {stats['until']} --output exceptions.jsonl")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from schemas.export import write_schemas
+
+    written = write_schemas(Path(args.out))
+    print(f"wrote {len(written)} JSON Schemas to {args.out}")
+    return 0
+
+
+def _rules() -> int:
+    from detectors.config import DEFAULT_THRESHOLDS, GLOBAL_PARAMS
+
+    for code, r in RULES.items():
+        default = DEFAULT_THRESHOLDS.get(code)
+        extra = f"{default / 60:g} min" if default else (
+            ", ".join(f"{k}={v:g}" for k, v in GLOBAL_PARAMS[code].items()) if code in GLOBAL_PARAMS else r.kind)
+        print(f"{code:<26} {r.category:<10} {r.severity:<9} {extra:<28} {r.action}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
