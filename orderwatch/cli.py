@@ -214,7 +214,7 @@ def _simulate(args: argparse.Namespace) -> int:
           f"anomalies, {stats['duplicates']:,} duplicates, {stats['malformed']:,} malformed) to {out}")
     print(f"labels: {labels}\nblocklist: {blocklist}")
     print(f"replay with: orderwatch backtest {out} --blocklist {blocklist} --labels {labels} "
-          f"--until {stats['until']} --output exceptions.jsonl")
+          "--output exceptions.jsonl")
     return 0
 
 

@@ -362,7 +362,7 @@ check_existing_topics() {
     local distinct
     distinct="$(tr ' ' '\n' <<<"$co_counts" | grep -v '^$' | sort -u | wc -l)"
     if (( distinct > 1 )); then
-        die "co-partitioned topics (${CO_PARTITIONED[*]}) have different partition counts; run 'stack.sh reset'"
+        die "co-partitioned topics (${CO_PARTITIONED[*]/#/$TOPIC_PREFIX}) have different partition counts; run 'stack.sh reset'"
     fi
 }
 
@@ -422,7 +422,7 @@ ensure_redis_installed() {
         log "redis: stopping the system redis-server service that apt just started"
         "${sudo[@]}" service redis-server stop >/dev/null 2>&1 || warn "could not stop the system redis-server service"
     fi
-    log "redis: installed $(redis-server --version | awk '{ print $3 }')"
+    log "redis: installed $(redis-server --version | awk '{ sub(/^v=/, "", $3); print $3 }')"
 }
 
 redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null || true)" == PONG ]]; }
