@@ -68,7 +68,7 @@ def parse_duration(value: Any, key: str) -> float:
         return float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)) and float(m.group(1)) > 0:
         return float(m.group(1)) * _UNITS[m.group(2)]
-    msg = f"config key {key}: expected a positive duration like \"30m\", \"48h\", \"3d\" or seconds, got {value!r}"
+    msg = f'config key {key}: expected a positive duration like "30m", "48h", "3d" or seconds, got {value!r}'
     raise ConfigError(msg)
 
 
@@ -78,9 +78,7 @@ class RulesConfig:
 
     enabled: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(RULES, True))
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    params: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in GLOBAL_PARAMS.items()}
-    )
+    params: dict[str, dict[str, float]] = field(default_factory=lambda: {k: dict(v) for k, v in GLOBAL_PARAMS.items()})
     amount_tolerance: float = 0.01
     """Money sums closer than this count as equal (RULES.md: within 0.01)."""
     merchant_overrides: dict[str, dict[str, tuple[bool | None, float | None]]] = field(default_factory=dict)
@@ -124,8 +122,9 @@ class RulesConfig:
                     raise ConfigError(msg)
                 rules = _table(section, "rules", f"{scope}.{name}.rules")
                 target[name] = {
-                    code: _override(code, _table({"t": t}, "t", f"{scope}.{name}.rules.{code}"),
-                                    f"{scope}.{name}.rules.{code}")
+                    code: _override(
+                        code, _table({"t": t}, "t", f"{scope}.{name}.rules.{code}"), f"{scope}.{name}.rules.{code}"
+                    )
                     for code, t in rules.items()
                 }
         return cfg

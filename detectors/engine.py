@@ -19,8 +19,9 @@ from detectors.windows import AddressDetector, CustomerDetector, ProviderDetecto
 
 __all__ = ["Engine"]
 
-_STOCK_TYPES = frozenset({"inventory.level_reported", "inventory.reserved", "inventory.released",
-                          "inventory.reservation_failed"})
+_STOCK_TYPES = frozenset(
+    {"inventory.level_reported", "inventory.reserved", "inventory.released", "inventory.reservation_failed"}
+)
 _PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed"})
 
 

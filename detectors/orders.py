@@ -34,13 +34,27 @@ PAID_OR_LATER = frozenset({"paid", "allocated", "shipped", "delivered", "complet
 TERMINAL_STATUSES = frozenset({"delivered", "completed", "cancelled", "refunded"})
 GC = "_GC"  # internal episode: drop the state of a finished order
 
-ORDER_EVENT_TYPES = frozenset({
-    "order.created", "order.status_changed", "order.address_updated", "order.cancel_requested",
-    "order.cancelled", "payment.succeeded", "payment.failed", "refund.requested",
-    "refund.succeeded", "refund.failed", "inventory.reserved", "inventory.reservation_failed",
-    "inventory.released", "shipment.created", "shipment.tracking_updated", "shipment.delivered",
-    "shipment.exception",
-})
+ORDER_EVENT_TYPES = frozenset(
+    {
+        "order.created",
+        "order.status_changed",
+        "order.address_updated",
+        "order.cancel_requested",
+        "order.cancelled",
+        "payment.succeeded",
+        "payment.failed",
+        "refund.requested",
+        "refund.succeeded",
+        "refund.failed",
+        "inventory.reserved",
+        "inventory.reservation_failed",
+        "inventory.released",
+        "shipment.created",
+        "shipment.tracking_updated",
+        "shipment.delivered",
+        "shipment.exception",
+    }
+)
 
 # An episode: (rule, deadline, start event id, start event time, ref). `ref` tells episodes of
 # one rule apart within an order (the refund id for REFUND_OVERDUE), else None.
@@ -49,8 +63,21 @@ Episode = tuple[str, float, str, float, str | None]
 
 class OrderState:
     __slots__ = (
-        "customer", "eps", "flags", "last_t", "merchant", "oid", "opened", "paid", "pay_ids",
-        "profile", "refunds", "ship_by", "status", "total", "wake",
+        "customer",
+        "eps",
+        "flags",
+        "last_t",
+        "merchant",
+        "oid",
+        "opened",
+        "paid",
+        "pay_ids",
+        "profile",
+        "refunds",
+        "ship_by",
+        "status",
+        "total",
+        "wake",
     )
 
     def __init__(self, oid: str, profile: Profile) -> None:
@@ -145,9 +172,17 @@ class OrderDetector(KeyedDetector):
                     continue
                 verdict = self._checks[ep[0]](st, ep)
                 if verdict is not None:
-                    self._open(st, ep[0], ep[2], ep[1], now, verdict[0], {
-                        "start_event_id": ep[2], "start_event_time": iso(ep[3]),
-                        "deadline": iso(ep[1]), **verdict[1]}, out, ref=ep[4])
+                    self._open(
+                        st,
+                        ep[0],
+                        ep[2],
+                        ep[1],
+                        now,
+                        verdict[0],
+                        {"start_event_id": ep[2], "start_event_time": iso(ep[3]), "deadline": iso(ep[1]), **verdict[1]},
+                        out,
+                        ref=ep[4],
+                    )
             else:
                 self._reschedule(st)
         return out
@@ -155,7 +190,7 @@ class OrderDetector(KeyedDetector):
     def adopt(self, record: ExceptionRecord) -> None:
         """Take ownership of an exception another detector opened about this order (DUPLICATE_ORDER),
         so the order's own events can resolve it."""
-        assert record.order_id is not None  # noqa: S101 - invariant of DUPLICATE_ORDER records
+        assert record.order_id is not None
         st = self.states.get(record.order_id)
         if st is None:
             st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
@@ -175,8 +210,16 @@ class OrderDetector(KeyedDetector):
         return sum(len(st.opened) for st in self.states.values() if st.opened)
 
     # -- episode helpers ----------------------------------------------------------------------
-    def _start(self, st: OrderState, rule: str, deadline: float, start_id: str, start_t: float,
-               ref: str | None = None, force: bool = False) -> None:
+    def _start(
+        self,
+        st: OrderState,
+        rule: str,
+        deadline: float,
+        start_id: str,
+        start_t: float,
+        ref: str | None = None,
+        force: bool = False,
+    ) -> None:
         if not force:
             if st.flags & TERMINAL and rule != "REFUND_OVERDUE":
                 return
@@ -203,9 +246,19 @@ class OrderDetector(KeyedDetector):
         if st.eps:
             self._wake_at(st.oid, st, min(ep[1] for ep in st.eps))
 
-    def _open(self, st: OrderState, rule: str, start_id: str, event_time: float, now: float,
-              summary: str, evidence: dict[str, Any], out: list[Emission], ref: str | None = None,
-              severity: str | None = None) -> ExceptionRecord | None:
+    def _open(
+        self,
+        st: OrderState,
+        rule: str,
+        start_id: str,
+        event_time: float,
+        now: float,
+        summary: str,
+        evidence: dict[str, Any],
+        out: list[Emission],
+        ref: str | None = None,
+        severity: str | None = None,
+    ) -> ExceptionRecord | None:
         if st.profile.get(rule, 0.0) is None:
             return None
         if st.opened is None:
@@ -217,8 +270,9 @@ class OrderDetector(KeyedDetector):
         self._emit(out, "opened", rec)
         return rec
 
-    def _resolve(self, st: OrderState, rule: str, ev: Any, t: float, now: float,
-                 out: list[Emission], ref: str | None = None) -> None:
+    def _resolve(
+        self, st: OrderState, rule: str, ev: Any, t: float, now: float, out: list[Emission], ref: str | None = None
+    ) -> None:
         if not st.opened:
             return
         rec = st.opened.pop((rule, ref), None)
@@ -248,8 +302,9 @@ class OrderDetector(KeyedDetector):
                 if thr is not None:
                     self._start(st, "ORDER_STUCK", t + thr, ev.id, t)
 
-    def _on_created(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission],
-                    fingerprint: str | None = None) -> None:
+    def _on_created(
+        self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission], fingerprint: str | None = None
+    ) -> None:
         if st.flags & CREATED:
             return
         d = ev.data
@@ -267,9 +322,16 @@ class OrderDetector(KeyedDetector):
         if fingerprint is not None:
             hit = self.blocklist.match(d.customer_id, fingerprint, t)
             if hit is not None:
-                self._open(st, "BLOCKLISTED_ORDER", ev.id, t, now,
-                           f"Order {st.oid} matches the blocklist ({hit[0]} entry).",
-                           {"event_id": ev.id, "match": hit[0], "entry": hit[1], "reason": hit[2]}, out)
+                self._open(
+                    st,
+                    "BLOCKLISTED_ORDER",
+                    ev.id,
+                    t,
+                    now,
+                    f"Order {st.oid} matches the blocklist ({hit[0]} entry).",
+                    {"event_id": ev.id, "match": hit[0], "entry": hit[1], "reason": hit[2]},
+                    out,
+                )
         if not st.flags & (PAID | CANCELLED) and (thr := prof["PAYMENT_TIMEOUT"]) is not None:
             self._start(st, "PAYMENT_TIMEOUT", t + thr, ev.id, t)
         if d.promised_ship_by is not None:
@@ -277,19 +339,24 @@ class OrderDetector(KeyedDetector):
             ep = self._episode(st, "SHIPMENT_NOT_CREATED")
             if ep is not None:
                 self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by, ep[2], ep[3])
-        if (d.promised_delivery_by is not None
-                and not st.flags & (DELIVERED | PROMISE_FROM_SHIPMENT)):
+        if d.promised_delivery_by is not None and not st.flags & (DELIVERED | PROMISE_FROM_SHIPMENT):
             self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id, t)
 
-    def _check_shipping_info(self, st: OrderState, ev: Any, t: float, now: float,
-                             out: list[Emission]) -> None:
+    def _check_shipping_info(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         problems = address_problems(ev.data.shipping_address)
         if not st.flags & PHONE_OK:
             problems.append("phone_invalid")
         if problems:
-            self._open(st, "INVALID_SHIPPING_INFO", ev.id, t, now,
-                       f"Order {st.oid} has shipping details that cannot be used ({', '.join(problems)}).",
-                       {"event_id": ev.id, "event_type": ev.type, "problems": problems}, out)
+            self._open(
+                st,
+                "INVALID_SHIPPING_INFO",
+                ev.id,
+                t,
+                now,
+                f"Order {st.oid} has shipping details that cannot be used ({', '.join(problems)}).",
+                {"event_id": ev.id, "event_type": ev.type, "problems": problems},
+                out,
+            )
         else:
             self._resolve(st, "INVALID_SHIPPING_INFO", ev, t, now, out)
 
@@ -328,8 +395,7 @@ class OrderDetector(KeyedDetector):
         if not st.flags & (SHIPPED | CANCELLED) and thr is not None:
             self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by or t + thr, ev.id, t)
 
-    def _on_cancel_requested(self, st: OrderState, ev: Any, t: float, now: float,
-                             out: list[Emission]) -> None:
+    def _on_cancel_requested(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         thr = st.profile["CANCEL_NOT_PROCESSED"]
         if not st.flags & CANCELLED and thr is not None and not self._episode(st, "CANCEL_NOT_PROCESSED"):
             self._start(st, "CANCEL_NOT_PROCESSED", t + thr, ev.id, t)
@@ -354,12 +420,25 @@ class OrderDetector(KeyedDetector):
         first = not st.flags & PAID
         tol = self._tol
         if st.flags & CREATED and st.pay_ids and st.paid >= st.total - tol:
-            rec = self._open(st, "DUPLICATE_PAYMENT", ev.id, t, now,
-                             f"Order {st.oid} was paid again after earlier payments already covered its total.",
-                             {"event_id": ev.id, "payment_id": pid, "amount": money(amount),
-                              "currency": d.currency, "earlier_payment_ids": list(st.pay_ids),
-                              "earlier_paid": money(st.paid), "order_total": money(st.total)},
-                             out, ref=pid)
+            rec = self._open(
+                st,
+                "DUPLICATE_PAYMENT",
+                ev.id,
+                t,
+                now,
+                f"Order {st.oid} was paid again after earlier payments already covered its total.",
+                {
+                    "event_id": ev.id,
+                    "payment_id": pid,
+                    "amount": money(amount),
+                    "currency": d.currency,
+                    "earlier_payment_ids": list(st.pay_ids),
+                    "earlier_paid": money(st.paid),
+                    "order_total": money(st.total),
+                },
+                out,
+                ref=pid,
+            )
             if rec is not None:
                 st.flags |= DUPLICATE_FIRED
                 rec.amount = amount
@@ -389,8 +468,7 @@ class OrderDetector(KeyedDetector):
             r = st.refunds[refund_id] = [0, 0, 0]
         return r
 
-    def _on_refund_requested(self, st: OrderState, ev: Any, t: float, now: float,
-                             out: list[Emission]) -> None:
+    def _on_refund_requested(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         d = ev.data
         r = self._refund(st, d.refund_id)
         if r[0]:
@@ -401,8 +479,7 @@ class OrderDetector(KeyedDetector):
             self._start(st, "REFUND_OVERDUE", t + thr, ev.id, t, ref=d.refund_id)
         self._check_exceeds(st, ev, t, now, out)
 
-    def _on_refund_succeeded(self, st: OrderState, ev: Any, t: float, now: float,
-                             out: list[Emission]) -> None:
+    def _on_refund_succeeded(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         d = ev.data
         r = self._refund(st, d.refund_id)
         if r[2]:
@@ -413,14 +490,15 @@ class OrderDetector(KeyedDetector):
         self._resolve(st, "REFUND_FAILED", ev, t, now, out, ref=d.refund_id)
         if st.opened:
             refunded = self._refunded(st)
-            dups = sorted((rec for (rule, _), rec in st.opened.items() if rule == "DUPLICATE_PAYMENT"),
-                          key=lambda rec: rec.event_time)
+            dups = sorted(
+                (rec for (rule, _), rec in st.opened.items() if rule == "DUPLICATE_PAYMENT"),
+                key=lambda rec: rec.event_time,
+            )
             covered = 0
             for rec in dups:
                 covered += rec.amount
                 if refunded >= covered - self._tol:
-                    self._resolve(st, "DUPLICATE_PAYMENT", ev, t, now, out,
-                                  ref=rec.evidence["payment_id"])
+                    self._resolve(st, "DUPLICATE_PAYMENT", ev, t, now, out, ref=rec.evidence["payment_id"])
         self._settle_mismatch(st, ev, t, now, out)
         self._check_exceeds(st, ev, t, now, out)
 
@@ -428,18 +506,24 @@ class OrderDetector(KeyedDetector):
         d = ev.data
         r = self._refund(st, d.refund_id)
         if not r[2]:
-            self._open(st, "REFUND_FAILED", ev.id, t, now,
-                       f"Refund {d.refund_id} for order {st.oid} failed ({d.reason_code}).",
-                       {"event_id": ev.id, "refund_id": d.refund_id, "reason_code": d.reason_code},
-                       out, ref=d.refund_id)
+            self._open(
+                st,
+                "REFUND_FAILED",
+                ev.id,
+                t,
+                now,
+                f"Refund {d.refund_id} for order {st.oid} failed ({d.reason_code}).",
+                {"event_id": ev.id, "refund_id": d.refund_id, "reason_code": d.reason_code},
+                out,
+                ref=d.refund_id,
+            )
 
     @staticmethod
     def _refunded(st: OrderState) -> int:
         return sum(r[1] for r in st.refunds.values()) if st.refunds else 0
 
     def _settle_mismatch(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
-        if self._is_open(st, "PAYMENT_AMOUNT_MISMATCH") and abs(
-                st.paid - self._refunded(st) - st.total) <= self._tol:
+        if self._is_open(st, "PAYMENT_AMOUNT_MISMATCH") and abs(st.paid - self._refunded(st) - st.total) <= self._tol:
             self._resolve(st, "PAYMENT_AMOUNT_MISMATCH", ev, t, now, out)
 
     def _check_exceeds(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
@@ -450,10 +534,22 @@ class OrderDetector(KeyedDetector):
         refunds = sum(max(r[0], r[1]) for r in st.refunds.values())
         if refunds > st.paid + self._tol:
             st.flags |= EXCEEDS_FIRED
-            self._open(st, "REFUND_EXCEEDS_PAYMENT", ev.id, t, now,
-                       f"Refunds for order {st.oid} exceed what was paid for it.",
-                       {"event_id": ev.id, "refunds": money(refunds), "paid": money(st.paid),
-                        "refund_ids": sorted(st.refunds), "payment_ids": list(st.pay_ids)}, out)
+            self._open(
+                st,
+                "REFUND_EXCEEDS_PAYMENT",
+                ev.id,
+                t,
+                now,
+                f"Refunds for order {st.oid} exceed what was paid for it.",
+                {
+                    "event_id": ev.id,
+                    "refunds": money(refunds),
+                    "paid": money(st.paid),
+                    "refund_ids": sorted(st.refunds),
+                    "payment_ids": list(st.pay_ids),
+                },
+                out,
+            )
 
     def _on_reserved(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         st.flags |= RESERVATION_SEEN
@@ -461,35 +557,57 @@ class OrderDetector(KeyedDetector):
         self._resolve(st, "STOCK_NOT_RESERVED", ev, t, now, out)
         self._resolve(st, "STOCK_RESERVATION_FAILED", ev, t, now, out, ref=ev.data.sku)
 
-    def _on_reservation_failed(self, st: OrderState, ev: Any, t: float, now: float,
-                               out: list[Emission]) -> None:
+    def _on_reservation_failed(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         d = ev.data
         st.flags |= RESERVATION_SEEN
         self._end(st, "STOCK_NOT_RESERVED")
-        self._open(st, "STOCK_RESERVATION_FAILED", ev.id, t, now,
-                   f"Stock for order {st.oid} could not be reserved ({d.reason}).",
-                   {"event_id": ev.id, "sku": d.sku, "warehouse_id": d.warehouse_id,
-                    "quantity": d.quantity, "reason": d.reason}, out, ref=d.sku)
+        self._open(
+            st,
+            "STOCK_RESERVATION_FAILED",
+            ev.id,
+            t,
+            now,
+            f"Stock for order {st.oid} could not be reserved ({d.reason}).",
+            {
+                "event_id": ev.id,
+                "sku": d.sku,
+                "warehouse_id": d.warehouse_id,
+                "quantity": d.quantity,
+                "reason": d.reason,
+            },
+            out,
+            ref=d.sku,
+        )
 
-    def _on_shipment_created(self, st: OrderState, ev: Any, t: float, now: float,
-                             out: list[Emission]) -> None:
+    def _on_shipment_created(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         d = ev.data
         if st.flags & CANCELLED:
-            self._open(st, "SHIPPED_AFTER_CANCEL", ev.id, t, now,
-                       f"A shipment was created for order {st.oid}, which is cancelled.",
-                       {"event_id": ev.id, "shipment_id": d.shipment_id, "carrier": d.carrier},
-                       out, ref=d.shipment_id)
+            self._open(
+                st,
+                "SHIPPED_AFTER_CANCEL",
+                ev.id,
+                t,
+                now,
+                f"A shipment was created for order {st.oid}, which is cancelled.",
+                {"event_id": ev.id, "shipment_id": d.shipment_id, "carrier": d.carrier},
+                out,
+                ref=d.shipment_id,
+            )
         st.flags |= SHIPPED
         self._end(st, "SHIPMENT_NOT_CREATED")
         self._resolve(st, "SHIPMENT_NOT_CREATED", ev, t, now, out)
         self._tracking_event(st, ev, t, now, out, restart=True)
-        if (d.promised_delivery_by is not None and not st.flags & DELIVERED
-                and not self._is_open(st, "DELIVERY_OVERDUE")):
+        if (
+            d.promised_delivery_by is not None
+            and not st.flags & DELIVERED
+            and not self._is_open(st, "DELIVERY_OVERDUE")
+        ):
             st.flags |= PROMISE_FROM_SHIPMENT
             self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id, t)
 
-    def _tracking_event(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission],
-                        restart: bool) -> None:
+    def _tracking_event(
+        self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission], restart: bool
+    ) -> None:
         self._resolve(st, "TRACKING_STALLED", ev, t, now, out)
         ep = self._episode(st, "TRACKING_STALLED")
         if ep is not None and ep[3] > t:
@@ -509,22 +627,30 @@ class OrderDetector(KeyedDetector):
         self._resolve(st, "DELIVERY_OVERDUE", ev, t, now, out)
         self._resolve(st, "DELIVERY_FAILED", ev, t, now, out)
 
-    def _on_shipment_exception(self, st: OrderState, ev: Any, t: float, now: float,
-                               out: list[Emission]) -> None:
+    def _on_shipment_exception(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         d = ev.data
         self._tracking_event(st, ev, t, now, out, restart=False)
-        self._open(st, "DELIVERY_FAILED", ev.id, t, now,
-                   f"Shipment {d.shipment_id} of order {st.oid} failed ({d.reason}).",
-                   {"event_id": ev.id, "shipment_id": d.shipment_id, "reason": d.reason}, out,
-                   severity="high" if d.reason in ("lost", "damaged") else "medium")
+        self._open(
+            st,
+            "DELIVERY_FAILED",
+            ev.id,
+            t,
+            now,
+            f"Shipment {d.shipment_id} of order {st.oid} failed ({d.reason}).",
+            {"event_id": ev.id, "shipment_id": d.shipment_id, "reason": d.reason},
+            out,
+            severity="high" if d.reason in ("lost", "damaged") else "medium",
+        )
 
     # -- deadline checks: None = the clearing condition was met, no exception ----------------
     @staticmethod
     def _check_not_confirmed(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & REACHED_PAID:
             return None
-        return (f"Payment for order {st.oid} succeeded but the order is still not marked paid.",
-                {"order_status": st.status, "payment_ids": list(st.pay_ids)})
+        return (
+            f"Payment for order {st.oid} succeeded but the order is still not marked paid.",
+            {"order_status": st.status, "payment_ids": list(st.pay_ids)},
+        )
 
     @staticmethod
     def _check_timeout(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
@@ -535,16 +661,24 @@ class OrderDetector(KeyedDetector):
     def _check_mismatch(self, st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if not st.flags & CREATED or st.flags & DUPLICATE_FIRED or abs(st.paid - st.total) <= self._tol:
             return None
-        return (f"Payments for order {st.oid} do not add up to its total.",
-                {"order_total": money(st.total), "paid": money(st.paid),
-                 "difference": money(st.paid - st.total), "payment_ids": list(st.pay_ids)})
+        return (
+            f"Payments for order {st.oid} do not add up to its total.",
+            {
+                "order_total": money(st.total),
+                "paid": money(st.paid),
+                "difference": money(st.paid - st.total),
+                "payment_ids": list(st.pay_ids),
+            },
+        )
 
     @staticmethod
     def _check_without_order(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & CREATED:
             return None
-        return (f"A payment arrived for order {st.oid}, which orderwatch has never seen created.",
-                {"payment_ids": list(st.pay_ids), "paid": money(st.paid)})
+        return (
+            f"A payment arrived for order {st.oid}, which orderwatch has never seen created.",
+            {"payment_ids": list(st.pay_ids), "paid": money(st.paid)},
+        )
 
     @staticmethod
     def _check_not_reserved(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
@@ -556,8 +690,10 @@ class OrderDetector(KeyedDetector):
     def _check_not_shipped(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & (SHIPPED | CANCELLED):
             return None
-        return (f"Order {st.oid} is paid but no shipment was created in time.",
-                {"promised_ship_by": iso(st.ship_by) if st.ship_by else None})
+        return (
+            f"Order {st.oid} is paid but no shipment was created in time.",
+            {"promised_ship_by": iso(st.ship_by) if st.ship_by else None},
+        )
 
     @staticmethod
     def _check_tracking(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
@@ -569,8 +705,7 @@ class OrderDetector(KeyedDetector):
     def _check_delivery(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & DELIVERED:
             return None
-        return (f"Order {st.oid} was not delivered by its promised date.",
-                {"promised_delivery_by": iso(ep[1])})
+        return (f"Order {st.oid} was not delivered by its promised date.", {"promised_delivery_by": iso(ep[1])})
 
     @staticmethod
     def _check_cancel(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
@@ -583,15 +718,19 @@ class OrderDetector(KeyedDetector):
         r = st.refunds.get(ep[4] or "") if st.refunds else None
         if r is not None and r[2]:
             return None
-        return (f"Refund {ep[4]} for order {st.oid} has not been paid out.",
-                {"refund_id": ep[4], "amount": money(r[0]) if r else None})
+        return (
+            f"Refund {ep[4]} for order {st.oid} has not been paid out.",
+            {"refund_id": ep[4], "amount": money(r[0]) if r else None},
+        )
 
     @staticmethod
     def _check_stuck(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & TERMINAL:
             return None
-        return (f"Order {st.oid} has seen no event since {iso(ep[3])[:16]}.",
-                {"order_status": st.status, "last_event_id": ep[2]})
+        return (
+            f"Order {st.oid} has seen no event since {iso(ep[3])[:16]}.",
+            {"order_status": st.status, "last_event_id": ep[2]},
+        )
 
 
 def milli_tolerance(tolerance: float) -> int:

@@ -45,12 +45,22 @@ class StockDetector(KeyedDetector):
         out: list[Emission] = []
         if st.reserved > st.on_hand and st.record is None:
             st.record = self._record(
-                "STOCK_OVERSOLD", d.sku, ev.id, None, now, t,
-                f"SKU {d.sku} is oversold in warehouse {d.warehouse_id}: "
-                f"{st.reserved} reserved, {st.on_hand} on hand.",
-                {"event_id": ev.id, "sku": d.sku, "warehouse_id": d.warehouse_id,
-                 "on_hand": st.on_hand, "reserved": st.reserved,
-                 "order_id": getattr(d, "order_id", None)})
+                "STOCK_OVERSOLD",
+                d.sku,
+                ev.id,
+                None,
+                now,
+                t,
+                f"SKU {d.sku} is oversold in warehouse {d.warehouse_id}: {st.reserved} reserved, {st.on_hand} on hand.",
+                {
+                    "event_id": ev.id,
+                    "sku": d.sku,
+                    "warehouse_id": d.warehouse_id,
+                    "on_hand": st.on_hand,
+                    "reserved": st.reserved,
+                    "order_id": getattr(d, "order_id", None),
+                },
+            )
             self._emit(out, "opened", st.record)
         elif st.reserved <= st.on_hand and st.record is not None:
             st.record.resolve(ev.id, t, now)

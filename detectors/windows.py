@@ -113,11 +113,22 @@ class AddressDetector(_SlidingDetector):
             return out
         st.holding = True
         st.record = self._record(
-            "ADDRESS_CLUSTER", fingerprint, ev.id, None, now, t,
-            f"{len(orders)} orders from {customers} customers to one address within "
-            f"{self.window / 3600:g} h.",
-            {"event_id": ev.id, "address_fingerprint": fingerprint, "order_ids": orders[:MAX_EVIDENCE_IDS],
-             "orders": len(orders), "customers": customers, "window_start": iso(st.entries[0][0])})
+            "ADDRESS_CLUSTER",
+            fingerprint,
+            ev.id,
+            None,
+            now,
+            t,
+            f"{len(orders)} orders from {customers} customers to one address within {self.window / 3600:g} h.",
+            {
+                "event_id": ev.id,
+                "address_fingerprint": fingerprint,
+                "order_ids": orders[:MAX_EVIDENCE_IDS],
+                "orders": len(orders),
+                "customers": customers,
+                "window_start": iso(st.entries[0][0]),
+            },
+        )
         self._emit(out, "opened", st.record)
         return out
 
@@ -152,11 +163,21 @@ class CustomerDetector(_SlidingDetector):
             if earlier:
                 prev = earlier[-1]
                 rec = self._record(
-                    "DUPLICATE_ORDER", d.order_id, ev.id, d.order_id, now, t,
+                    "DUPLICATE_ORDER",
+                    d.order_id,
+                    ev.id,
+                    d.order_id,
+                    now,
+                    t,
                     f"Order {d.order_id} repeats the items of order {prev[1]} placed "
                     f"{(t - prev[0]) / 60:.0f} min earlier by the same customer.",
-                    {"event_id": ev.id, "earlier_order_id": prev[1], "earlier_order_time": iso(prev[0]),
-                     "customer_id": d.customer_id})
+                    {
+                        "event_id": ev.id,
+                        "earlier_order_id": prev[1],
+                        "earlier_order_time": iso(prev[0]),
+                        "customer_id": d.customer_id,
+                    },
+                )
                 self._emit(out, "opened", rec)
         st.entries.append((t, d.order_id, key, young))
         self._wake_at(d.customer_id, st, t + self.window)
@@ -173,11 +194,22 @@ class CustomerDetector(_SlidingDetector):
             return out
         st.holding = True
         st.record = self._record(
-            "NEW_ACCOUNT_BURST", d.customer_id, ev.id, None, now, t,
+            "NEW_ACCOUNT_BURST",
+            d.customer_id,
+            ev.id,
+            None,
+            now,
+            t,
             f"Customer {d.customer_id}, whose account is under {self.account_age / 86400:g} days old, "
             f"placed {len(orders)} orders within {self.burst_window / 60:g} min.",
-            {"event_id": ev.id, "customer_id": d.customer_id, "customer_since": iso(d.customer_since.timestamp()),
-             "order_ids": orders[:MAX_EVIDENCE_IDS], "orders": len(orders)})
+            {
+                "event_id": ev.id,
+                "customer_id": d.customer_id,
+                "customer_since": iso(d.customer_since.timestamp()),
+                "order_ids": orders[:MAX_EVIDENCE_IDS],
+                "orders": len(orders),
+            },
+        )
         self._emit(out, "opened", st.record)
         return out
 
@@ -237,15 +269,26 @@ class ProviderDetector(KeyedDetector):
             return
         end = st.win_start + self.window
         rate = st.failures / st.attempts
-        figures = {"window_start": iso(st.win_start), "window_end": iso(end),
-                   "failures": st.failures, "attempts": st.attempts, "failure_rate": round(rate, 4)}
+        figures = {
+            "window_start": iso(st.win_start),
+            "window_end": iso(end),
+            "failures": st.failures,
+            "attempts": st.attempts,
+            "failure_rate": round(rate, 4),
+        }
         if st.failures >= self.min_failures and rate >= self.min_rate:
             if st.record is None:
                 st.record = self._record(
-                    "PAYMENT_FAILURE_SPIKE", provider, st.first_failure or "", None, now, end,
+                    "PAYMENT_FAILURE_SPIKE",
+                    provider,
+                    st.first_failure or "",
+                    None,
+                    now,
+                    end,
                     f"Payment provider {provider} failed {st.failures} of {st.attempts} payments "
                     f"({rate:.0%}) in {self.window / 60:g} min.",
-                    {"provider": provider, "windows": 1, **figures})
+                    {"provider": provider, "windows": 1, **figures},
+                )
                 self._emit(out, "opened", st.record)
             else:
                 rec = st.record

@@ -125,10 +125,17 @@ def run_backtest(
         except InvalidEvent as exc:
             res.invalid[exc.reason] += 1
             if dead_letter is not None:
-                dead_letter.write(json.dumps({
-                    "line": n, "reason": exc.reason, "error": exc.detail,
-                    "original": raw.decode("utf-8", "replace").rstrip("\r\n"),
-                }) + "\n")
+                dead_letter.write(
+                    json.dumps(
+                        {
+                            "line": n,
+                            "reason": exc.reason,
+                            "error": exc.detail,
+                            "original": raw.decode("utf-8", "replace").rstrip("\r\n"),
+                        }
+                    )
+                    + "\n"
+                )
             continue
         res.events += 1
         emissions = replay.push(ev)

@@ -59,28 +59,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bt = sub.add_parser(
-        "backtest", help="replay a CloudEvents JSONL file through the rules in event time",
+        "backtest",
+        help="replay a CloudEvents JSONL file through the rules in event time",
         description="Replay a JSON Lines file of CloudEvents (arrival order; .gz accepted; - for stdin) "
         "through every rule in event time, exactly as a --clock event worker would. Writes exception "
         "CloudEvents as JSON Lines and prints a summary. Exits 0 when the input was read to the end.",
     )
     bt.add_argument("input", metavar="INPUT", help="JSON Lines file of CloudEvents (.gz accepted, - = stdin)")
-    bt.add_argument("--output", "-o", metavar="FILE",
-                    help="write exception events here (default: standard output; the summary then goes to stderr)")
-    bt.add_argument("--dead-letter", metavar="FILE",
-                    help="write each invalid line here with its line number and reason")
-    bt.add_argument("--until", metavar="TIME", type=_timestamp,
-                    help="after the last event, move the clock to TIME so deadlines up to it fire")
+    bt.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write exception events here (default: standard output; the summary then goes to stderr)",
+    )
+    bt.add_argument(
+        "--dead-letter", metavar="FILE", help="write each invalid line here with its line number and reason"
+    )
+    bt.add_argument(
+        "--until",
+        metavar="TIME",
+        type=_timestamp,
+        help="after the last event, move the clock to TIME so deadlines up to it fire",
+    )
     bt.add_argument("--config", metavar="FILE", help="rules configuration (TOML)")
-    bt.add_argument("--lateness", metavar="SECONDS", type=_seconds, default=60.0,
-                    help="allowed lateness of events behind the largest event time seen (default 60)")
+    bt.add_argument(
+        "--lateness",
+        metavar="SECONDS",
+        type=_seconds,
+        default=60.0,
+        help="allowed lateness of events behind the largest event time seen (default 60)",
+    )
     bt.add_argument("--blocklist", metavar="FILE", help="blocklist entries (JSONL of {key, value})")
-    bt.add_argument("--labels", metavar="FILE",
-                    help="expected exceptions (from `simulate`): print precision and recall per rule")
+    bt.add_argument(
+        "--labels", metavar="FILE", help="expected exceptions (from `simulate`): print precision and recall per rule"
+    )
     bt.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
 
     sim = sub.add_parser(
-        "simulate", help="generate realistic order journeys with labelled anomalies",
+        "simulate",
+        help="generate realistic order journeys with labelled anomalies",
         description="Write a realistic CloudEvents JSONL stream of whole order journeys with injected, "
         "labelled anomalies for every rule, re-delivered duplicates, cross-topic arrival skew and a few "
         "malformed lines. Labels go to --labels (default: OUTPUT with .labels.jsonl), the blocklist "
@@ -91,12 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--output", "-o", metavar="FILE", required=True, help="events JSONL (.gz to compress)")
     sim.add_argument("--labels", metavar="FILE", help="where to write the expected exceptions")
     sim.add_argument("--blocklist", metavar="FILE", help="where to write the blocklist entries")
-    sim.add_argument("--start", metavar="TIME", type=_timestamp,
-                     help="event time of the first order (default 2026-03-02T08:00:00+00:00)")
+    sim.add_argument(
+        "--start",
+        metavar="TIME",
+        type=_timestamp,
+        help="event time of the first order (default 2026-03-02T08:00:00+00:00)",
+    )
 
-    sc = sub.add_parser("schema", help="write a JSON Schema per event type",
-                        description="Write one JSON Schema file per input event type and per exception "
-                        "event, so consumers can validate without Python.")
+    sc = sub.add_parser(
+        "schema",
+        help="write a JSON Schema per event type",
+        description="Write one JSON Schema file per input event type and per exception "
+        "event, so consumers can validate without Python.",
+    )
     sc.add_argument("--out", metavar="DIR", required=True, help="directory to write the schemas into")
 
     sub.add_parser("rules", help="list the rule catalog with its defaults")
@@ -145,11 +169,21 @@ def _backtest(args: argparse.Namespace) -> int:
         report = sys.stdout if args.output else sys.stderr
         progress = None
         if not args.quiet:
+
             def progress(n: int, secs: float) -> None:
                 print(f"  ... {n:,} lines, {n / secs:,.0f} lines/s", file=sys.stderr, flush=True)
-        res = run_backtest(open_lines(args.input), config=config, blocklist=blocklist,
-                           lateness=args.lateness, until=args.until, output=out, dead_letter=dlq,
-                           keep=labels is not None, progress=progress)
+
+        res = run_backtest(
+            open_lines(args.input),
+            config=config,
+            blocklist=blocklist,
+            lateness=args.lateness,
+            until=args.until,
+            output=out,
+            dead_letter=dlq,
+            keep=labels is not None,
+            progress=progress,
+        )
     _print_summary(res, args, report)
     if labels is not None:
         _print_scores(score(res.emissions, labels), report)
@@ -177,8 +211,10 @@ def _print_summary(res: Any, args: argparse.Namespace, out: IO[str]) -> None:
     w(f"  valid events      {res.events:>10,}  (duplicates ignored {res.duplicates:,}, late {res.late:,})\n")
     reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(res.invalid.items()))
     w(f"  invalid           {invalid:>10,}" + (f"  ({reasons})" if reasons else "") + "\n")
-    w(f"  exceptions        opened {sum(res.opened.values()):,}, resolved {sum(res.resolved.values()):,}, "
-      f"open at end {res.open_at_end:,}, evidence updates {res.updated:,}\n")
+    w(
+        f"  exceptions        opened {sum(res.opened.values()):,}, resolved {sum(res.resolved.values()):,}, "
+        f"open at end {res.open_at_end:,}, evidence updates {res.updated:,}\n"
+    )
     w(f"  still pending     {sum(res.pending.values()):,} deadline episodes\n")
     w(f"  throughput        {res.events_per_second:,.0f} events/s ({res.seconds:.2f} s)\n\n")
     w(f"  {'rule':<26}{'opened':>8}{'resolved':>10}{'pending':>9}\n")
@@ -208,13 +244,15 @@ def _simulate(args: argparse.Namespace) -> int:
     stem = str(out)[: -len("".join(out.suffixes))] if out.suffixes else str(out)
     labels = args.labels or f"{stem}.labels.jsonl"
     blocklist = args.blocklist or f"{stem}.blocklist.jsonl"
-    stats = simulate(orders=args.orders, seed=args.seed, output=out, labels=Path(labels),
-                     blocklist=Path(blocklist), start=args.start)
-    print(f"wrote {stats['lines']:,} lines ({stats['orders']:,} orders, {stats['anomalies']:,} labelled "
-          f"anomalies, {stats['duplicates']:,} duplicates, {stats['malformed']:,} malformed) to {out}")
+    stats = simulate(
+        orders=args.orders, seed=args.seed, output=out, labels=Path(labels), blocklist=Path(blocklist), start=args.start
+    )
+    print(
+        f"wrote {stats['lines']:,} lines ({stats['orders']:,} orders, {stats['anomalies']:,} labelled "
+        f"anomalies, {stats['duplicates']:,} duplicates, {stats['malformed']:,} malformed) to {out}"
+    )
     print(f"labels: {labels}\nblocklist: {blocklist}")
-    print(f"replay with: orderwatch backtest {out} --blocklist {blocklist} --labels {labels} "
-          "--output exceptions.jsonl")
+    print(f"replay with: orderwatch backtest {out} --blocklist {blocklist} --labels {labels} --output exceptions.jsonl")
     return 0
 
 
@@ -231,8 +269,11 @@ def _rules() -> int:
 
     for code, r in RULES.items():
         default = DEFAULT_THRESHOLDS.get(code)
-        extra = f"{default / 60:g} min" if default else (
-            ", ".join(f"{k}={v:g}" for k, v in GLOBAL_PARAMS[code].items()) if code in GLOBAL_PARAMS else r.kind)
+        extra = (
+            f"{default / 60:g} min"
+            if default
+            else (", ".join(f"{k}={v:g}" for k, v in GLOBAL_PARAMS[code].items()) if code in GLOBAL_PARAMS else r.kind)
+        )
         print(f"{code:<26} {r.category:<10} {r.severity:<9} {extra:<28} {r.action}")
     return 0
 

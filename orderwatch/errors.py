@@ -1,9 +1,9 @@
 """The one root exception of orderwatch and its family.
 
-    OrderwatchError
-    ├── ConfigError        a setting or config file key is wrong (names the key and what it expects)
-    ├── InvalidEvent       an input message broke the wire contract (goes to the dead-letter topic)
-    └── InputError         an input file cannot be read at all
+OrderwatchError
+├── ConfigError        a setting or config file key is wrong (names the key and what it expects)
+├── InvalidEvent       an input message broke the wire contract (goes to the dead-letter topic)
+└── InputError         an input file cannot be read at all
 """
 
 from __future__ import annotations

@@ -120,10 +120,19 @@ class _Sim:
         t = round(t + self.rng.random() * 0.5, 3)
         topic = TOPIC_OF_TYPE[type_]
         self.seq += 1
-        line = json.dumps({
-            "specversion": "1.0", "id": self.uid(), "source": f"/{topic}-service", "type": type_,
-            "time": self.ts(t), "subject": subject, "datacontenttype": "application/json", "data": data,
-        }, separators=(",", ":"))
+        line = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": self.uid(),
+                "source": f"/{topic}-service",
+                "type": type_,
+                "time": self.ts(t),
+                "subject": subject,
+                "datacontenttype": "application/json",
+                "data": data,
+            },
+            separators=(",", ":"),
+        )
         self._pending.append((t, self.seq, topic, subject, line))
         self.last_time = max(self.last_time, t)
 
@@ -151,9 +160,15 @@ class _Sim:
         self.malformed += 1
         self.seq += 1
         kind = self.rng.randrange(4)
-        good = {"specversion": "1.0", "id": self.uid(), "source": "/orders-service",
-                "type": "order.cancelled", "time": self.ts(t), "subject": "o-x",
-                "data": {"order_id": "o-x", "reason": "customer"}}
+        good = {
+            "specversion": "1.0",
+            "id": self.uid(),
+            "source": "/orders-service",
+            "type": "order.cancelled",
+            "time": self.ts(t),
+            "subject": "o-x",
+            "data": {"order_id": "o-x", "reason": "customer"},
+        }
         if kind == 0:
             line = '{"specversion": "1.0", "id": "' + self.uid() + '", "type": "order.creat'
         elif kind == 1:
@@ -173,7 +188,9 @@ class _Sim:
         address = {
             "recipient": f"Customer {cid[2:]}",
             "line1": f"{rng.randrange(1, 400)} {rng.choice(streets)} {cid[2:]}",
-            "city": city, "postal_code": fmt.format(rng.randrange(lo, hi)), "country": country,
+            "city": city,
+            "postal_code": fmt.format(rng.randrange(lo, hi)),
+            "country": country,
         }
         digits = {"DE": 8, "FR": 7, "NL": 7, "GB": 8, "US": 4}[country]
         phone = phone_fmt.format(rng.randrange(10 ** (digits - 1), 10**digits))
@@ -190,26 +207,35 @@ class _Sim:
                 return cust
         return self.new_customer(t, age_days=self.rng.choice([None, None, None, self.rng.uniform(1, 6)]))
 
-    def make_order(self, t0: float, customer: Customer, items: list[tuple[str, int, Decimal]] | None = None,
-                   anomaly: str | None = None) -> Order:
+    def make_order(
+        self,
+        t0: float,
+        customer: Customer,
+        items: list[tuple[str, int, Decimal]] | None = None,
+        anomaly: str | None = None,
+    ) -> Order:
         rng = self.rng
         self.n_orders += 1
         if items is None:
             items = [(sku, rng.randrange(1, 4), price) for sku, price in rng.sample(self.skus, rng.randrange(1, 4))]
         total = sum((q * p for _, q, p in items), Decimal("0"))
         customer.last_order = max(customer.last_order, t0)
-        return Order(f"o-{self.n_orders:07d}", t0, customer, items, total, anomaly,
-                     provider=rng.choice(PROVIDERS))
+        return Order(f"o-{self.n_orders:07d}", t0, customer, items, total, anomaly, provider=rng.choice(PROVIDERS))
 
     # -- journey stages ---------------------------------------------------------------------------
     def created(self, o: Order, t: float) -> None:
         c = o.customer
         data: dict[str, Any] = {
-            "order_id": o.oid, "customer_id": c.cid, "customer_since": self.ts(c.since),
-            "merchant_id": f"m-{int(o.oid[2:]) % 7 + 1}", "channel": self.rng.choice(["web", "web", "app", "marketplace"]),
+            "order_id": o.oid,
+            "customer_id": c.cid,
+            "customer_since": self.ts(c.since),
+            "merchant_id": f"m-{int(o.oid[2:]) % 7 + 1}",
+            "channel": self.rng.choice(["web", "web", "app", "marketplace"]),
             "items": [{"sku": s, "quantity": q, "unit_price": str(p)} for s, q, p in o.items],
-            "total_amount": str(o.total), "currency": "EUR",
-            "shipping_address": o.address or c.address, "contact_phone": o.extra.get("phone", c.phone),
+            "total_amount": str(o.total),
+            "currency": "EUR",
+            "shipping_address": o.address or c.address,
+            "contact_phone": o.extra.get("phone", c.phone),
             "promised_delivery_by": self.ts(o.t0 + o.promise_days * DAY),
         }
         if o.ship_by is not None:
@@ -220,70 +246,157 @@ class _Sim:
         for i, (sku, q, _) in enumerate(o.items):
             wh = o.extra.get("wh") or ("W1" if (int(o.oid[2:]) + i) % 3 else "W2")
             if sku == fail_sku:
-                self.emit("inventory.reservation_failed", sku, t + i, {
-                    "sku": sku, "warehouse_id": wh, "order_id": o.oid, "quantity": q, "reason": "out_of_stock"})
+                self.emit(
+                    "inventory.reservation_failed",
+                    sku,
+                    t + i,
+                    {"sku": sku, "warehouse_id": wh, "order_id": o.oid, "quantity": q, "reason": "out_of_stock"},
+                )
                 continue
             self.reserved[(sku, wh)] = self.reserved.get((sku, wh), 0) + q
-            self.emit("inventory.reserved", sku, t + i, {"sku": sku, "warehouse_id": wh, "order_id": o.oid, "quantity": q})
+            self.emit(
+                "inventory.reserved", sku, t + i, {"sku": sku, "warehouse_id": wh, "order_id": o.oid, "quantity": q}
+            )
 
     def release(self, o: Order, t: float) -> None:
         for i, (sku, q, _) in enumerate(o.items):
             wh = o.extra.get("wh") or ("W1" if (int(o.oid[2:]) + i) % 3 else "W2")
-            self.emit("inventory.released", sku, t + i, {"sku": sku, "warehouse_id": wh, "order_id": o.oid, "quantity": q})
+            self.emit(
+                "inventory.released", sku, t + i, {"sku": sku, "warehouse_id": wh, "order_id": o.oid, "quantity": q}
+            )
 
     def pay(self, o: Order, t: float, amount: Decimal | None = None, provider: str | None = None) -> str:
         pid = f"pay-{self.uid()[:12]}"
-        self.emit("payment.succeeded", o.oid, t, {
-            "order_id": o.oid, "payment_id": pid, "amount": str(o.total if amount is None else amount),
-            "currency": "EUR", "provider": provider or o.provider, "method": self.rng.choice(["card", "wallet", "sepa"])})
+        self.emit(
+            "payment.succeeded",
+            o.oid,
+            t,
+            {
+                "order_id": o.oid,
+                "payment_id": pid,
+                "amount": str(o.total if amount is None else amount),
+                "currency": "EUR",
+                "provider": provider or o.provider,
+                "method": self.rng.choice(["card", "wallet", "sepa"]),
+            },
+        )
         return pid
 
     def fail_payment(self, o: Order, t: float, provider: str) -> None:
-        self.emit("payment.failed", o.oid, t, {
-            "order_id": o.oid, "payment_id": f"pay-{self.uid()[:12]}", "amount": str(o.total), "currency": "EUR",
-            "provider": provider, "reason_code": self.rng.choice(["card_declined", "insufficient_funds", "timeout"])})
+        self.emit(
+            "payment.failed",
+            o.oid,
+            t,
+            {
+                "order_id": o.oid,
+                "payment_id": f"pay-{self.uid()[:12]}",
+                "amount": str(o.total),
+                "currency": "EUR",
+                "provider": provider,
+                "reason_code": self.rng.choice(["card_declined", "insufficient_funds", "timeout"]),
+            },
+        )
 
     def status(self, o: Order, t: float, value: str) -> None:
         self.emit("order.status_changed", o.oid, t, {"order_id": o.oid, "status": value})
 
     def refund(self, o: Order, t: float, amount: Decimal, settle_after: float | None, fail_first: bool = False) -> None:
         rid = f"ref-{self.uid()[:12]}"
-        self.emit("refund.requested", o.oid, t, {
-            "order_id": o.oid, "refund_id": rid, "amount": str(amount), "currency": "EUR", "reason": "return"})
+        self.emit(
+            "refund.requested",
+            o.oid,
+            t,
+            {"order_id": o.oid, "refund_id": rid, "amount": str(amount), "currency": "EUR", "reason": "return"},
+        )
         if fail_first:
-            self.emit("refund.failed", o.oid, t + 20 * MIN, {"order_id": o.oid, "refund_id": rid, "reason_code": "account_closed"})
+            self.emit(
+                "refund.failed",
+                o.oid,
+                t + 20 * MIN,
+                {"order_id": o.oid, "refund_id": rid, "reason_code": "account_closed"},
+            )
         if settle_after is not None:
-            self.emit("refund.succeeded", o.oid, t + settle_after, {
-                "order_id": o.oid, "refund_id": rid, "amount": str(amount), "currency": "EUR"})
+            self.emit(
+                "refund.succeeded",
+                o.oid,
+                t + settle_after,
+                {"order_id": o.oid, "refund_id": rid, "amount": str(amount), "currency": "EUR"},
+            )
 
-    def ship(self, o: Order, t: float, *, stall: float | None = None, exception: str | None = None,
-             deliver_by: float | None = None, close: bool = True) -> float:
+    def ship(
+        self,
+        o: Order,
+        t: float,
+        *,
+        stall: float | None = None,
+        exception: str | None = None,
+        deliver_by: float | None = None,
+        close: bool = True,
+    ) -> float:
         """shipment.created at t, tracking updates under 3 days apart, delivered; returns the delivery time."""
         rng = self.rng
         sid = f"shp-{o.oid[2:]}"
-        self.emit("shipment.created", o.oid, t, {"order_id": o.oid, "shipment_id": sid, "carrier": rng.choice(["dhl", "ups", "dpd"]),
-                                                 "tracking_number": f"TRK{rng.randrange(10**9, 10**10)}"})
+        self.emit(
+            "shipment.created",
+            o.oid,
+            t,
+            {
+                "order_id": o.oid,
+                "shipment_id": sid,
+                "carrier": rng.choice(["dhl", "ups", "dpd"]),
+                "tracking_number": f"TRK{rng.randrange(10**9, 10**10)}",
+            },
+        )
         self.status(o, t + 60, "shipped")
         deliver_at = deliver_by if deliver_by is not None else t + rng.uniform(1, 3.2) * DAY
         cursor = t
         while deliver_at - cursor > 2 * DAY:
             cursor += rng.uniform(0.5, 1.8) * DAY
-            self.emit("shipment.tracking_updated", o.oid, cursor, {"order_id": o.oid, "shipment_id": sid, "status": "in_transit",
-                                                                   "location": rng.choice(["hub-1", "hub-2", "depot"])})
+            self.emit(
+                "shipment.tracking_updated",
+                o.oid,
+                cursor,
+                {
+                    "order_id": o.oid,
+                    "shipment_id": sid,
+                    "status": "in_transit",
+                    "location": rng.choice(["hub-1", "hub-2", "depot"]),
+                },
+            )
             if stall is not None:
                 cursor += stall  # the one long silence of a TRACKING_STALLED journey
                 deliver_at = max(deliver_at, cursor + 0.5 * DAY)
-                self.emit("shipment.tracking_updated", o.oid, cursor, {"order_id": o.oid, "shipment_id": sid, "status": "in_transit"})
+                self.emit(
+                    "shipment.tracking_updated",
+                    o.oid,
+                    cursor,
+                    {"order_id": o.oid, "shipment_id": sid, "status": "in_transit"},
+                )
                 stall = None
             if exception is not None:
-                self.emit("shipment.exception", o.oid, cursor + HOUR, {"order_id": o.oid, "shipment_id": sid, "reason": exception})
+                self.emit(
+                    "shipment.exception",
+                    o.oid,
+                    cursor + HOUR,
+                    {"order_id": o.oid, "shipment_id": sid, "reason": exception},
+                )
                 exception = None
         if exception is not None:
-            self.emit("shipment.exception", o.oid, (cursor + deliver_at) / 2, {"order_id": o.oid, "shipment_id": sid, "reason": exception})
+            self.emit(
+                "shipment.exception",
+                o.oid,
+                (cursor + deliver_at) / 2,
+                {"order_id": o.oid, "shipment_id": sid, "reason": exception},
+            )
         if stall is not None:  # short trip: the stall sits between the last update and delivery
             cursor += stall
             deliver_at = max(deliver_at, cursor + HOUR)
-            self.emit("shipment.tracking_updated", o.oid, cursor, {"order_id": o.oid, "shipment_id": sid, "status": "in_transit"})
+            self.emit(
+                "shipment.tracking_updated",
+                o.oid,
+                cursor,
+                {"order_id": o.oid, "shipment_id": sid, "status": "in_transit"},
+            )
         self.emit("shipment.delivered", o.oid, deliver_at, {"order_id": o.oid, "shipment_id": sid})
         if close:
             self.status(o, deliver_at + 120, "delivered")
@@ -319,16 +432,24 @@ class _Sim:
         self.created(o, t0)
         if a == "INVALID_SHIPPING_INFO":
             self.label(a, oid, oid)
-            self.emit("order.address_updated", oid, t0 + rng.uniform(1, 6) * HOUR,
-                      {"order_id": oid, "shipping_address": o.customer.address, "contact_phone": o.customer.phone})
+            self.emit(
+                "order.address_updated",
+                oid,
+                t0 + rng.uniform(1, 6) * HOUR,
+                {"order_id": oid, "shipping_address": o.customer.address, "contact_phone": o.customer.phone},
+            )
         if a == "STOCK_NOT_RESERVED":
             pass
         elif a == "STOCK_RESERVATION_FAILED":
             self.reserve(o, t0 + 5, fail_sku=o.items[0][0])
             self.label(a, oid, oid)
             sku, q, _ = o.items[0]
-            self.emit("inventory.reserved", sku, t0 + rng.uniform(10, 40) * MIN,
-                      {"sku": sku, "warehouse_id": "W2", "order_id": oid, "quantity": q})
+            self.emit(
+                "inventory.reserved",
+                sku,
+                t0 + rng.uniform(10, 40) * MIN,
+                {"sku": sku, "warehouse_id": "W2", "order_id": oid, "quantity": q},
+            )
         else:
             self.reserve(o, t0 + rng.uniform(1, 20))
         if a == "DUPLICATE_ORDER":
@@ -387,8 +508,12 @@ class _Sim:
             self.refund(o, done + rng.uniform(5, 60) * MIN, o.total, settle_after=rng.uniform(1, 12) * HOUR)
             if a == "SHIPPED_AFTER_CANCEL":
                 self.label(a, oid, oid)
-                self.emit("shipment.created", oid, done + rng.uniform(1, 5) * HOUR, {
-                    "order_id": oid, "shipment_id": f"shp-{oid[2:]}", "carrier": "dhl", "tracking_number": "TRK1"})
+                self.emit(
+                    "shipment.created",
+                    oid,
+                    done + rng.uniform(1, 5) * HOUR,
+                    {"order_id": oid, "shipment_id": f"shp-{oid[2:]}", "carrier": "dhl", "tracking_number": "TRK1"},
+                )
             return
         self.status(o, status_at + rng.uniform(10, 60) * MIN, "allocated")
         ship_at = status_at + rng.uniform(2, 30) * HOUR
@@ -415,7 +540,9 @@ class _Sim:
             self.label(a, oid, oid)
             self.status(o, delivered + rng.uniform(7.5, 9) * DAY, "completed")
             return
-        if a in ("REFUND_OVERDUE", "REFUND_FAILED", "REFUND_EXCEEDS_PAYMENT") or (a is None and rng.random() < 0.03 * odds):
+        if a in ("REFUND_OVERDUE", "REFUND_FAILED", "REFUND_EXCEEDS_PAYMENT") or (
+            a is None and rng.random() < 0.03 * odds
+        ):
             r = delivered + rng.uniform(2, 30) * HOUR
             if a == "REFUND_OVERDUE":
                 self.refund(o, r, o.total, settle_after=rng.uniform(26, 40) * HOUR)
@@ -444,8 +571,13 @@ class _Sim:
     # -- group anomalies ----------------------------------------------------------------------------
     def address_cluster(self, t: float) -> None:
         """Six orders from four accounts to one drop address within half a day."""
-        drop = {"recipient": "Parcel Station", "line1": f"{self.rng.randrange(1, 99)} Industriestrasse",
-                "city": "Berlin", "postal_code": "12435", "country": "DE"}
+        drop = {
+            "recipient": "Parcel Station",
+            "line1": f"{self.rng.randrange(1, 99)} Industriestrasse",
+            "city": "Berlin",
+            "postal_code": "12435",
+            "country": "DE",
+        }
         custs = [self.new_customer(t) for _ in range(4)]
         for i in range(6):
             o = self.make_order(t + i * self.rng.uniform(20, 120) * MIN, custs[i % 4])
@@ -464,8 +596,12 @@ class _Sim:
     def blocklisted(self, t: float) -> None:
         cust = self.new_customer(t)
         cust.cid = f"c-blk{len(self.blocklist):04d}"
-        self.blocklist.append({"key": f"customer:{cust.cid}", "value": {
-            "reason": "chargeback_fraud", "added_at": self.ts(self.start - DAY)}})
+        self.blocklist.append(
+            {
+                "key": f"customer:{cust.cid}",
+                "value": {"reason": "chargeback_fraud", "added_at": self.ts(self.start - DAY)},
+            }
+        )
         o = self.make_order(t, cust)
         self.journey(o)
         self.label("BLOCKLISTED_ORDER", o.oid, o.oid)
@@ -490,18 +626,35 @@ class _Sim:
             o.total = price
             o.extra.update(plain=True, wh="W1")
             self.journey(o)
-        self.emit("inventory.level_reported", sku, t + 6 * HOUR, {"sku": sku, "warehouse_id": "W1", "on_hand": 12, "reserved": 3})
+        self.emit(
+            "inventory.level_reported",
+            sku,
+            t + 6 * HOUR,
+            {"sku": sku, "warehouse_id": "W1", "on_hand": 12, "reserved": 3},
+        )
         self.label("STOCK_OVERSOLD", sku)
 
     def snapshots(self, t: float) -> None:
         for sku, _ in self.skus:
             for wh in ("W1", "W2"):
-                self.emit("inventory.level_reported", sku, t + self.rng.uniform(0, 600), {
-                    "sku": sku, "warehouse_id": wh, "on_hand": 1_000_000, "reserved": self.reserved.get((sku, wh), 0)})
+                self.emit(
+                    "inventory.level_reported",
+                    sku,
+                    t + self.rng.uniform(0, 600),
+                    {"sku": sku, "warehouse_id": wh, "on_hand": 1_000_000, "reserved": self.reserved.get((sku, wh), 0)},
+                )
 
 
-def simulate(*, orders: int, seed: int, output: Path, labels: Path, blocklist: Path,
-             start: float | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def simulate(
+    *,
+    orders: int,
+    seed: int,
+    output: Path,
+    labels: Path,
+    blocklist: Path,
+    start: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Write the stream, the labels and the blocklist; returns counts for the caller to report."""
     t_start = start if start is not None else DEFAULT_START
     sim = _Sim(seed, t_start)
@@ -558,9 +711,14 @@ def simulate(*, orders: int, seed: int, output: Path, labels: Path, blocklist: P
         _write_lines(fh, (json.dumps(lab) for lab in sim.labels))
     with open(blocklist, "w", encoding="utf-8") as fh:
         _write_lines(fh, (json.dumps(b) for b in sim.blocklist))
-    return {"lines": len(lines), "orders": sim.n_orders, "anomalies": len(sim.labels),
-            "duplicates": sim.duplicates, "malformed": sim.malformed,
-            "last_event": datetime.fromtimestamp(sim.last_time, UTC).isoformat()}
+    return {
+        "lines": len(lines),
+        "orders": sim.n_orders,
+        "anomalies": len(sim.labels),
+        "duplicates": sim.duplicates,
+        "malformed": sim.malformed,
+        "last_event": datetime.fromtimestamp(sim.last_time, UTC).isoformat(),
+    }
 
 
 def _write_lines(fh: IO[str], lines: Any) -> None:

@@ -26,8 +26,8 @@ __all__ = [
     "EVENT_TYPES",
     "INPUT_TOPICS",
     "TOPIC_OF_TYPE",
-    "CloudEvent",
     "Address",
+    "CloudEvent",
     "Event",
     "LineItem",
     "parse_event",
@@ -38,7 +38,13 @@ Money = Annotated[Decimal, Field(allow_inf_nan=False)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 NonEmpty = Annotated[str, Field(min_length=1)]
 OrderStatus = Literal[
-    "pending_payment", "paid", "allocated", "shipped", "delivered", "completed", "cancelled",
+    "pending_payment",
+    "paid",
+    "allocated",
+    "shipped",
+    "delivered",
+    "completed",
+    "cancelled",
     "refunded",
 ]
 
@@ -204,6 +210,7 @@ class CloudEvent(BaseModel):
     subject: NonEmpty
     datacontenttype: Literal["application/json"] | None = None
     data: Any
+
 
 class OrderCreated(CloudEvent):
     type: Literal["order.created"]

@@ -10,7 +10,8 @@ from typing import Any
 
 from detectors.config import RulesConfig
 from detectors.engine import Engine
-from detectors.records import Emission
+from detectors.ids import exception_id
+from detectors.records import Emission, ExceptionRecord
 from detectors.replay import EventTimeReplay
 from schemas.events import Event, parse_event
 
@@ -134,3 +135,67 @@ def happy_journey(order: str, start: datetime) -> list[Event]:
         shipment("shipment.delivered", order, m(2880)),
         status(order, m(2881), "delivered"),
     ]
+
+
+# -- helpers for the rule tests (tests/detectors/test_rules_*.py) ------------------------------
+
+def address_updated(order: str, when: datetime, address: dict[str, Any] | None = None,
+                    phone: str | None = None, id_: str | None = None) -> Event:
+    data: dict[str, Any] = {"order_id": order, "shipping_address": address or ADDRESS}
+    if phone is not None:
+        data["contact_phone"] = phone
+    return event("order.address_updated", order, when, data, id_)
+
+
+def cancel_requested(order: str, when: datetime, id_: str | None = None) -> Event:
+    return event("order.cancel_requested", order, when, {"order_id": order, "reason": "changed_mind"}, id_)
+
+
+def cancelled(order: str, when: datetime, id_: str | None = None) -> Event:
+    return event("order.cancelled", order, when, {"order_id": order, "reason": "changed_mind"}, id_)
+
+
+def reservation_failed(order: str, when: datetime, *, sku: str = "SKU-1", qty: int = 1,
+                       wh: str = "W1") -> Event:
+    return event("inventory.reservation_failed", sku, when, {
+        "sku": sku, "warehouse_id": wh, "order_id": order, "quantity": qty, "reason": "out_of_stock"})
+
+
+def paid_order(order: str, start: datetime, *, total: str = "50.00", **created_kw: Any) -> list[Event]:
+    """Created, stock reserved, paid and marked paid: only SHIPMENT_NOT_CREATED (payment + 48 h)
+    and ORDER_STUCK (last event + 7 d) stay pending."""
+    m = lambda minutes: start + timedelta(minutes=minutes)  # noqa: E731
+    return [created(order, start, total=total, **created_kw), reserved(order, m(0.5)),
+            paid(order, m(1), amount=total), status(order, m(2), "paid")]
+
+
+def updated(emissions: list[Emission], rule: str | None = None) -> list[Emission]:
+    return [e for e in emissions if e.kind == "updated" and (rule is None or e.record.rule == rule)]
+
+
+def expect_opened(emissions: list[Emission], rule: str, *, subject: str, order_id: str | None,
+                  severity: str, event_time: datetime, start: Event | str) -> ExceptionRecord:
+    """Exactly one `opened` of `rule`, with these facts; its id is the hash of rule, subject and
+    the episode's start event id (CONTRACT.md)."""
+    ems = opened(emissions, rule)
+    assert len(ems) == 1, f"expected one opened {rule}, got {[e.record for e in ems]}"
+    rec = ems[0].record
+    start_id = start if isinstance(start, str) else start.id
+    assert (rec.subject, rec.order_id, rec.severity, rec.status) == (subject, order_id, severity, "open")
+    assert rec.event_time == event_time.timestamp()
+    assert rec.exception_id == exception_id(rule, subject, start_id)
+    return rec
+
+
+def expect_resolved(emissions: list[Emission], rule: str, *, by: Event,
+                    exception: ExceptionRecord | None = None) -> ExceptionRecord:
+    """Exactly one automatic `resolved` of `rule`, naming the clearing event `by`."""
+    ems = resolved(emissions, rule)
+    assert len(ems) == 1, f"expected one resolved {rule}, got {[e.record for e in ems]}"
+    rec = ems[0].record
+    assert (rec.status, rec.resolution_kind) == ("resolved", "auto")
+    assert rec.resolution_event_id == by.id
+    assert rec.resolution_event_time == by.time.timestamp()
+    if exception is not None:
+        assert rec.exception_id == exception.exception_id
+    return rec

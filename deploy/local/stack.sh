@@ -238,6 +238,8 @@ kafka_fail() {   # kafka_fail MESSAGE: show the end of the broker log and exit
 KAFKA_TOPIC_LIST=""
 wait_kafka_ready() {
     local pid="$1" start="$2" deadline=$((SECONDS + KAFKA_TIMEOUT)) err="$KAFKA_DIR/ready.err"
+    mkdir -p "$KAFKA_CONF_DIR"
+    [[ -f "$TOOLS_LOG4J" && -f "$ADMIN_CONF" ]] || write_kafka_config
     until port_open "$KAFKA_PORT"; do
         [[ -n "$(kafka_pid)" ]] || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
         (( SECONDS < deadline )) || kafka_fail "Kafka did not open 127.0.0.1:$KAFKA_PORT within ${KAFKA_TIMEOUT}s (still running as pid $pid; 'stack.sh down' stops it)"
@@ -254,7 +256,11 @@ wait_kafka_ready() {
         sleep 0.5
     done
     rm -f "$err"
-    log "kafka: ready on $BOOTSTRAP after $(elapsed "$start")s"
+    if [[ "$3" == started ]]; then
+        log "kafka: ready on $BOOTSTRAP after $(elapsed "$start")s"
+    else
+        log "kafka: answers on $BOOTSTRAP"
+    fi
 }
 
 start_kafka() {
@@ -269,7 +275,8 @@ start_kafka() {
             die "Kafka already runs (pid $pid) on port $running_port, but ORDERWATCH_KAFKA_PORT=$KAFKA_PORT; run 'stack.sh down' first"
         fi
         log "kafka: already running (pid $pid) on $BOOTSTRAP"
-        start="$(now)"
+        wait_kafka_ready "$pid" "$(now)" running
+        return 0
     else
         rm -f "$KAFKA_PIDFILE"
         port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is already in use by another process (set ORDERWATCH_KAFKA_PORT)"
@@ -288,7 +295,7 @@ start_kafka() {
         pid=$!
         printf '%s\n' "$pid" >"$KAFKA_PIDFILE"
     fi
-    wait_kafka_ready "$pid" "$start"
+    wait_kafka_ready "$pid" "$start" started
 }
 
 # Creates the missing topics (in parallel: each CLI call is a JVM start) and
