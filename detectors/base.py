@@ -1,6 +1,6 @@
 """Shared machinery of the keyed detectors: a lazy-deletion timer heap and record building.
 
-Each detector owns its states (a dict by key) and one heap of `(when, seq, key)`; the state's
+Each detector owns its states (a dict by key) and one heap of `(when, key)`; the state's
 own `wake` field is the truth, a heap entry whose time differs from it is stale and skipped.
 """
 
@@ -24,8 +24,9 @@ class KeyedDetector:
     def __init__(self, config: RulesConfig) -> None:
         self.config = config
         self.states: dict[Any, Any] = {}
-        self._heap: list[tuple[float, int, Any]] = []
-        self._seq = 0
+        # (when, key): no tie-breaking counter, keys of one detector compare fine, and an int
+        # per entry is memory the open-order budget cannot spare.
+        self._heap: list[tuple[float, Any]] = []
 
     # -- timers -----------------------------------------------------------------------------
     def _wake_at(self, key: Any, state: Any, when: float | None) -> None:
@@ -34,14 +35,13 @@ class KeyedDetector:
             return
         if state.wake is None or when < state.wake:
             state.wake = when
-            self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, key))
+            heapq.heappush(self._heap, (when, key))
 
     def _due(self, now: float) -> Iterator[tuple[Any, Any]]:
         """Pop keys whose timer is strictly before `now` (a deadline fires once the clock passes it)."""
         heap = self._heap
         while heap and heap[0][0] < now:
-            when, _, key = heapq.heappop(heap)
+            when, key = heapq.heappop(heap)
             state = self.states.get(key)
             if state is None or state.wake != when:
                 continue  # stale: the state was dropped or rescheduled earlier

@@ -84,6 +84,7 @@ class RulesConfig:
     merchant_overrides: dict[str, dict[str, tuple[bool | None, float | None]]] = field(default_factory=dict)
     channel_overrides: dict[str, dict[str, tuple[bool | None, float | None]]] = field(default_factory=dict)
     _profiles: dict[tuple[str | None, str | None], Profile] = field(default_factory=dict, repr=False)
+    _profile_keys: dict[int, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, path: str | Path) -> RulesConfig:
@@ -164,7 +165,12 @@ class RulesConfig:
                     elif enabled:
                         prof[code] = self.thresholds.get(code, 0.0)
             self._profiles[key] = prof
+            self._profile_keys[id(prof)] = key
         return prof
+
+    def profile_key(self, profile: Profile) -> tuple[str | None, str | None]:
+        """The (merchant, channel) a profile was built for: what a state snapshot stores instead."""
+        return self._profile_keys[id(profile)]
 
     def is_enabled(self, code: str) -> bool:
         return self.enabled[code]

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from detectors.base import KeyedDetector
 from detectors.blocklist import Blocklist
+from detectors.catalog import RULES
 from detectors.config import Profile, RulesConfig
 from detectors.records import Emission, ExceptionRecord, iso, milli, money
 from detectors.shipping import address_problems, phone_ok
@@ -56,9 +58,10 @@ ORDER_EVENT_TYPES = frozenset(
     }
 )
 
-# An episode: (rule, deadline, start event id, start event time, ref). `ref` tells episodes of
-# one rule apart within an order (the refund id for REFUND_OVERDUE), else None.
-Episode = tuple[str, float, str, float, str | None]
+# An episode: (rule, deadline, start event id, ref). `ref` tells episodes of one rule apart
+# within an order (the refund id for REFUND_OVERDUE), else None. The start time is not kept: it
+# is the deadline minus the threshold (a float less per episode, and state size is the budget).
+Episode = tuple[str, float, str, str | None]
 
 
 class OrderState:
@@ -84,8 +87,6 @@ class OrderState:
         self.oid = oid
         self.flags = 0
         self.status: str | None = None
-        self.customer: str | None = None
-        self.merchant: str | None = None
         self.total = 0  # milli-units
         self.paid = 0  # sum of distinct succeeded payments, milli-units
         self.pay_ids: tuple[str, ...] = ()
@@ -154,7 +155,6 @@ class OrderDetector(KeyedDetector):
             else:
                 handler(st, ev, t, now, out)
         self._touch(st, ev, t, now, out)
-        self._reschedule(st)
         return out
 
     def advance(self, now: float) -> list[Emission]:
@@ -168,7 +168,7 @@ class OrderDetector(KeyedDetector):
                     if not st.opened and not st.eps:
                         del self.states[oid]
                         break
-                    self._start(st, GC, now + self.retention, "", now, force=True)
+                    self._start(st, GC, now + self.retention, "", force=True)
                     continue
                 verdict = self._checks[ep[0]](st, ep)
                 if verdict is not None:
@@ -179,9 +179,10 @@ class OrderDetector(KeyedDetector):
                         ep[1],
                         now,
                         verdict[0],
-                        {"start_event_id": ep[2], "start_event_time": iso(ep[3]), "deadline": iso(ep[1]), **verdict[1]},
+                        {"start_event_id": ep[2], "start_event_time": self._start_time(st, ep), "deadline": iso(ep[1]),
+                         **verdict[1]},
                         out,
-                        ref=ep[4],
+                        ref=ep[3],
                     )
             else:
                 self._reschedule(st)
@@ -197,6 +198,32 @@ class OrderDetector(KeyedDetector):
         if st.opened is None:
             st.opened = {}
         st.opened[(record.rule, None)] = record
+
+    # -- snapshots: the changelog / RocksDB value of one order ----------------------------------
+    def snapshot(self, oid: str) -> bytes:
+        """Compact JSON of one order's state (the key, the order id, is not repeated in it)."""
+        st = self.states[oid]
+        doc = [
+            st.flags, st.status, st.total, st.paid, list(st.pay_ids), st.refunds,
+            _ms(st.last_t), _ms(st.ship_by), [[_RULE_NO[ep[0]], _ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
+            [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
+            list(self.config.profile_key(st.profile)),
+        ]
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def restore(self, oid: str, blob: bytes) -> None:
+        """Rebuild one order from `snapshot` output (recovery from the changelog)."""
+        flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey = json.loads(blob)
+        st = OrderState(oid, self.config.profile(*pkey))
+        st.flags, st.status, st.total, st.paid = flags, status, total, paid
+        st.pay_ids, st.refunds = tuple(pay_ids), refunds
+        st.last_t = _sec(last_t) if last_t is not None else float("-inf")
+        st.ship_by = _sec(ship_by)
+        st.eps = [(_RULES_BY_NO[no], _sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
+        if opened:
+            st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
+        self.states[oid] = st
+        self._reschedule(st)
 
     def pending(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -216,7 +243,6 @@ class OrderDetector(KeyedDetector):
         rule: str,
         deadline: float,
         start_id: str,
-        start_t: float,
         ref: str | None = None,
         force: bool = False,
     ) -> None:
@@ -226,21 +252,32 @@ class OrderDetector(KeyedDetector):
             if st.profile.get(rule) is None:
                 return
         self._end(st, rule, ref)
-        st.eps.append((rule, deadline, start_id, start_t, ref))
+        st.eps.append((rule, deadline, start_id, ref))
+        # Only an earlier deadline needs a new timer; a later one is found when the current
+        # timer pops and the state reschedules itself (lazy, one heap entry per order).
+        self._wake_at(st.oid, st, deadline)
 
     @staticmethod
     def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
         for ep in st.eps:
-            if ep[0] == rule and ep[4] == ref:
+            if ep[0] == rule and ep[3] == ref:
                 st.eps.remove(ep)
                 return
 
     @staticmethod
     def _episode(st: OrderState, rule: str, ref: str | None = None) -> Episode | None:
         for ep in st.eps:
-            if ep[0] == rule and ep[4] == ref:
+            if ep[0] == rule and ep[3] == ref:
                 return ep
         return None
+
+    @staticmethod
+    def _start_time(st: OrderState, ep: Episode) -> str | None:
+        thr = st.profile.get(ep[0])
+        # Promise-based deadlines (DELIVERY_OVERDUE, a promised_ship_by) have no threshold.
+        if not thr or ep[0] == "DELIVERY_OVERDUE" or (ep[0] == "SHIPMENT_NOT_CREATED" and st.ship_by == ep[1]):
+            return None
+        return iso(ep[1] - thr)
 
     def _reschedule(self, st: OrderState) -> None:
         if st.eps:
@@ -289,7 +326,7 @@ class OrderDetector(KeyedDetector):
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
         st.eps = [ep for ep in st.eps if ep[0] == "REFUND_OVERDUE"]
-        self._start(st, GC, t + self.retention, "", t, force=True)
+        self._start(st, GC, t + self.retention, "", force=True)
 
     # -- event handlers -----------------------------------------------------------------------
     def _touch(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
@@ -300,7 +337,7 @@ class OrderDetector(KeyedDetector):
             if st.flags & CREATED and not st.flags & TERMINAL:
                 thr = st.profile["ORDER_STUCK"]
                 if thr is not None:
-                    self._start(st, "ORDER_STUCK", t + thr, ev.id, t)
+                    self._start(st, "ORDER_STUCK", t + thr, ev.id)
 
     def _on_created(
         self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission], fingerprint: str | None = None
@@ -309,8 +346,6 @@ class OrderDetector(KeyedDetector):
             return
         d = ev.data
         st.flags |= CREATED
-        st.customer = d.customer_id
-        st.merchant = d.merchant_id
         st.total = milli(d.total_amount)
         st.profile = prof = self.config.profile(d.merchant_id, d.channel)
         self._end(st, "PAYMENT_WITHOUT_ORDER")
@@ -333,14 +368,14 @@ class OrderDetector(KeyedDetector):
                     out,
                 )
         if not st.flags & (PAID | CANCELLED) and (thr := prof["PAYMENT_TIMEOUT"]) is not None:
-            self._start(st, "PAYMENT_TIMEOUT", t + thr, ev.id, t)
+            self._start(st, "PAYMENT_TIMEOUT", t + thr, ev.id)
         if d.promised_ship_by is not None:
             st.ship_by = d.promised_ship_by.timestamp()
             ep = self._episode(st, "SHIPMENT_NOT_CREATED")
             if ep is not None:
-                self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by, ep[2], ep[3])
+                self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by, ep[2])
         if d.promised_delivery_by is not None and not st.flags & (DELIVERED | PROMISE_FROM_SHIPMENT):
-            self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id, t)
+            self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id)
 
     def _check_shipping_info(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         problems = address_problems(ev.data.shipping_address)
@@ -393,12 +428,12 @@ class OrderDetector(KeyedDetector):
         st.flags |= SHIP_EPISODE_STARTED
         thr = st.profile["SHIPMENT_NOT_CREATED"]
         if not st.flags & (SHIPPED | CANCELLED) and thr is not None:
-            self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by or t + thr, ev.id, t)
+            self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by or t + thr, ev.id)
 
     def _on_cancel_requested(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         thr = st.profile["CANCEL_NOT_PROCESSED"]
         if not st.flags & CANCELLED and thr is not None and not self._episode(st, "CANCEL_NOT_PROCESSED"):
-            self._start(st, "CANCEL_NOT_PROCESSED", t + thr, ev.id, t)
+            self._start(st, "CANCEL_NOT_PROCESSED", t + thr, ev.id)
 
     def _on_cancelled(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         st.status = "cancelled"
@@ -450,13 +485,13 @@ class OrderDetector(KeyedDetector):
         if first:
             prof = st.profile
             if not st.flags & REACHED_PAID and (thr := prof["PAYMENT_NOT_CONFIRMED"]) is not None:
-                self._start(st, "PAYMENT_NOT_CONFIRMED", t + thr, ev.id, t)
+                self._start(st, "PAYMENT_NOT_CONFIRMED", t + thr, ev.id)
             if (thr := prof["PAYMENT_AMOUNT_MISMATCH"]) is not None:
-                self._start(st, "PAYMENT_AMOUNT_MISMATCH", t + thr, ev.id, t)
+                self._start(st, "PAYMENT_AMOUNT_MISMATCH", t + thr, ev.id)
             if not st.flags & CREATED and (thr := prof["PAYMENT_WITHOUT_ORDER"]) is not None:
-                self._start(st, "PAYMENT_WITHOUT_ORDER", t + thr, ev.id, t)
+                self._start(st, "PAYMENT_WITHOUT_ORDER", t + thr, ev.id)
             if not st.flags & RESERVATION_SEEN and (thr := prof["STOCK_NOT_RESERVED"]) is not None:
-                self._start(st, "STOCK_NOT_RESERVED", t + thr, ev.id, t)
+                self._start(st, "STOCK_NOT_RESERVED", t + thr, ev.id)
         self._mark_paid(st, ev, t)
         self._settle_mismatch(st, ev, t, now, out)
 
@@ -476,7 +511,7 @@ class OrderDetector(KeyedDetector):
         r[0] = milli(d.amount)
         thr = st.profile["REFUND_OVERDUE"]
         if not r[2] and thr is not None:
-            self._start(st, "REFUND_OVERDUE", t + thr, ev.id, t, ref=d.refund_id)
+            self._start(st, "REFUND_OVERDUE", t + thr, ev.id, ref=d.refund_id)
         self._check_exceeds(st, ev, t, now, out)
 
     def _on_refund_succeeded(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
@@ -603,17 +638,18 @@ class OrderDetector(KeyedDetector):
             and not self._is_open(st, "DELIVERY_OVERDUE")
         ):
             st.flags |= PROMISE_FROM_SHIPMENT
-            self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id, t)
+            self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id)
 
     def _tracking_event(
         self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission], restart: bool
     ) -> None:
         self._resolve(st, "TRACKING_STALLED", ev, t, now, out)
         ep = self._episode(st, "TRACKING_STALLED")
-        if ep is not None and ep[3] > t:
+        thr = st.profile["TRACKING_STALLED"]
+        if ep is not None and thr is not None and ep[1] - thr > t:
             return  # a late event older than the current episode's start changes nothing
         if restart and not st.flags & DELIVERED and (thr := st.profile["TRACKING_STALLED"]) is not None:
-            self._start(st, "TRACKING_STALLED", t + thr, ev.id, t)
+            self._start(st, "TRACKING_STALLED", t + thr, ev.id)
         elif not restart:
             self._end(st, "TRACKING_STALLED")
 
@@ -699,7 +735,7 @@ class OrderDetector(KeyedDetector):
     def _check_tracking(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & DELIVERED:
             return None
-        return (f"Tracking for order {st.oid} has not moved since {iso(ep[3])[:16]}.", {})
+        return (f"Tracking for order {st.oid} has not moved for {(st.profile['TRACKING_STALLED'] or 0) / 86400:g} days.", {})
 
     @staticmethod
     def _check_delivery(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
@@ -715,12 +751,12 @@ class OrderDetector(KeyedDetector):
 
     @staticmethod
     def _check_refund(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
-        r = st.refunds.get(ep[4] or "") if st.refunds else None
+        r = st.refunds.get(ep[3] or "") if st.refunds else None
         if r is not None and r[2]:
             return None
         return (
-            f"Refund {ep[4]} for order {st.oid} has not been paid out.",
-            {"refund_id": ep[4], "amount": money(r[0]) if r else None},
+            f"Refund {ep[3]} for order {st.oid} has not been paid out.",
+            {"refund_id": ep[3], "amount": money(r[0]) if r else None},
         )
 
     @staticmethod
@@ -728,9 +764,22 @@ class OrderDetector(KeyedDetector):
         if st.flags & TERMINAL:
             return None
         return (
-            f"Order {st.oid} has seen no event since {iso(ep[3])[:16]}.",
+            f"Order {st.oid} has seen no event for {(st.profile['ORDER_STUCK'] or 0) / 86400:g} days.",
             {"order_status": st.status, "last_event_id": ep[2]},
         )
+
+
+_RULE_NO = {code: n for n, code in enumerate([GC, *RULES])}
+_RULES_BY_NO = dict(enumerate([GC, *RULES]))
+
+
+def _ms(t: float | None) -> int | None:
+    # Milliseconds as an int: shorter than a float's repr, and event times carry no finer detail.
+    return None if t is None or t == float("-inf") else round(t * 1000)
+
+
+def _sec(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
 
 
 def milli_tolerance(tolerance: float) -> int:

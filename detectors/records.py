@@ -39,6 +39,13 @@ class ExceptionRecord:
     # Internal figure a rule needs to decide resolution (e.g. the duplicate's amount); not on the wire.
     amount: int = field(default=0, repr=False)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ExceptionRecord:
+        return cls(**doc)
+
     def resolve(self, event_id: str | None, event_time: float | None, now: float) -> None:
         self.status = "resolved"
         self.resolution_kind = "auto"

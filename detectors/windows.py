@@ -8,7 +8,7 @@ join its evidence (an `updated` emission); a new one opens only after the condit
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, deque
+from collections import Counter
 from typing import Any
 
 from detectors.base import KeyedDetector
@@ -34,7 +34,7 @@ class _WindowState:
     __slots__ = ("entries", "holding", "record", "wake")
 
     def __init__(self) -> None:
-        self.entries: deque[tuple[Any, ...]] = deque()
+        self.entries: list[tuple[Any, ...]] = []
         self.holding = False
         self.record: ExceptionRecord | None = None
         self.wake: float | None = None
@@ -52,9 +52,13 @@ class _SlidingDetector(KeyedDetector):
         return st
 
     def _evict(self, st: _WindowState, t: float) -> None:
+        # A list, not a deque: a deque's first block alone is ~600 bytes, and most keys hold one entry.
         entries, window = st.entries, self.window
-        while entries and t - entries[0][0] > window:
-            entries.popleft()
+        k = 0
+        while k < len(entries) and t - entries[k][0] > window:
+            k += 1
+        if k:
+            del entries[:k]
 
     def advance(self, now: float) -> list[Emission]:
         for key, st in self._due(now):
@@ -88,7 +92,7 @@ class AddressDetector(_SlidingDetector):
         p = self.config.params["ADDRESS_CLUSTER"]
         self.window, self.min_orders, self.min_customers = p["window"], p["min_orders"], p["min_customers"]
 
-    def _holds(self, entries: deque[tuple[Any, ...]]) -> bool:
+    def _holds(self, entries: list[tuple[Any, ...]]) -> bool:
         return len(entries) >= self.min_orders and len({e[2] for e in entries}) >= self.min_customers
 
     def apply(self, ev: Any, t: float, now: float, fingerprint: str) -> list[Emission]:
@@ -143,7 +147,7 @@ class CustomerDetector(_SlidingDetector):
         self.dup_window = self.config.thresholds["DUPLICATE_ORDER"]
         self.window = max(self.burst_window, self.dup_window)
 
-    def _burst(self, entries: deque[tuple[Any, ...]], t: float) -> list[tuple[Any, ...]]:
+    def _burst(self, entries: list[tuple[Any, ...]], t: float) -> list[tuple[Any, ...]]:
         return [e for e in entries if e[3] and t - e[0] <= self.burst_window]
 
     def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
