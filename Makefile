@@ -34,7 +34,7 @@ demo-backtest: install ## simulate 40,000 orders and backtest them with labels
 	mkdir -p out
 	$(BIN)/orderwatch simulate --orders 40000 --seed 7 --output out/sim.jsonl.gz
 	$(BIN)/orderwatch backtest out/sim.jsonl.gz --blocklist out/sim.blocklist.jsonl \
-		--labels out/sim.labels.jsonl --until 2026-03-20T00:00:00+00:00 --output out/exceptions.jsonl
+		--labels out/sim.labels.jsonl --output out/exceptions.jsonl --dead-letter out/dead-letters.jsonl
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

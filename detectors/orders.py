@@ -217,7 +217,7 @@ class OrderDetector(KeyedDetector):
         st = OrderState(oid, self.config.profile(*pkey))
         st.flags, st.status, st.total, st.paid = flags, status, total, paid
         st.pay_ids, st.refunds = tuple(pay_ids), refunds
-        st.last_t = _sec(last_t) if last_t is not None else float("-inf")
+        st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = _sec(ship_by)
         st.eps = [(_RULES_BY_NO[no], _sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
         if opened:
@@ -735,7 +735,8 @@ class OrderDetector(KeyedDetector):
     def _check_tracking(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
         if st.flags & DELIVERED:
             return None
-        return (f"Tracking for order {st.oid} has not moved for {(st.profile['TRACKING_STALLED'] or 0) / 86400:g} days.", {})
+        days = (st.profile["TRACKING_STALLED"] or 0) / 86400
+        return (f"Tracking for order {st.oid} has not moved for {days:g} days.", {})
 
     @staticmethod
     def _check_delivery(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:

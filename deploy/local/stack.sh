@@ -30,7 +30,8 @@ KAFKA_CONF_DIR="$KAFKA_DIR/config"
 KAFKA_CONF="$KAFKA_CONF_DIR/server.properties"
 KAFKA_LOG4J="$KAFKA_CONF_DIR/log4j.properties"
 TOOLS_LOG4J="$KAFKA_CONF_DIR/tools-log4j.properties"
-ADMIN_CONF="$KAFKA_CONF_DIR/admin.properties"
+ADMIN_CONF="$KAFKA_CONF_DIR/admin.properties"   # topic creation: patient
+PROBE_CONF="$KAFKA_CONF_DIR/probe.properties"   # readiness probe: fails fast, retried
 KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
 KAFKA_LOG="$KAFKA_DIR/broker.log"
 KAFKA_CLUSTER_ID_FILE="$KAFKA_DIR/cluster.id"
@@ -204,6 +205,10 @@ log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
 log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
 EOF
     cat >"$ADMIN_CONF" <<'EOF'
+request.timeout.ms=15000
+default.api.timeout.ms=60000
+EOF
+    cat >"$PROBE_CONF" <<'EOF'
 request.timeout.ms=5000
 default.api.timeout.ms=10000
 EOF
@@ -239,7 +244,7 @@ KAFKA_TOPIC_LIST=""
 wait_kafka_ready() {
     local pid="$1" start="$2" deadline=$((SECONDS + KAFKA_TIMEOUT)) err="$KAFKA_DIR/ready.err"
     mkdir -p "$KAFKA_CONF_DIR"
-    [[ -f "$TOOLS_LOG4J" && -f "$ADMIN_CONF" ]] || write_kafka_config
+    [[ -f "$TOOLS_LOG4J" && -f "$ADMIN_CONF" && -f "$PROBE_CONF" ]] || write_kafka_config
     until port_open "$KAFKA_PORT"; do
         [[ -n "$(kafka_pid)" ]] || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
         (( SECONDS < deadline )) || kafka_fail "Kafka did not open 127.0.0.1:$KAFKA_PORT within ${KAFKA_TIMEOUT}s (still running as pid $pid; 'stack.sh down' stops it)"
@@ -247,7 +252,7 @@ wait_kafka_ready() {
     done
     until KAFKA_TOPIC_LIST="$(timeout 30 "$JAVA" "${CLI_JVM_OPTS[@]}" -Dlog4j.configuration="file:$TOOLS_LOG4J" \
             -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
-            --command-config "$ADMIN_CONF" --list 2>"$err")"; do
+            --command-config "$PROBE_CONF" --list 2>"$err")"; do
         [[ -n "$(kafka_pid)" ]] || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
         if (( SECONDS >= deadline )); then
             tail -n 5 "$err" >&2 || true
