@@ -162,7 +162,8 @@ class RulesConfig:
                         prof[code] = None
                     elif threshold is not None:
                         prof[code] = threshold
-                    elif enabled:
+                    elif enabled and prof[code] is None:
+                        # Re-enabled without a threshold: the default, not a lower layer's value.
                         prof[code] = self.thresholds.get(code, 0.0)
             self._profiles[key] = prof
             self._profile_keys[id(prof)] = key

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -66,22 +67,9 @@ Episode = tuple[str, float, str, str | None]
 
 class OrderState:
     __slots__ = (
-        "customer",
-        "eps",
-        "flags",
-        "last_t",
-        "merchant",
-        "oid",
-        "opened",
-        "paid",
-        "pay_ids",
-        "profile",
-        "refunds",
-        "ship_by",
-        "status",
-        "total",
-        "wake",
-    )
+        "early", "eps", "flags", "last_t", "oid", "opened", "paid", "pay_ids", "profile", "refunds", "ship_by",
+        "status", "total", "wake",
+    )  # fmt: skip
 
     def __init__(self, oid: str, profile: Profile) -> None:
         self.oid = oid
@@ -94,6 +82,8 @@ class OrderState:
         self.last_t = float("-inf")
         self.ship_by: float | None = None
         self.eps: list[Episode] = []
+        # Payments seen before order.created: (payment id, amount, currency, event id, time).
+        self.early: list[tuple[str, int, str, str, float]] | None = None
         self.opened: dict[tuple[str, str | None], ExceptionRecord] | None = None
         self.wake: float | None = None
         self.profile = profile
@@ -197,7 +187,8 @@ class OrderDetector(KeyedDetector):
             st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
         if st.opened is None:
             st.opened = {}
-        st.opened[(record.rule, None)] = record
+        # A copy: the emitted snapshot must not change when this order resolves the record.
+        st.opened[(record.rule, None)] = dataclasses.replace(record, evidence=dict(record.evidence))
 
     # -- snapshots: the changelog / RocksDB value of one order ----------------------------------
     def snapshot(self, oid: str) -> bytes:
@@ -208,12 +199,13 @@ class OrderDetector(KeyedDetector):
             _ms(st.last_t), _ms(st.ship_by), [[_RULE_NO[ep[0]], _ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
             [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
             list(self.config.profile_key(st.profile)),
+            [[p[0], p[1], p[2], p[3], _ms(p[4])] for p in st.early] if st.early else None,
         ]
         return json.dumps(doc, separators=(",", ":")).encode()
 
     def restore(self, oid: str, blob: bytes) -> None:
         """Rebuild one order from `snapshot` output (recovery from the changelog)."""
-        flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey = json.loads(blob)
+        flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey, early = json.loads(blob)
         st = OrderState(oid, self.config.profile(*pkey))
         st.flags, st.status, st.total, st.paid = flags, status, total, paid
         st.pay_ids, st.refunds = tuple(pay_ids), refunds
@@ -222,6 +214,8 @@ class OrderDetector(KeyedDetector):
         st.eps = [(_RULES_BY_NO[no], _sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
         if opened:
             st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
+        if early:
+            st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
         self.states[oid] = st
         self._reschedule(st)
 
@@ -348,6 +342,8 @@ class OrderDetector(KeyedDetector):
         st.flags |= CREATED
         st.total = milli(d.total_amount)
         st.profile = prof = self.config.profile(d.merchant_id, d.channel)
+        if st.early is not None:
+            self._replay_early_payments(st, now, out)
         self._end(st, "PAYMENT_WITHOUT_ORDER")
         self._resolve(st, "PAYMENT_WITHOUT_ORDER", ev, t, now, out)
         addr = d.shipping_address
@@ -453,30 +449,13 @@ class OrderDetector(KeyedDetector):
             return  # the same payment reported again under a new event id
         amount = milli(d.amount)
         first = not st.flags & PAID
-        tol = self._tol
-        if st.flags & CREATED and st.pay_ids and st.paid >= st.total - tol:
-            rec = self._open(
-                st,
-                "DUPLICATE_PAYMENT",
-                ev.id,
-                t,
-                now,
-                f"Order {st.oid} was paid again after earlier payments already covered its total.",
-                {
-                    "event_id": ev.id,
-                    "payment_id": pid,
-                    "amount": money(amount),
-                    "currency": d.currency,
-                    "earlier_payment_ids": list(st.pay_ids),
-                    "earlier_paid": money(st.paid),
-                    "order_total": money(st.total),
-                },
-                out,
-                ref=pid,
-            )
-            if rec is not None:
-                st.flags |= DUPLICATE_FIRED
-                rec.amount = amount
+        if st.flags & CREATED:
+            self._check_duplicate_payment(st, pid, amount, d.currency, ev.id, t, now, out)
+        else:
+            # Before the order is known its total is too: keep what a duplicate check needs.
+            if st.early is None:
+                st.early = []
+            st.early.append((pid, amount, d.currency, ev.id, t))
         st.pay_ids += (pid,)
         st.paid += amount
         st.flags |= PAID
@@ -494,6 +473,47 @@ class OrderDetector(KeyedDetector):
                 self._start(st, "STOCK_NOT_RESERVED", t + thr, ev.id)
         self._mark_paid(st, ev, t)
         self._settle_mismatch(st, ev, t, now, out)
+
+    def _check_duplicate_payment(
+        self, st: OrderState, pid: str, amount: int, currency: str, event_id: str, t: float, now: float,
+        out: list[Emission],
+    ) -> None:
+        """A new payment id arriving when the earlier distinct payments already cover the total."""
+        if not st.pay_ids or st.paid < st.total - self._tol:
+            return
+        rec = self._open(
+            st,
+            "DUPLICATE_PAYMENT",
+            event_id,
+            t,
+            now,
+            f"Order {st.oid} was paid again after earlier payments already covered its total.",
+            {
+                "event_id": event_id,
+                "payment_id": pid,
+                "amount": money(amount),
+                "currency": currency,
+                "earlier_payment_ids": list(st.pay_ids),
+                "earlier_paid": money(st.paid),
+                "order_total": money(st.total),
+            },
+            out,
+            ref=pid,
+        )
+        if rec is not None:
+            st.flags |= DUPLICATE_FIRED
+            rec.amount = amount
+
+    def _replay_early_payments(self, st: OrderState, now: float, out: list[Emission]) -> None:
+        """The order arrived after its payments: judge them for duplicates in the order they came."""
+        early, st.early = st.early or [], None
+        paid, pay_ids = st.paid, st.pay_ids
+        st.paid, st.pay_ids = 0, ()
+        for pid, amount, currency, event_id, t in sorted(early, key=lambda p: p[4]):
+            self._check_duplicate_payment(st, pid, amount, currency, event_id, t, now, out)
+            st.pay_ids += (pid,)
+            st.paid += amount
+        st.paid, st.pay_ids = paid, pay_ids
 
     def _refund(self, st: OrderState, refund_id: str) -> list[int]:
         if st.refunds is None:
@@ -562,9 +582,9 @@ class OrderDetector(KeyedDetector):
             self._resolve(st, "PAYMENT_AMOUNT_MISMATCH", ev, t, now, out)
 
     def _check_exceeds(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
-        # Without a known payment (state dropped long ago, or payment not seen) there is nothing to
-        # compare against; flagging every such refund would be noise.
-        if st.flags & EXCEEDS_FIRED or not st.flags & PAID or not st.refunds:
+        # An order we know nothing of (never created here, or dropped long after it finished) has
+        # nothing to compare against; flagging every refund for it would be noise.
+        if st.flags & EXCEEDS_FIRED or not st.flags & (PAID | CREATED) or not st.refunds:
             return
         refunds = sum(max(r[0], r[1]) for r in st.refunds.values())
         if refunds > st.paid + self._tol:
@@ -695,7 +715,8 @@ class OrderDetector(KeyedDetector):
         return (f"Order {st.oid} has not been paid.", {"order_total": money(st.total)})
 
     def _check_mismatch(self, st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:
-        if not st.flags & CREATED or st.flags & DUPLICATE_FIRED or abs(st.paid - st.total) <= self._tol:
+        net = st.paid - self._refunded(st)
+        if not st.flags & CREATED or st.flags & DUPLICATE_FIRED or abs(net - st.total) <= self._tol:
             return None
         return (
             f"Payments for order {st.oid} do not add up to its total.",

@@ -22,11 +22,10 @@ MAX_EVIDENCE_IDS = 50
 
 def items_key(items: Any) -> int:
     """Hash of the (sku, quantity) multiset of an order, the same for any item order."""
-    counts: Counter[str] = Counter()
-    for item in items:
-        counts[item.sku] += item.quantity
+    # The multiset of (sku, quantity) lines, as RULES.md says: [A x1, A x1] is not [A x2].
+    counts: Counter[tuple[str, int]] = Counter((item.sku, item.quantity) for item in items)
     # A stable digest, not hash(): str hashes change per process and this key outlives one.
-    canonical = "\x1e".join(f"{sku}\x1f{qty}" for sku, qty in sorted(counts.items()))
+    canonical = "\x1e".join(f"{sku}\x1f{qty}\x1f{n}" for (sku, qty), n in sorted(counts.items()))
     return int.from_bytes(hashlib.blake2b(canonical.encode(), digest_size=8).digest(), "big")
 
 
@@ -144,7 +143,14 @@ class CustomerDetector(_SlidingDetector):
         super().__init__(*args, **kwargs)
         p = self.config.params["NEW_ACCOUNT_BURST"]
         self.account_age, self.burst_window, self.min_orders = p["account_age"], p["window"], p["min_orders"]
-        self.dup_window = self.config.thresholds["DUPLICATE_ORDER"]
+        # Keep orders as long as the longest DUPLICATE_ORDER window of any merchant or channel.
+        overrides = [
+            threshold
+            for layer in (*self.config.merchant_overrides.values(), *self.config.channel_overrides.values())
+            for code, (_, threshold) in layer.items()
+            if code == "DUPLICATE_ORDER" and threshold is not None
+        ]
+        self.dup_window = max([self.config.thresholds["DUPLICATE_ORDER"], *overrides])
         self.window = max(self.burst_window, self.dup_window)
 
     def _burst(self, entries: list[tuple[Any, ...]], t: float) -> list[tuple[Any, ...]]:

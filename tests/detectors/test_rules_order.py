@@ -83,13 +83,6 @@ def test_duplicate_order_resolves_when_the_later_order_is_cancelled() -> None:
     expect_resolved(ems, "DUPLICATE_ORDER", by=x, exception=rec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Engine.apply adopts the emitted snapshot (em.record) into OrderDetector, so resolving the "
-        "DUPLICATE_ORDER later mutates the earlier `opened` emission (status/resolution rewritten)"
-    ),
-)
 def test_duplicate_order_opened_emission_is_not_rewritten_by_its_resolution() -> None:
     ems = run(
         [created("o-a", T0, items=ITEMS), created("o-b", at(5), items=ITEMS), cancelled("o-b", at(20))], until=at(25)
@@ -114,14 +107,6 @@ def test_duplicate_order_window_per_merchant_shorter() -> None:
     assert rules_opened(run(events, until=at(8))) == ["DUPLICATE_ORDER"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "CustomerDetector keeps a customer's orders for max(NEW_ACCOUNT_BURST window, global "
-        "DUPLICATE_ORDER threshold) only, so a per-merchant/channel DUPLICATE_ORDER threshold longer "
-        "than 1 h never sees the earlier order"
-    ),
-)
 def test_duplicate_order_window_per_merchant_longer_than_an_hour() -> None:
     cfg = RulesConfig.from_dict({"merchant": {"m-2": {"rules": {"DUPLICATE_ORDER": {"threshold": "2h"}}}}})
     b = created("o-b", at(90), items=ITEMS, merchant_id="m-2")

@@ -181,14 +181,6 @@ def test_duplicate_payment_resolves_once_refunds_reach_its_amount() -> None:
     assert rules_opened(ems) == ["DUPLICATE_PAYMENT"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "OrderDetector._on_payment checks DUPLICATE_PAYMENT only once the order is created; payments "
-        "applied before their late order.created are never re-checked, so PAYMENT_AMOUNT_MISMATCH "
-        "fires instead of DUPLICATE_PAYMENT"
-    ),
-)
 def test_duplicate_payment_detected_when_the_order_arrives_after_its_payments() -> None:
     pb = paid(OID, at(3), payment="pay-b")
     # the orders topic lags 10 min (beyond the 60 s lateness) but within PAYMENT_WITHOUT_ORDER's 10 min
@@ -255,13 +247,6 @@ def test_payment_amount_mismatch_resolves_on_late_refund_of_the_overpayment() ->
     expect_resolved(ems, "PAYMENT_AMOUNT_MISMATCH", by=r, exception=rec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "OrderDetector._check_mismatch compares paid with total ignoring refunds, so a refund before D "
-        "that makes the sums agree does not clear the episode (and the exception can never resolve)"
-    ),
-)
 def test_payment_amount_mismatch_cleared_by_refund_before_the_deadline() -> None:
     events = [
         created(OID, T0),

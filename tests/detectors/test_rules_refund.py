@@ -172,13 +172,6 @@ def test_refund_exceeds_payment_stays_open() -> None:
     assert resolved(ems, "REFUND_EXCEEDS_PAYMENT") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "OrderDetector._check_exceeds returns early unless a payment was seen (flag PAID), so refunds "
-        "for a known order that was never paid (0 paid) never exceed"
-    ),
-)
 def test_refund_exceeds_payment_for_a_known_unpaid_order() -> None:
     r = requested(1)
     ems = run([created(OID, T0), r], until=at(hours=2))
