@@ -50,6 +50,7 @@ GLOBAL_PARAMS: dict[str, dict[str, float]] = {
     "NEW_ACCOUNT_BURST": {"account_age": 7 * D, "window": 1 * H, "min_orders": 5},
     "PAYMENT_FAILURE_SPIKE": {"window": 5 * 60.0, "min_failures": 20, "min_rate": 0.30},
 }
+CHANNELS = ("web", "app", "marketplace", "pos")
 _DURATION_PARAMS = {"threshold", "window", "account_age"}
 _COUNT_PARAMS = {"min_orders", "min_customers", "min_failures"}
 
@@ -94,8 +95,8 @@ class RulesConfig:
         except OSError as exc:
             msg = f"config file {path}: cannot read it ({exc.strerror})"
             raise ConfigError(msg) from exc
-        except tomllib.TOMLDecodeError as exc:
-            msg = f"config file {path}: not valid TOML ({exc})"
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            msg = f"config file {path}: not valid TOML in UTF-8 ({exc})"
             raise ConfigError(msg) from exc
         return cls.from_dict(doc)
 
@@ -116,6 +117,9 @@ class RulesConfig:
             cfg._apply_default(code, _table({"t": table}, "t", f"rules.{code}"))
         for scope, target in (("merchant", cfg.merchant_overrides), ("channel", cfg.channel_overrides)):
             for name, section in _table(doc, scope).items():
+                if scope == "channel" and name not in CHANNELS:
+                    msg = f"config key channel.{name}: unknown channel; expected one of {', '.join(CHANNELS)}"
+                    raise ConfigError(msg)
                 section = _table({"s": section}, "s", f"{scope}.{name}")
                 extra = set(section) - {"rules"}
                 if extra:

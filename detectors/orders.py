@@ -169,8 +169,12 @@ class OrderDetector(KeyedDetector):
                         ep[1],
                         now,
                         verdict[0],
-                        {"start_event_id": ep[2], "start_event_time": self._start_time(st, ep), "deadline": iso(ep[1]),
-                         **verdict[1]},
+                        {
+                            "start_event_id": ep[2],
+                            "start_event_time": self._start_time(st, ep),
+                            "deadline": iso(ep[1]),
+                            **verdict[1],
+                        },
                         out,
                         ref=ep[3],
                     )
@@ -195,8 +199,15 @@ class OrderDetector(KeyedDetector):
         """Compact JSON of one order's state (the key, the order id, is not repeated in it)."""
         st = self.states[oid]
         doc = [
-            st.flags, st.status, st.total, st.paid, list(st.pay_ids), st.refunds,
-            _ms(st.last_t), _ms(st.ship_by), [[_RULE_NO[ep[0]], _ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
+            st.flags,
+            st.status,
+            st.total,
+            st.paid,
+            list(st.pay_ids),
+            st.refunds,
+            _ms(st.last_t),
+            _ms(st.ship_by),
+            [[_RULE_NO[ep[0]], _ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
             [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
             list(self.config.profile_key(st.profile)),
             [[p[0], p[1], p[2], p[3], _ms(p[4])] for p in st.early] if st.early else None,
@@ -325,8 +336,9 @@ class OrderDetector(KeyedDetector):
     # -- event handlers -----------------------------------------------------------------------
     def _touch(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         """ORDER_STUCK: every event for the order resolves it and restarts its episode."""
-        self._resolve(st, "ORDER_STUCK", ev, t, now, out)
         if t > st.last_t:
+            # Only an event newer than the last one is "a later event"; an old one changes nothing.
+            self._resolve(st, "ORDER_STUCK", ev, t, now, out)
             st.last_t = t
             if st.flags & CREATED and not st.flags & TERMINAL:
                 thr = st.profile["ORDER_STUCK"]
@@ -475,7 +487,14 @@ class OrderDetector(KeyedDetector):
         self._settle_mismatch(st, ev, t, now, out)
 
     def _check_duplicate_payment(
-        self, st: OrderState, pid: str, amount: int, currency: str, event_id: str, t: float, now: float,
+        self,
+        st: OrderState,
+        pid: str,
+        amount: int,
+        currency: str,
+        event_id: str,
+        t: float,
+        now: float,
         out: list[Emission],
     ) -> None:
         """A new payment id arriving when the earlier distinct payments already cover the total."""

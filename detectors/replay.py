@@ -2,7 +2,9 @@
 
 Events are held until the watermark (largest event time seen minus the allowed lateness) passes
 them, then applied in event-time order with the deadlines interleaved, so any arrival order
-within the lateness gives the same exceptions. Re-delivered events (same id) are dropped.
+within the lateness gives the same exceptions. Re-delivered events (same id) are dropped; an
+event older than the dedupe horizon behind the watermark is refused (`InvalidEvent("too_late")`),
+since it can no longer be told apart from a re-delivery.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from detectors.engine import Engine
 from detectors.records import Emission
+from orderwatch.errors import InvalidEvent
 
 __all__ = ["EventTimeReplay"]
 
@@ -29,6 +32,7 @@ class EventTimeReplay:
         self.watermark = float("-inf")
         self.duplicates = 0
         self.late = 0
+        self.too_late = 0
         self._buffer: list[tuple[float, int, Any]] = []
         self._seq = 0
         self._seen: dict[str, float] = {}
@@ -37,11 +41,18 @@ class EventTimeReplay:
     def push(self, ev: Any) -> list[Emission]:
         """Offer one validated event; returns what the clock's progress made happen."""
         eid = ev.id
-        if eid in self._seen:
+        seen = self._seen
+        if eid in seen:
             self.duplicates += 1
             return []
         t = ev.time.timestamp()
-        self._seen[eid] = t
+        if t < self.watermark - self.dedupe_horizon:
+            # Its id may have been forgotten already, so it cannot be told from a re-delivery:
+            # refuse it (the caller dead-letters it) rather than risk applying an event twice.
+            self.too_late += 1
+            msg = f"event time is more than {self.dedupe_horizon:g} s behind the watermark, the dedupe horizon"
+            raise InvalidEvent("too_late", msg)
+        seen[eid] = t
         self._seen_order.append((t, eid))
         if t < self.watermark:
             self.late += 1
@@ -50,7 +61,11 @@ class EventTimeReplay:
         if t > self.max_seen:
             self.max_seen = t
             self.watermark = t - self.lateness
-            self._forget(self.watermark - self.dedupe_horizon)
+            order = self._seen_order
+            if order[0][0] < self.watermark - self.dedupe_horizon:
+                self._forget(self.watermark - self.dedupe_horizon)
+        if self._buffer[0][0] >= self.watermark:
+            return self.engine.advance(self.watermark)  # nothing to release; the clock still moves
         return self._release(self.watermark, self.watermark)
 
     def finish(self, until: float | None = None) -> list[Emission]:

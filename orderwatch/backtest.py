@@ -8,6 +8,7 @@ import gzip
 import json
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,8 +55,9 @@ def open_lines(path: str | Path) -> Iterator[bytes]:
         opener: Any = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "rb") as fh:
             yield from fh
-    except OSError as exc:
-        msg = f"cannot read {path}: {exc.strerror or exc}"
+    except (OSError, EOFError, zlib.error) as exc:
+        # A truncated or corrupt .gz surfaces mid-read: say so instead of a traceback.
+        msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
         raise InputError(msg) from exc
 
 
@@ -114,6 +116,17 @@ def run_backtest(
         if keep:
             res.emissions.extend(emissions)
 
+    def reject(n: int, raw: bytes, exc: InvalidEvent) -> None:
+        res.invalid[exc.reason] += 1
+        if dead_letter is not None:
+            record = {
+                "line": n,
+                "reason": exc.reason,
+                "error": exc.detail,
+                "original": raw.decode("utf-8", "replace").rstrip("\r\n"),
+            }
+            dead_letter.write(json.dumps(record) + "\n")
+
     for n, raw in enumerate(lines, 1):
         res.lines = n
         if progress is not None and n % 100_000 == 0:
@@ -121,24 +134,11 @@ def run_backtest(
         if not raw.strip():
             continue
         try:
-            ev = parse_event(raw)
+            emissions = replay.push(parse_event(raw))
         except InvalidEvent as exc:
-            res.invalid[exc.reason] += 1
-            if dead_letter is not None:
-                dead_letter.write(
-                    json.dumps(
-                        {
-                            "line": n,
-                            "reason": exc.reason,
-                            "error": exc.detail,
-                            "original": raw.decode("utf-8", "replace").rstrip("\r\n"),
-                        }
-                    )
-                    + "\n"
-                )
+            reject(n, raw, exc)
             continue
         res.events += 1
-        emissions = replay.push(ev)
         if emissions:
             emit(emissions)
     emit(replay.finish(until))

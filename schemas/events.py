@@ -6,17 +6,21 @@ through which raw bytes become typed events (invalid ones raise `InvalidEvent`).
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
 )
+from pydantic_core import PydanticCustomError
 
 from orderwatch.errors import InvalidEvent
 
@@ -33,8 +37,17 @@ __all__ = [
     "parse_event",
 ]
 
+
 # Money: a JSON string or number, always a Decimal (never a float); non-finite values are invalid.
-Money = Annotated[Decimal, Field(allow_inf_nan=False)]
+def _exact_money(value: Decimal, info: ValidationInfo) -> Decimal:
+    # The fast JSON path reads a JSON number through a float: exact up to 15 significant digits.
+    # Longer ones are sent back to parse_event's exact (slower) path instead of being rounded.
+    if len(value.as_tuple().digits) > 15 and not (info.context or {}).get("exact"):
+        raise PydanticCustomError("needs_exact_parse", "money with more than 15 significant digits")
+    return value
+
+
+Money = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_exact_money)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 NonEmpty = Annotated[str, Field(min_length=1)]
 OrderStatus = Literal[
@@ -377,6 +390,16 @@ def parse_event(raw: bytes | str) -> Event:
     try:
         return _ADAPTER.validate_json(raw)
     except ValidationError as exc:
+        if not any(e["type"] == "needs_exact_parse" for e in exc.errors(include_url=False, include_input=False)):
+            raise InvalidEvent(_classify(exc), _describe(exc)) from exc
+    # Rare: a long money number. Parse its JSON numbers as Decimal, never as float.
+    try:
+        doc = json.loads(raw, parse_float=Decimal)
+    except ValueError as exc:  # pragma: no cover - validate_json accepted this text already
+        raise InvalidEvent("not_json", f"(message): {exc}") from exc
+    try:
+        return _ADAPTER.validate_python(doc, context={"exact": True})
+    except ValidationError as exc:
         raise InvalidEvent(_classify(exc), _describe(exc)) from exc
 
 
@@ -387,8 +410,7 @@ def _classify(exc: ValidationError) -> str:
         return "not_json"
     if kind == "union_tag_invalid":
         return "unknown_type"
-    if kind in ("union_tag_not_found", "model_attributes_type", "model_type"):
-        return "not_cloudevent"
+    # Anything wrong at or below `data` (missing, not an object, a bad field) is the type's data.
     if len(loc) >= 2 and loc[1] == "data":
         return "invalid_data"
     return "not_cloudevent"
