@@ -185,7 +185,9 @@ class OrderDetector(KeyedDetector):
     def adopt(self, record: ExceptionRecord) -> None:
         """Take ownership of an exception another detector opened about this order (DUPLICATE_ORDER),
         so the order's own events can resolve it."""
-        assert record.order_id is not None
+        if record.order_id is None:
+            msg = f"{record.rule} exception {record.exception_id} names no order to adopt it"
+            raise ValueError(msg)
         st = self.states.get(record.order_id)
         if st is None:
             st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
@@ -323,7 +325,7 @@ class OrderDetector(KeyedDetector):
             self._emit(out, "resolved", rec)
 
     def _is_open(self, st: OrderState, rule: str, ref: str | None = None) -> bool:
-        return bool(st.opened) and (rule, ref) in st.opened  # type: ignore[operator]
+        return st.opened is not None and (rule, ref) in st.opened
 
     def _terminal(self, st: OrderState, t: float) -> None:
         if st.flags & TERMINAL:

@@ -439,7 +439,7 @@ class _Sim:
                 {"order_id": oid, "shipping_address": o.customer.address, "contact_phone": o.customer.phone},
             )
         if a == "STOCK_NOT_RESERVED":
-            pass
+            pass  # no reservation now: it comes late, after the payment, below
         elif a == "STOCK_RESERVATION_FAILED":
             self.reserve(o, t0 + 5, fail_sku=o.items[0][0])
             self.label(a, oid, oid)
