@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench demo-backtest clean
+.PHONY: help install test test-fast lint bench demo-backtest stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,8 +20,17 @@ install: $(BIN)/orderwatch ## create .venv with orderwatch installed editable (.
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/pytest
 
-test-fast: install ## run the suite without the tests marked slow
-	$(BIN)/pytest -m "not slow"
+test-fast: install ## run the suite without the slow and integration tests
+	$(BIN)/pytest -m "not slow and not integration"
+
+stack-up: ## start the local Kafka (KRaft) and Redis, create the topics (idempotent)
+	bash deploy/local/stack.sh up
+
+stack-down: ## stop the local stack (data stays under .local/)
+	bash deploy/local/stack.sh down
+
+stack-status: ## what of the local stack runs
+	bash deploy/local/stack.sh status
 
 lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check .

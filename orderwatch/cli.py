@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--out", metavar="DIR", required=True, help="directory to write the schemas into")
 
+    pub = sub.add_parser(
+        "publish",
+        help="send a CloudEvents JSONL file to the input topics, keyed by subject",
+        description="Send each line of a CloudEvents JSONL file (.gz accepted, - = stdin) to the topic of its "
+        "event type (orders, payments, inventory, logistics; with ORDERWATCH_TOPIC_PREFIX), keyed by its "
+        "subject, as an upstream service would. Kafka is ORDERWATCH_KAFKA_BOOTSTRAP (default localhost:9092).",
+    )
+    pub.add_argument("input", metavar="FILE", help="JSON Lines file of CloudEvents")
+    pub.add_argument(
+        "--unroutable-topic",
+        metavar="TOPIC",
+        help="send lines with no known type or subject here (default: count and skip them)",
+    )
+
     sub.add_parser("rules", help="list the rule catalog with its defaults")
     return parser
 
@@ -139,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             return _schema(args)
         if args.command == "rules":
             return _rules()
+        if args.command == "publish":
+            return _publish(args)
     except ConfigError as exc:
         print(f"orderwatch: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -253,6 +269,44 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print(f"labels: {labels}\nblocklist: {blocklist}")
     print(f"replay with: orderwatch backtest {out} --blocklist {blocklist} --labels {labels} --output exceptions.jsonl")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from orderwatch.backtest import open_lines
+    from streams.publish import publish_lines
+    from streams.settings import load_settings
+
+    settings = load_settings()
+    if args.input != "-" and not Path(args.input).is_file():
+        raise InputError(f"input file {args.input} does not exist")
+
+    def progress(n: int, secs: float) -> None:
+        print(f"  ... {n:,} lines, {n / secs:,.0f} lines/s", file=sys.stderr, flush=True)
+
+    try:
+        res = asyncio.run(
+            publish_lines(open_lines(args.input), settings, unroutable_topic=args.unroutable_topic, progress=progress)
+        )
+    except OSError as exc:
+        raise InputError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("aiokafka"):
+            raise InputError(f"Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}") from exc
+        raise
+    total = sum(res.sent.values())
+    rate = total / res.seconds if res.seconds else 0.0
+    print(
+        f"published {total:,} events in {res.seconds:.1f} s ({rate:,.0f}/s): "
+        + ", ".join(f"{t} {n:,}" for t, n in sorted(res.sent.items()))
+    )
+    if res.unroutable:
+        print(
+            f"{res.unroutable:,} lines had no known type or subject and were "
+            + (f"sent to {args.unroutable_topic}" if args.unroutable_topic else "skipped")
+        )
     return 0
 
 

@@ -1,0 +1,59 @@
+"""Runtime settings from the environment (prefix `ORDERWATCH_`), validated at start-up.
+
+A wrong value stops the worker with a message naming the variable and what it expects.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orderwatch.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything the live runtime needs to reach Kafka and Redis and name its topics."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERWATCH_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, comma separated")
+    """Kafka bootstrap servers, e.g. `broker-1:9092,broker-2:9092`."""
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the handlers")
+    topic_prefix: str = Field("", description="prepended to every topic name")
+    partitions: int = Field(4, ge=1, description="partitions of the co-partitioned input topics")
+    store: str = Field("memory://", description="table store: memory:// or rocksdb://")
+    app_id: str = Field("orderwatch", min_length=1, description="consumer group and internal topic prefix")
+    lateness_seconds: float = Field(60.0, ge=0, description="allowed lateness behind the newest event")
+    clock: Literal["wall", "event"] = Field("wall", description="wall clock (live) or watermark (replay)")
+    web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics and the ops views")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "rocksdb://")):
+            msg = f"expected memory:// or rocksdb://, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and `overrides`), or a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        var = "ORDERWATCH_" + str(err["loc"][0]).upper() if err["loc"] else "ORDERWATCH_*"
+        msg = f"environment variable {var}: {err['msg']}"
+        raise ConfigError(msg) from exc
