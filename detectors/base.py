@@ -27,6 +27,8 @@ class KeyedDetector:
         # (when, key): no tie-breaking counter, keys of one detector compare fine, and an int
         # per entry is memory the open-order budget cannot spare.
         self._heap: list[tuple[float, Any]] = []
+        # Keys changed since the runtime last persisted them (a dropped key: changed to absent).
+        self.dirty: set[Any] = set()
 
     # -- timers -----------------------------------------------------------------------------
     def _wake_at(self, key: Any, state: Any, when: float | None) -> None:
@@ -46,7 +48,20 @@ class KeyedDetector:
             if state is None or state.wake != when:
                 continue  # stale: the state was dropped or rescheduled earlier
             state.wake = None
+            self.dirty.add(key)
             yield key, state
+
+    def advance(self, now: float) -> list[Emission]:
+        """Fire what the clock `now` has passed (detectors with timers override this)."""
+        return []
+
+    def snapshot(self, key: Any) -> bytes:
+        """The stored form of one key's state (a changelog / RocksDB value)."""
+        raise NotImplementedError
+
+    def restore(self, key: Any, blob: bytes) -> None:
+        """Rebuild one key from `snapshot` output and schedule its timer."""
+        raise NotImplementedError
 
     def timers(self) -> int:
         """Heap size, stale entries included (the deadline-queue gauge)."""

@@ -5,14 +5,18 @@ Live it mirrors the compacted `blocklist` topic; the backtest loads the same ent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Blocklist"]
 
 
 class Blocklist:
-    def __init__(self) -> None:
+    """Entries by key; live, `lookup` reads the global table the `blocklist` topic feeds."""
+
+    def __init__(self, lookup: Callable[[str], tuple[str, float | None] | None] | None = None) -> None:
         self._entries: dict[str, tuple[str, float | None]] = {}
+        self._lookup = lookup or self._entries.get
 
     def apply(self, key: str, value: dict[str, Any] | None, added_at: float | None = None) -> None:
         """One topic record: a value adds or replaces the entry, None removes it (a tombstone)."""
@@ -25,7 +29,7 @@ class Blocklist:
         """(kind, key, reason) of the entry an order created at `t` hits; entries count from
         their `added_at`, so a backtest does not flag orders placed before the entry existed."""
         for kind, key in (("customer", f"customer:{customer_id}"), ("address", f"address:{fingerprint}")):
-            entry = self._entries.get(key)
+            entry = self._lookup(key)
             if entry is not None and (entry[1] is None or entry[1] <= t):
                 return kind, key, entry[0]
         return None

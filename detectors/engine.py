@@ -46,9 +46,9 @@ class Engine:
             out += self.orders.apply(ev, t, now, fp)
             out += self.addresses.apply(ev, t, now, fp)
             for em in self.customers.apply(ev, t, now):
-                if em.record.rule == "DUPLICATE_ORDER" and em.kind == "opened":
-                    self.orders.adopt(em.record)
                 out.append(em)
+                if em.record.rule == "DUPLICATE_ORDER" and em.kind == "opened":
+                    out += self.orders.adopt(em.record)
             return out
         if kind in ORDER_EVENT_TYPES:
             out += self.orders.apply(ev, t, now)

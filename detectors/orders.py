@@ -136,6 +136,7 @@ class OrderDetector(KeyedDetector):
         out: list[Emission] = []
         handler = self._handlers.get(ev.type)
         oid = ev.data.order_id
+        self.dirty.add(oid)
         st = self.states.get(oid)
         if st is None:
             st = self.states[oid] = OrderState(oid, self.default_profile)
@@ -182,19 +183,27 @@ class OrderDetector(KeyedDetector):
                 self._reschedule(st)
         return out
 
-    def adopt(self, record: ExceptionRecord) -> None:
+    def adopt(self, record: ExceptionRecord) -> list[Emission]:
         """Take ownership of an exception another detector opened about this order (DUPLICATE_ORDER),
         so the order's own events can resolve it."""
         if record.order_id is None:
             msg = f"{record.rule} exception {record.exception_id} names no order to adopt it"
             raise ValueError(msg)
+        self.dirty.add(record.order_id)
         st = self.states.get(record.order_id)
         if st is None:
             st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
         if st.opened is None:
             st.opened = {}
         # A copy: the emitted snapshot must not change when this order resolves the record.
-        st.opened[(record.rule, None)] = dataclasses.replace(record, evidence=dict(record.evidence))
+        rec = dataclasses.replace(record, evidence=dict(record.evidence))
+        if st.flags & CANCELLED:
+            # Live, the record can reach the order after its cancellation did (it travels through
+            # another agent): the clearing event is already here, resolve at once.
+            rec.resolve(None, None, rec.detected_at)
+            return [Emission.of("resolved", rec)]
+        st.opened[(record.rule, None)] = rec
+        return []
 
     # -- snapshots: the changelog / RocksDB value of one order ----------------------------------
     def snapshot(self, oid: str) -> bytes:

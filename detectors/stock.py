@@ -1,9 +1,10 @@
 """STOCK_OVERSOLD: per (sku, warehouse), the last level snapshot plus the reservations and
-releases after it; oversold while reserved exceeds on hand.
+releases after it; oversold while reserved exceeds on hand. Keys are `sku + "\\x1f" + warehouse`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from detectors.base import KeyedDetector
@@ -27,7 +28,8 @@ class StockDetector(KeyedDetector):
         if not self.config.enabled["STOCK_OVERSOLD"]:
             return []
         d = ev.data
-        key = (d.sku, d.warehouse_id)
+        key = f"{d.sku}\x1f{d.warehouse_id}"
+        self.dirty.add(key)
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = StockState()
@@ -70,6 +72,16 @@ class StockDetector(KeyedDetector):
 
     def advance(self, now: float) -> list[Emission]:
         return []
+
+    def snapshot(self, key: str) -> bytes:
+        st = self.states[key]
+        return json.dumps([st.on_hand, st.reserved, st.record.to_dict() if st.record else None]).encode()
+
+    def restore(self, key: str, blob: bytes) -> None:
+        on_hand, reserved, record = json.loads(blob)
+        st = self.states[key] = StockState()
+        st.on_hand, st.reserved = on_hand, reserved
+        st.record = ExceptionRecord.from_dict(record) if record else None
 
     def open_exceptions(self) -> int:
         return sum(1 for st in self.states.values() if st.record is not None)

@@ -8,6 +8,7 @@ join its evidence (an `updated` emission); a new one opens only after the condit
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from typing import Any
 
@@ -45,28 +46,42 @@ class _SlidingDetector(KeyedDetector):
     window: float
 
     def _state(self, key: str) -> _WindowState:
+        self.dirty.add(key)
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = _WindowState()
         return st
 
     def _evict(self, st: _WindowState, t: float) -> None:
-        # A list, not a deque: a deque's first block alone is ~600 bytes, and most keys hold one entry.
-        entries, window = st.entries, self.window
-        k = 0
-        while k < len(entries) and t - entries[k][0] > window:
-            k += 1
-        if k:
-            del entries[:k]
+        # `e + window < t`, the very expression the expiry timer uses, and over every entry: a late
+        # event can sit after a newer one, and a timer armed from an expired entry would re-fire
+        # at the same instant forever.
+        window = self.window
+        if any(e[0] + window < t for e in st.entries):
+            st.entries = [e for e in st.entries if e[0] + window >= t]
 
     def advance(self, now: float) -> list[Emission]:
         for key, st in self._due(now):
             self._evict(st, now)
             if st.entries:
-                self._wake_at(key, st, st.entries[-1][0] + self.window)
+                self._wake_at(key, st, max(e[0] for e in st.entries) + self.window)
             else:
                 del self.states[key]
         return []
+
+    def snapshot(self, key: str) -> bytes:
+        st = self.states[key]
+        return json.dumps([[list(e) for e in st.entries], st.holding,
+                           st.record.to_dict() if st.record else None]).encode()
+
+    def restore(self, key: str, blob: bytes) -> None:
+        entries, holding, record = json.loads(blob)
+        st = self.states[key] = _WindowState()
+        st.entries = [tuple(e) for e in entries]
+        st.holding = holding
+        st.record = ExceptionRecord.from_dict(record) if record else None
+        if st.entries:
+            self._wake_at(key, st, max(e[0] for e in st.entries) + self.window)
 
     def _join(self, st: _WindowState, out: list[Emission], **evidence: Any) -> None:
         rec = st.record
@@ -251,6 +266,7 @@ class ProviderDetector(KeyedDetector):
         provider = ev.data.provider
         start = t - t % self.window
         out: list[Emission] = []
+        self.dirty.add(provider)
         st = self.states.get(provider)
         if st is None:
             st = self.states[provider] = _ProviderState(start)
@@ -273,6 +289,19 @@ class ProviderDetector(KeyedDetector):
         for provider, st in self._due(now):
             self._close(provider, st, now, out)
         return out
+
+    def snapshot(self, key: str) -> bytes:
+        st = self.states[key]
+        return json.dumps([st.win_start, st.attempts, st.failures, st.first_failure,
+                           st.record.to_dict() if st.record else None]).encode()
+
+    def restore(self, key: str, blob: bytes) -> None:
+        win_start, attempts, failures, first_failure, record = json.loads(blob)
+        st = self.states[key] = _ProviderState(win_start)
+        st.attempts, st.failures, st.first_failure = attempts, failures, first_failure
+        st.record = ExceptionRecord.from_dict(record) if record else None
+        if attempts:
+            self._wake_at(key, st, win_start + self.window)
 
     def _close(self, provider: str, st: _ProviderState, now: float, out: list[Emission]) -> None:
         if st.attempts == 0:

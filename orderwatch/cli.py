@@ -137,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="send lines with no known type or subject here (default: count and skip them)",
     )
 
+    wk = sub.add_parser(
+        "worker", help="run the live detector: faust agents over Kafka",
+        description="Run a worker of the live detector. Kafka, Redis, topic prefix, store and the rest come "
+        "from ORDERWATCH_* environment variables (see docs/operations.md). Stops on SIGTERM/SIGINT.",
+    )
+    wk.add_argument("--clock", choices=["wall", "event"],
+                    help="wall: live, deadlines by the wall clock (default); event: by the watermark, so replaying "
+                    "history through Kafka gives what `backtest` gives")
+    wk.add_argument("--config", metavar="FILE", help="rules configuration (TOML)")
+    wk.add_argument("--web-port", type=int, help="port of /metrics and /health (default ORDERWATCH_WEB_PORT, 6066)")
+    wk.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+
     sub.add_parser("rules", help="list the rule catalog with its defaults")
     return parser
 
@@ -155,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rules()
         if args.command == "publish":
             return _publish(args)
+        if args.command == "worker":
+            return _worker(args)
     except ConfigError as exc:
         print(f"orderwatch: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -307,6 +321,22 @@ def _publish(args: argparse.Namespace) -> int:
             f"{res.unroutable:,} lines had no known type or subject and were "
             + (f"sent to {args.unroutable_topic}" if args.unroutable_topic else "skipped")
         )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from detectors.config import RulesConfig
+    from streams.settings import load_settings
+    from streams.worker import run_worker
+
+    overrides: dict[str, object] = {}
+    if args.clock:
+        overrides["clock"] = args.clock
+    if args.web_port:
+        overrides["web_port"] = args.web_port
+    settings = load_settings(**overrides)
+    rules = RulesConfig.load(args.config) if args.config else RulesConfig()
+    run_worker(settings, rules, loglevel=args.loglevel)
     return 0
 
 

@@ -1,0 +1,507 @@
+"""The faust application: thin agents that decode, hand events to `streams.runtime`, persist
+what changed in changelog-backed tables, emit exceptions, and dead-letter bad input.
+
+Agents and their keys (all topics co-partitioned, `settings.partitions` each):
+
+    orders agent     orders + payments + logistics + <app>-order-inbox    key order id
+    inventory agent  inventory                                             key sku
+    address agent    <app>-by-address     (order.created, forwarded)      key address fingerprint
+    customer agent   <app>-by-customer    (order.created, forwarded)      key customer id
+    provider agent   <app>-by-provider    (payments, forwarded)           key provider
+
+Each also reads its own `<app>-ticks-<agent>` topic: a timer sends a tick to every partition
+this worker actively owns, so deadlines fire inside that partition's stream context (faust only
+lets a stream write a table, and the changelog partition must be the key's partition). Standby
+partitions receive no ticks and never fire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import generate_latest
+
+from detectors.base import KeyedDetector
+from detectors.blocklist import Blocklist
+from detectors.config import RulesConfig
+from detectors.ids import address_fingerprint
+from detectors.orders import OrderDetector
+from detectors.records import Emission, ExceptionRecord, iso, to_cloudevent
+from detectors.stock import StockDetector
+from detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
+from orderwatch.errors import InvalidEvent
+from schemas.events import parse_event
+from streams.clock import LagAwareClock
+from streams.metrics import Metrics
+from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
+from streams.settings import Settings
+
+__all__ = ["AGENTS", "Orderwatch", "create_app", "internal_topics"]
+
+log = logging.getLogger("orderwatch.streams")
+
+AGENTS = ("orders", "inventory", "address", "customer", "provider")
+TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
+
+
+def internal_topics(settings: Settings) -> list[str]:
+    """Topics the runtime needs besides the contract's: repartitions, inbox, ticks."""
+    app = settings.app_id
+    names = [f"{app}-order-inbox", f"{app}-by-address", f"{app}-by-customer", f"{app}-by-provider"]
+    return names + [f"{app}-ticks-{agent}" for agent in AGENTS]
+
+
+class _Adopt:
+    """An `order-inbox` control message: a DUPLICATE_ORDER record for the order to own."""
+
+    __slots__ = ("data", "id", "time_ts", "type")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.id = doc["id"]
+        self.type = "orderwatch.adopt"
+        self.data = doc["data"]
+        self.time_ts = float(doc["t"])
+
+
+@dataclass
+class _Agent:
+    name: str
+    inputs: list[str]
+    ticks: str
+    upstream: list[str]
+    repartitioned: list[str]
+    make: Callable[[], KeyedDetector]
+    apply: Callable[[KeyedDetector, Any, float], list[Emission]]
+    table: Any = None
+    runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Orderwatch:
+    """What `create_app` builds: the faust app plus the pieces tests and the CLI reach for."""
+
+    app: faust.App
+    settings: Settings
+    metrics: Metrics
+    clock: LagAwareClock
+    agents: dict[str, _Agent]
+
+
+def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Metrics | None = None) -> Orderwatch:
+    config = rules or RulesConfig()
+    metrics = metrics or Metrics()
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        topic_partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        table_standby_replicas=1,
+    )
+    prefix = settings.topic
+    inbox = f"{settings.app_id}-order-inbox"
+    by = {k: f"{settings.app_id}-by-{k}" for k in ("address", "customer", "provider")}
+    exceptions_topic = app.topic(prefix("order-exceptions"), key_type=bytes, value_type=bytes)
+    dlq_topic = app.topic(prefix("orders-dlq"), key_type=bytes, value_type=bytes)
+    inbox_topic = app.topic(inbox, key_type=bytes, value_type=bytes)
+    by_topics = {k: app.topic(v, key_type=bytes, value_type=bytes) for k, v in by.items()}
+    clock = LagAwareClock(
+        mode=settings.clock, lateness=settings.lateness_seconds, highwater=lambda tp: _highwater(app, tp)
+    )
+    # The blocklist is global: every worker needs every entry, whatever partitions it owns. faust's
+    # GlobalTable cannot adopt an existing compacted topic as its changelog (assignment hangs), so a
+    # plain consumer reads all its partitions from the start into a dict.
+    blocklist_entries: dict[str, tuple[str, float | None]] = {}
+
+    def blocklist_lookup(key: str) -> tuple[str, float | None] | None:
+        return blocklist_entries.get(key)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_blocklist() -> None:
+        await _follow_blocklist(settings, blocklist_entries)
+
+    blocklist = Blocklist(lookup=blocklist_lookup)
+
+    def apply_order(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
+        orders = cast(OrderDetector, det)  # this agent's runtimes are built by its own factory
+        if ev.type == "orderwatch.adopt":
+            return orders.adopt(ExceptionRecord.from_dict(ev.data))
+        fp = None
+        if ev.type == "order.created":
+            a = ev.data.shipping_address
+            fp = address_fingerprint(a.line1, a.postal_code, a.country)
+        return orders.apply(ev, t, t, fp)
+
+    def apply_address(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
+        a = ev.data.shipping_address
+        return cast(AddressDetector, det).apply(ev, t, t, address_fingerprint(a.line1, a.postal_code, a.country))
+
+    def apply_plain(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
+        return det.apply(ev, t, t)  # type: ignore[attr-defined, no-any-return]
+
+    agents = {
+        "orders": _Agent(
+            "orders",
+            [prefix("orders"), prefix("payments"), prefix("logistics"), inbox],
+            f"{settings.app_id}-ticks-orders",
+            [prefix("inventory")],
+            [inbox],
+            lambda: OrderDetector(config, blocklist),
+            apply_order,
+        ),
+        "inventory": _Agent(
+            "inventory",
+            [prefix("inventory")],
+            f"{settings.app_id}-ticks-inventory",
+            [],
+            [],
+            lambda: StockDetector(config),
+            apply_plain,
+        ),
+        "address": _Agent(
+            "address",
+            [by["address"]],
+            f"{settings.app_id}-ticks-address",
+            [prefix("orders")],
+            [by["address"]],
+            lambda: AddressDetector(config),
+            apply_address,
+        ),
+        "customer": _Agent(
+            "customer",
+            [by["customer"]],
+            f"{settings.app_id}-ticks-customer",
+            [prefix("orders")],
+            [by["customer"]],
+            lambda: CustomerDetector(config),
+            apply_plain,
+        ),
+        "provider": _Agent(
+            "provider",
+            [by["provider"]],
+            f"{settings.app_id}-ticks-provider",
+            [prefix("payments")],
+            [by["provider"]],
+            lambda: ProviderDetector(config),
+            apply_plain,
+        ),
+    }
+    forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
+    ow = Orderwatch(app, settings, metrics, clock, agents)
+
+    partitions = settings.partitions
+
+    async def send_forward(topic: Any, key: str, raw: bytes) -> None:
+        # The partition is computed here (Kafka's default murmur2, as every client uses) so the
+        # clock can count what is in flight to it until the agent downstream consumes it.
+        kb = key.encode()
+        partition = (murmur2(kb) & 0x7FFFFFFF) % partitions
+        clock.sent((topic.get_topic_name(), partition))
+        await topic.send(key=kb, value=raw, partition=partition)
+
+    async def forward(ev: Any, raw: bytes) -> None:
+        """Regroup what other keys need: the repartition step of the design (explicit sends of
+        the original bytes, keyed for the agent downstream)."""
+        kind = ev.type
+        if kind == "order.created":
+            a = ev.data.shipping_address
+            await send_forward(by_topics["address"], address_fingerprint(a.line1, a.postal_code, a.country), raw)
+            await send_forward(by_topics["customer"], ev.data.customer_id, raw)
+        elif kind in ("payment.succeeded", "payment.failed"):
+            await send_forward(by_topics["provider"], ev.data.provider, raw)
+        elif kind in ("inventory.reserved", "inventory.reservation_failed", "inventory.released"):
+            await send_forward(inbox_topic, ev.data.order_id, raw)
+
+    async def emit(agent: str, emissions: list[Emission]) -> None:
+        now = time.time()
+        for em in emissions:
+            rec = em.record
+            if em.kind == "opened":
+                metrics.opened.labels(rec.rule, rec.severity).inc()
+                metrics.lag_seconds.labels("opened").observe(max(0.0, now - rec.event_time))
+            elif em.kind == "resolved":
+                metrics.resolved.labels(rec.rule, rec.severity).inc()
+            if agent == "customer" and rec.rule == "DUPLICATE_ORDER" and em.kind == "opened":
+                msg = {"id": f"adopt:{rec.exception_id}", "t": rec.event_time, "data": rec.to_dict()}
+                await send_forward(inbox_topic, rec.order_id or "", json.dumps(msg, separators=(",", ":")).encode())
+            await exceptions_topic.send(
+                key=rec.exception_id.encode(), value=json.dumps(to_cloudevent(em), separators=(",", ":")).encode()
+            )
+
+    async def dead_letter(event: Any, exc: InvalidEvent) -> None:
+        msg = event.message
+        metrics.invalid.labels(msg.topic, exc.reason).inc()
+        value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+        try:
+            original: dict[str, str] = {"original": value.decode("utf-8")}
+        except UnicodeDecodeError:
+            import base64
+
+            original = {"original_base64": base64.b64encode(value).decode()}
+        record = {
+            "reason": exc.reason,
+            "error": exc.detail,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key": (msg.key or b"").decode("utf-8", "replace"),
+            "received_at": iso(time.time()),
+            **original,
+        }
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason)
+        await dlq_topic.send(key=msg.key, value=json.dumps(record).encode())
+
+    for spec in agents.values():
+        spec.table = app.Table(f"{spec.name}-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+        _install_agent(
+            ow, spec, forward if spec.name in ("orders", "inventory") else None, forward_inputs, emit, dead_letter
+        )
+
+    tick_topics = {name: app.topic(spec.ticks, key_type=bytes, value_type=bytes) for name, spec in agents.items()}
+
+    @app.timer(interval=TICK_INTERVAL)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        # Events already move the clock: a tick is only sent to an actively owned partition that
+        # has work the clock may have made due (buffered events, or a timer before the clock),
+        # so an idle worker sends nothing and a busy one few.
+        for name, spec in agents.items():
+            for partition, rt in list(spec.runtimes.items()):
+                bounding, frozen = _clock_tps(spec, partition, clock, _actives(app))
+                now = clock.now(bounding, (name, partition), frozen)
+                nxt = rt.detector.next_timer()
+                if (rt.buffered and rt.oldest < now) or (nxt is not None and nxt < now):
+                    await tick_topics[name].send(key=None, value=b"tick", partition=partition)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        for tp, hw in _lags(app):
+            metrics.consumer_lag.labels(tp[0], str(tp[1])).set(hw)
+        for spec in agents.values():
+            rts = list(spec.runtimes.values())
+            metrics.deadline_queue.labels(spec.name).set(sum(rt.detector.timers() for rt in rts))
+            metrics.buffered.labels(spec.name).set(sum(rt.buffered for rt in rts))
+            metrics.open_exceptions.labels(spec.name).set(sum(rt.detector.open_exceptions() for rt in rts))  # type: ignore[attr-defined]
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/clock")
+    async def clock_view(web: Any, request: Any) -> Any:
+        # For operators: why a partition's deadlines have not fired yet (which input holds it).
+        actives = _actives(app)
+        doc: dict[str, Any] = {
+            "mode": clock.mode,
+            "max_event_time": iso(clock.max_event_time) if clock.max_event_time > 0 else None,
+            "agents": {},
+        }
+        for name, spec in agents.items():
+            parts = {}
+            for partition, rt in sorted(spec.runtimes.items()):
+                tps, frozen = _clock_tps(spec, partition, clock, actives)
+                now = clock.now(tps, (name, partition), frozen)
+                parts[str(partition)] = {
+                    "clock": iso(now) if now > 0 else None,
+                    "buffered": rt.buffered,
+                    "holding": [
+                        {
+                            "tp": f"{t}[{p}]",
+                            "in_flight": clock.in_flight.get((t, p), 0),
+                            "highwater": clock.highwater((t, p)),
+                            "offset": clock.progress[(t, p)].offset if (t, p) in clock.progress else None,
+                        }
+                        for t, p in tps + frozen
+                        if clock.lagging((t, p))
+                    ],
+                }
+            doc["agents"][name] = parts
+        return web.json(doc)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # A revoked partition's state and timers belong to its new owner: drop them here.
+        for spec in agents.values():
+            for tp in revoked:
+                if tp.topic in spec.inputs:
+                    spec.runtimes.pop(tp.partition, None)
+        clock.forget((tp.topic, tp.partition) for tp in revoked)
+
+    return ow
+
+
+def _install_agent(
+    ow: Orderwatch, spec: _Agent, forward: Any, forward_inputs: set[str], emit: Any, dead_letter: Any
+) -> None:
+    app, metrics, clock = ow.app, ow.metrics, ow.clock
+    channel = app.topic(*spec.inputs, spec.ticks, key_type=bytes, value_type=bytes)
+    table = spec.table
+    name = spec.name
+    inbox_name = f"{ow.settings.app_id}-order-inbox"
+
+    def runtime(partition: int) -> PartitionRuntime[Any]:
+        rt = spec.runtimes.get(partition)
+        if rt is None:
+            # First event of a partition since it was assigned: rebuild state and timers from the
+            # table (recovered from its changelog by now), for this partition only.
+            det = spec.make()
+            ledger = Ledger()
+            tag = f"{partition}|".encode()
+            for key, value in table.items():
+                if key == f"{LEDGER_KEY}:{partition}".encode():
+                    ledger = Ledger.loads(value)
+                elif value and value.startswith(tag):
+                    det.restore(key.decode(), value[len(tag) :])
+            det.dirty.clear()
+            rt = spec.runtimes[partition] = PartitionRuntime(det, spec.apply, ledger=ledger)
+            log.info("%s: partition %s ready, %s keys restored", name, partition, len(det.states))
+        return rt
+
+    async def flush(rt: PartitionRuntime[Any], partition: int, stream: Any, clock_now: float) -> None:
+        released = rt.release(clock_now)
+        tag = f"{partition}|".encode()
+        for key, blob in rt.take_dirty():
+            kb = str(key).encode()
+            if blob is None:
+                table.pop(kb, None)
+            else:
+                table[kb] = tag + blob
+        if released.applied:
+            table[f"{LEDGER_KEY}:{partition}".encode()] = rt.ledger.dumps()
+        if released.emissions:
+            await emit(name, released.emissions)
+        for token in released.applied:
+            await stream.ack(token)
+
+    async def process(stream: Any) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            msg = event.message
+            partition = msg.partition
+            rt = runtime(partition)
+            tps, frozen = _clock_tps(spec, partition, clock, _actives(app))
+            if msg.topic == spec.ticks:
+                await flush(rt, partition, manual, clock.now(tps, (name, partition), frozen))
+                await manual.ack(event)
+                continue
+            value = msg.value
+            clock.received((msg.topic, partition))
+            try:
+                if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
+                    ev: Any = _Adopt(json.loads(value))
+                    t = ev.time_ts
+                else:
+                    ev = parse_event(value or b"")
+                    t = ev.time.timestamp()
+            except InvalidEvent as exc:
+                clock.observe((msg.topic, partition), msg.offset, None)
+                await dead_letter(event, exc)
+                await manual.ack(event)
+                continue
+            clock.observe((msg.topic, partition), msg.offset, t)
+            if not isinstance(ev, _Adopt):
+                metrics.events_in.labels(msg.topic, ev.type).inc()
+                if forward is not None and msg.topic in forward_inputs:
+                    await forward(ev, value)
+            if not rt.offer(ev, t, f"{msg.topic}:{partition}", msg.offset, event):
+                metrics.duplicates.labels(name).inc()
+                await manual.ack(event)
+                continue
+            await flush(rt, partition, manual, clock.now(tps, (name, partition), frozen))
+
+    process.__name__ = process.__qualname__ = f"{name}_agent"
+    app.agent(channel, name=f"orderwatch.{name}")(process)
+
+
+async def _follow_blocklist(settings: Settings, entries: dict[str, tuple[str, float | None]]) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.publish import kafka_client_options
+
+    topic = settings.topic("blocklist")
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        async for msg in consumer:
+            key = (msg.key or b"").decode("utf-8", "replace")
+            if msg.value is None:
+                entries.pop(key, None)
+                continue
+            try:
+                doc = json.loads(msg.value)
+                entries[key] = (str(doc.get("reason", "")), None)
+            except (ValueError, AttributeError):
+                log.warning("blocklist[%s]@%s: not a JSON object, ignored", msg.partition, msg.offset)
+    finally:
+        await consumer.stop()
+
+
+def _clock_tps(
+    spec: _Agent, partition: int, clock: LagAwareClock, actives: set[tuple[str, int]]
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(bounding, repartitioned) partitions of this agent partition's clock: its own contract
+    inputs and every owned partition of the upstream topics bound it; its own repartition
+    inputs (forwarded by another agent, times out of order) freeze it while they lag."""
+    own = [(t, partition) for t in spec.inputs if t not in spec.repartitioned]
+    return own + [tp for tp in actives if tp[0] in spec.upstream], [(t, partition) for t in spec.repartitioned]
+
+
+def _actives(app: faust.App) -> set[tuple[str, int]]:
+    try:
+        return {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()}
+    except Exception:  # before the first assignment
+        return set()
+
+
+def _highwater(app: faust.App, tp: tuple[str, int]) -> int | None:
+    try:
+        from faust.types import TP
+
+        hw = app.consumer.highwater(TP(tp[0], tp[1]))
+    except Exception:  # consumer not started, or partition unknown to it yet
+        return None
+    return int(hw) if hw is not None else None
+
+
+def _lags(app: faust.App) -> list[tuple[tuple[str, int], int]]:
+    out = []
+    try:
+        for tp in app.assignor.assigned_actives():
+            hw = app.consumer.highwater(tp)
+            pos = app.consumer._last_offset.get(tp) if hasattr(app.consumer, "_last_offset") else None
+            if hw is not None:
+                out.append(((tp.topic, tp.partition), max(0, int(hw) - int(pos or 0) - 1)))
+    except Exception:  # metrics must never break a scrape
+        return out
+    return out
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.sasl_mechanism:
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        return faust.SASLCredentials(
+            username=settings.sasl_username or "", password=password, mechanism=settings.sasl_mechanism
+        )
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        return faust.SSLCredentials(create_ssl_context(cafile=settings.ssl_cafile))
+    return None

@@ -1,0 +1,132 @@
+"""The runtime's clock: event time (watermark) or wall clock, both lag-aware.
+
+Every input partition reports the largest event time and offset it delivered; the consumer
+reports its highwater. A partition we are behind on (offset + 1 < highwater) holds the clock at
+its own progress minus the lateness, so a consumer lag spike cannot fire deadlines whose clearing
+events are still waiting in Kafka. A partition that is caught up holds nothing back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["LagAwareClock", "PartitionProgress"]
+
+TP = tuple[str, int]
+
+
+@dataclass(slots=True)
+class PartitionProgress:
+    max_event_time: float = float("-inf")
+    offset: int = -1
+
+
+@dataclass
+class LagAwareClock:
+    """`now(tps)` is the clock for an agent partition fed by the topic partitions `tps`.
+
+    mode "event": the slowest lagging input's progress minus the lateness; once every input has
+    been caught up for `idle_grace` seconds, the largest event time this worker has seen on any
+    input minus the lateness (so the end of a replay decides every deadline it can).
+    mode "wall": the wall clock minus `grace`, never past a lagging input's progress minus the
+    lateness.
+    """
+
+    mode: str = "event"
+    lateness: float = 60.0
+    grace: float = 0.0
+    highwater: Callable[[TP], int | None] = lambda tp: None
+    wall: Callable[[], float] = time.time
+    idle_grace: float = 1.0
+    """Seconds every input must have been caught up before the event clock jumps to the worker's
+    watermark (covers events forwarded through a repartition topic that are still in flight)."""
+    progress: dict[TP, PartitionProgress] = field(default_factory=dict)
+    in_flight: dict[TP, int] = field(default_factory=dict)
+    max_event_time: float = float("-inf")
+    _last_lag: dict[object, float] = field(default_factory=dict)
+    _last_now: dict[object, float] = field(default_factory=dict)
+
+    def observe(self, tp: TP, offset: int, event_time: float | None) -> None:
+        """One message delivered from `tp` (event_time None: unparseable, still progress)."""
+        p = self.progress.get(tp)
+        if p is None:
+            p = self.progress[tp] = PartitionProgress()
+        if offset > p.offset:
+            p.offset = offset
+        if event_time is not None:
+            if event_time > p.max_event_time:
+                p.max_event_time = event_time
+            if event_time > self.max_event_time:
+                self.max_event_time = event_time
+
+    def sent(self, tp: TP) -> None:
+        """This worker forwarded a message to `tp` (a repartition topic partition)."""
+        self.in_flight[tp] = self.in_flight.get(tp, 0) + 1
+
+    def received(self, tp: TP) -> None:
+        n = self.in_flight.get(tp, 0)
+        if n > 0:
+            self.in_flight[tp] = n - 1
+
+    def lagging(self, tp: TP) -> bool:
+        if self.in_flight.get(tp, 0) > 0:
+            return True  # we sent it messages we have not consumed yet: not caught up
+        hw = self.highwater(tp)
+        p = self.progress.get(tp)
+        if hw is None:
+            # Owned but not fetched yet: we cannot know what waits in it, so it holds the clock
+            # (the first fetch, even of an empty partition, reports a highwater).
+            return True
+        return (p.offset if p else -1) + 1 < hw
+
+    def now(self, tps: Iterable[TP] = (), who: object = None, repartitioned: Iterable[TP] = ()) -> float:
+        """The clock for an agent partition (`who`) whose events come from `tps` (its own input
+        partitions and the upstream partitions that feed it through a repartition topic).
+
+        A repartition topic mixes several upstream partitions, so its event times are not in
+        order and its progress bounds nothing: while one of `repartitioned` lags (messages sent
+        to it not consumed yet), the clock of `who` does not move at all."""
+        tps = list(tps)
+        wall = self.wall()
+        if any(self.lagging(tp) for tp in repartitioned):
+            self._last_lag[who] = wall
+            return self._last_now.get(who, float("-inf"))
+        now = self._now(tps, who, wall)
+        last = self._last_now.get(who, float("-inf"))
+        if now < last:
+            now = last  # a clock never runs backwards (a partition catching up lowers the bound)
+        self._last_now[who] = now
+        return now
+
+    def _now(self, tps: list[TP], who: object, wall: float) -> float:
+        lagging = [tp for tp in tps if self.lagging(tp)]
+        if lagging:
+            self._last_lag[who] = wall
+        if self.mode == "event":
+            if lagging:
+                # The slowest input with data still waiting in Kafka decides.
+                base = min(self._max_of(tp) for tp in lagging)
+            elif wall - self._last_lag.get(who, float("-inf")) < self.idle_grace:
+                # Caught up only just: forwarded events may still be in flight to us.
+                known = [self._max_of(tp) for tp in tps if tp in self.progress]
+                base = min(known) if known else float("-inf")
+            else:
+                base = self.max_event_time  # all inputs drained: the worker's watermark
+            return base - self.lateness
+        base = wall - self.grace
+        for tp in lagging:
+            held = self._max_of(tp) - self.lateness
+            if held < base:
+                base = held
+        return base
+
+    def _max_of(self, tp: TP) -> float:
+        p = self.progress.get(tp)
+        return p.max_event_time if p else float("-inf")
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Partitions revoked: their progress is another worker's business now."""
+        for tp in tps:
+            self.progress.pop(tp, None)

@@ -1,0 +1,68 @@
+"""Every Prometheus metric of orderwatch, in one place, built against a registry passed in
+(tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
+severity, agent, partition number. Never an id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "orderwatch_events_in_total",
+            "Valid events consumed, by topic and event type",
+            ["topic", "type"],
+            registry=r,
+        )
+        self.invalid = Counter(
+            "orderwatch_events_invalid_total",
+            "Messages sent to the dead-letter topic, by source topic and reason",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "orderwatch_events_duplicate_total", "Re-delivered events dropped, by agent", ["agent"], registry=r
+        )
+        self.opened = Counter(
+            "orderwatch_exceptions_opened_total",
+            "Exceptions opened, by rule and severity",
+            ["rule", "severity"],
+            registry=r,
+        )
+        self.resolved = Counter(
+            "orderwatch_exceptions_resolved_total",
+            "Exceptions resolved, by rule and severity",
+            ["rule", "severity"],
+            registry=r,
+        )
+        self.open_exceptions = Gauge(
+            "orderwatch_exceptions_open", "Exceptions open in this worker's state, by agent", ["agent"], registry=r
+        )
+        self.deadline_queue = Gauge(
+            "orderwatch_deadline_queue_size",
+            "Timer heap entries (stale ones included) of actively owned partitions, by agent",
+            ["agent"],
+            registry=r,
+        )
+        self.buffered = Gauge(
+            "orderwatch_reorder_buffer_events", "Events waiting for the clock, by agent", ["agent"], registry=r
+        )
+        self.lag_seconds = Histogram(
+            "orderwatch_detection_lag_seconds",
+            "End-to-end lag: detection time minus the event time of the fact that made the rule fire",
+            ["kind"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, float("inf")),
+        )
+        self.consumer_lag = Gauge(
+            "orderwatch_consumer_lag_messages",
+            "Highwater minus next offset, per input topic partition",
+            ["topic", "partition"],
+            registry=r,
+        )
