@@ -24,7 +24,7 @@ from streams.publish import publish_lines
 from streams.settings import Settings
 from streams.worker import ensure_topics
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 MALFORMED = {
@@ -154,3 +154,4 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
         assert d["original"].encode() in MALFORMED.values()
         assert isinstance(d["offset"], int) and isinstance(d["partition"], int)
         assert d["error"]
+
