@@ -154,4 +154,3 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
         assert d["original"].encode() in MALFORMED.values()
         assert isinstance(d["offset"], int) and isinstance(d["partition"], int)
         assert d["error"]
-

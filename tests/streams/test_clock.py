@@ -1,0 +1,74 @@
+"""The lag-aware clock: lists of observations in, clock values out (no Kafka)."""
+
+from __future__ import annotations
+
+from streams.clock import LagAwareClock
+
+A, B, R = ("orders", 0), ("payments", 0), ("inbox", 0)
+
+
+def make(
+    mode: str = "event", highwaters: dict[tuple[str, int], int] | None = None, wall: float = 1000.0
+) -> tuple[LagAwareClock, dict[tuple[str, int], int], list[float]]:
+    hw = dict(highwaters or {})
+    now = [wall]
+    clock = LagAwareClock(mode=mode, lateness=60, highwater=lambda tp: hw.get(tp), wall=lambda: now[0])
+    return clock, hw, now
+
+
+def test_event_clock_is_held_by_the_slowest_lagging_partition() -> None:
+    clock, hw, _ = make(highwaters={A: 10, B: 10})
+    clock.observe(A, 4, 5000.0)
+    clock.observe(B, 2, 3000.0)
+    assert clock.now([A, B], "x") == 3000.0 - 60
+    clock.observe(B, 9, 6000.0)  # B caught up: only A (still lagging) bounds the clock
+    assert clock.now([A, B], "x") == 5000.0 - 60
+
+
+def test_a_partition_never_fetched_holds_the_clock() -> None:
+    clock, hw, _ = make(highwaters={A: 1})
+    clock.observe(A, 0, 5000.0)
+    assert clock.now([A, B], "x") == float("-inf")  # B: no highwater known yet
+    hw[B] = 0  # fetched, empty
+    assert clock.now([A, B], "x") == 5000.0 - 60
+
+
+def test_caught_up_event_clock_waits_the_idle_grace_then_takes_the_worker_watermark() -> None:
+    clock, hw, now = make(highwaters={A: 5, B: 1})
+    clock.observe(A, 3, 5000.0)
+    clock.observe(B, 0, 9000.0)
+    assert clock.now([A], "x") == 5000.0 - 60  # A lags
+    clock.observe(A, 4, 5100.0)
+    assert clock.now([A], "x") == 5100.0 - 60  # caught up just now: own progress
+    now[0] += 2.0
+    assert clock.now([A], "x") == 9000.0 - 60  # idle: the largest event time of the worker
+
+
+def test_a_lagging_repartition_topic_freezes_the_clock_and_it_never_runs_backwards() -> None:
+    clock, hw, now = make(highwaters={A: 10, R: 0})
+    clock.observe(A, 2, 5000.0)
+    assert clock.now([A], "x", [R]) == 5000.0 - 60
+    clock.sent(R)  # a forwarded message is in flight to R
+    clock.observe(A, 5, 8000.0)
+    assert clock.now([A], "x", [R]) == 5000.0 - 60  # frozen, though A moved on
+    clock.received(R)
+    assert clock.now([A], "x", [R]) == 8000.0 - 60
+    hw[B] = 3
+    clock.observe(B, 0, 100.0)  # a late-starting, lagging partition would pull the bound down
+    assert clock.now([A, B], "x", [R]) == 8000.0 - 60
+
+
+def test_wall_clock_minus_grace_held_back_by_lag() -> None:
+    clock, hw, now = make(mode="wall", highwaters={A: 10}, wall=10_000.0)
+    clock.grace = 5
+    clock.observe(A, 9, 9_000.0)
+    assert clock.now([A], "x") == 10_000.0 - 5
+    hw[A] = 20  # a lag spike: 10 messages behind
+    assert clock.now([A], "y") == 9_000.0 - 60
+
+
+def test_forget_drops_revoked_partitions() -> None:
+    clock, hw, _ = make(highwaters={A: 10})
+    clock.observe(A, 1, 100.0)
+    clock.forget([A])
+    assert A not in clock.progress
