@@ -17,7 +17,7 @@ def make(
 
 
 def test_event_clock_is_held_by_the_slowest_lagging_partition() -> None:
-    clock, hw, _ = make(highwaters={A: 10, B: 10})
+    clock, _hw, _ = make(highwaters={A: 10, B: 10})
     clock.observe(A, 4, 5000.0)
     clock.observe(B, 2, 3000.0)
     assert clock.now([A, B], "x") == 3000.0 - 60
@@ -34,7 +34,7 @@ def test_a_partition_never_fetched_holds_the_clock() -> None:
 
 
 def test_caught_up_event_clock_waits_the_idle_grace_then_takes_the_worker_watermark() -> None:
-    clock, hw, now = make(highwaters={A: 5, B: 1})
+    clock, _hw, now = make(highwaters={A: 5, B: 1})
     clock.observe(A, 3, 5000.0)
     clock.observe(B, 0, 9000.0)
     assert clock.now([A], "x") == 5000.0 - 60  # A lags
@@ -45,7 +45,7 @@ def test_caught_up_event_clock_waits_the_idle_grace_then_takes_the_worker_waterm
 
 
 def test_a_lagging_repartition_topic_freezes_the_clock_and_it_never_runs_backwards() -> None:
-    clock, hw, now = make(highwaters={A: 10, R: 0})
+    clock, hw, _now = make(highwaters={A: 10, R: 0})
     clock.observe(A, 2, 5000.0)
     assert clock.now([A], "x", [R]) == 5000.0 - 60
     clock.sent(R)  # a forwarded message is in flight to R
@@ -59,7 +59,7 @@ def test_a_lagging_repartition_topic_freezes_the_clock_and_it_never_runs_backwar
 
 
 def test_wall_clock_minus_grace_held_back_by_lag() -> None:
-    clock, hw, now = make(mode="wall", highwaters={A: 10}, wall=10_000.0)
+    clock, hw, _now = make(mode="wall", highwaters={A: 10}, wall=10_000.0)
     clock.grace = 5
     clock.observe(A, 9, 9_000.0)
     assert clock.now([A], "x") == 10_000.0 - 5
@@ -68,7 +68,7 @@ def test_wall_clock_minus_grace_held_back_by_lag() -> None:
 
 
 def test_forget_drops_revoked_partitions() -> None:
-    clock, hw, _ = make(highwaters={A: 10})
+    clock, _hw, _ = make(highwaters={A: 10})
     clock.observe(A, 1, 100.0)
     clock.forget([A])
     assert A not in clock.progress
