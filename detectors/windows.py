@@ -71,8 +71,9 @@ class _SlidingDetector(KeyedDetector):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps([[list(e) for e in st.entries], st.holding,
-                           st.record.to_dict() if st.record else None]).encode()
+        return json.dumps(
+            [[list(e) for e in st.entries], st.holding, st.record.to_dict() if st.record else None]
+        ).encode()
 
     def restore(self, key: str, blob: bytes) -> None:
         entries, holding, record = json.loads(blob)
@@ -292,8 +293,9 @@ class ProviderDetector(KeyedDetector):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps([st.win_start, st.attempts, st.failures, st.first_failure,
-                           st.record.to_dict() if st.record else None]).encode()
+        return json.dumps(
+            [st.win_start, st.attempts, st.failures, st.first_failure, st.record.to_dict() if st.record else None]
+        ).encode()
 
     def restore(self, key: str, blob: bytes) -> None:
         win_start, attempts, failures, first_failure, record = json.loads(blob)

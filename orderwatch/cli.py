@@ -138,13 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     wk = sub.add_parser(
-        "worker", help="run the live detector: faust agents over Kafka",
+        "worker",
+        help="run the live detector: faust agents over Kafka",
         description="Run a worker of the live detector. Kafka, Redis, topic prefix, store and the rest come "
         "from ORDERWATCH_* environment variables (see docs/operations.md). Stops on SIGTERM/SIGINT.",
     )
-    wk.add_argument("--clock", choices=["wall", "event"],
-                    help="wall: live, deadlines by the wall clock (default); event: by the watermark, so replaying "
-                    "history through Kafka gives what `backtest` gives")
+    wk.add_argument(
+        "--clock",
+        choices=["wall", "event"],
+        help="wall: live, deadlines by the wall clock (default); event: by the watermark, so replaying "
+        "history through Kafka gives what `backtest` gives",
+    )
     wk.add_argument("--config", metavar="FILE", help="rules configuration (TOML)")
     wk.add_argument("--web-port", type=int, help="port of /metrics and /health (default ORDERWATCH_WEB_PORT, 6066)")
     wk.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])

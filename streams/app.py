@@ -81,6 +81,7 @@ class _Agent:
     apply: Callable[[KeyedDetector, Any, float], list[Emission]]
     table: Any = None
     runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
+    held: dict[str, dict[int, Any]] = field(default_factory=dict)  # "topic:partition" -> offset -> event
 
 
 @dataclass
@@ -111,6 +112,9 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
+        # A killed worker holds its partitions until its session expires: keep that short.
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 4),
         table_standby_replicas=1,
     )
     prefix = settings.topic
@@ -212,7 +216,9 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         kb = key.encode()
         partition = (murmur2(kb) & 0x7FFFFFFF) % partitions
         clock.sent((topic.get_topic_name(), partition))
-        await topic.send(key=kb, value=raw, partition=partition)
+        # force: published now, not held back until the source offset commits (faust's default
+        # inside an agent), which would freeze the downstream clock for a commit interval.
+        await topic.send(key=kb, value=raw, partition=partition, force=True)
 
     async def forward(ev: Any, raw: bytes) -> None:
         """Regroup what other keys need: the repartition step of the design (explicit sends of
@@ -228,7 +234,10 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             await send_forward(inbox_topic, ev.data.order_id, raw)
 
     async def emit(agent: str, emissions: list[Emission]) -> None:
+        """Publish and wait for the broker's ack: the caller writes state only afterwards, so a
+        crash can repeat an emission (same ids, consumers dedupe) but never lose one."""
         now = time.time()
+        pending = []
         for em in emissions:
             rec = em.record
             if em.kind == "opened":
@@ -239,9 +248,15 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             if agent == "customer" and rec.rule == "DUPLICATE_ORDER" and em.kind == "opened":
                 msg = {"id": f"adopt:{rec.exception_id}", "t": rec.event_time, "data": rec.to_dict()}
                 await send_forward(inbox_topic, rec.order_id or "", json.dumps(msg, separators=(",", ":")).encode())
-            await exceptions_topic.send(
-                key=rec.exception_id.encode(), value=json.dumps(to_cloudevent(em), separators=(",", ":")).encode()
+            pending.append(
+                await exceptions_topic.send(
+                    key=rec.exception_id.encode(),
+                    value=json.dumps(to_cloudevent(em), separators=(",", ":")).encode(),
+                    force=True,
+                )
             )
+        for fut in pending:
+            await fut
 
     async def dead_letter(event: Any, exc: InvalidEvent) -> None:
         msg = event.message
@@ -264,7 +279,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             **original,
         }
         log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason)
-        await dlq_topic.send(key=msg.key, value=json.dumps(record).encode())
+        await (await dlq_topic.send(key=msg.key, value=json.dumps(record).encode(), force=True))
 
     for spec in agents.values():
         spec.table = app.Table(f"{spec.name}-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
@@ -285,7 +300,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
                 now = clock.now(bounding, (name, partition), frozen)
                 nxt = rt.detector.next_timer()
                 if (rt.buffered and rt.oldest < now) or (nxt is not None and nxt < now):
-                    await tick_topics[name].send(key=None, value=b"tick", partition=partition)
+                    await tick_topics[name].send(key=None, value=b"tick", partition=partition, force=True)
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
@@ -340,6 +355,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             for tp in revoked:
                 if tp.topic in spec.inputs:
                     spec.runtimes.pop(tp.partition, None)
+                spec.held.pop(f"{tp.topic}:{tp.partition}", None)
         clock.forget((tp.topic, tp.partition) for tp in revoked)
 
     return ow
@@ -374,6 +390,8 @@ def _install_agent(
 
     async def flush(rt: PartitionRuntime[Any], partition: int, stream: Any, clock_now: float) -> None:
         released = rt.release(clock_now)
+        if released.emissions:
+            await emit(name, released.emissions)  # before the state that says they happened
         tag = f"{partition}|".encode()
         for key, blob in rt.take_dirty():
             kb = str(key).encode()
@@ -383,10 +401,31 @@ def _install_agent(
                 table[kb] = tag + blob
         if released.applied:
             table[f"{LEDGER_KEY}:{partition}".encode()] = rt.ledger.dumps()
-        if released.emissions:
-            await emit(name, released.emissions)
-        for token in released.applied:
-            await stream.ack(token)
+        await ack_in_order(rt, stream)
+
+    # faust commits the first run of consecutive acked offsets even when it does not start at
+    # the first unacked one (before a partition's first commit), which would commit past events
+    # still waiting in the reorder buffer. So acks go out strictly in offset order per partition:
+    # an event is acked once every offset below it has been applied, dropped or dead-lettered.
+    held = spec.held
+
+    def hold(tpkey: str, offset: int, event: Any) -> None:
+        held.setdefault(tpkey, {})[offset] = event
+
+    async def ack_in_order(rt: PartitionRuntime[Any], stream: Any) -> None:
+        for tpkey, events in held.items():
+            low = rt.ledger.low.get(tpkey)
+            if low is None or not events:
+                continue
+            for offset in sorted(o for o in events if o < low):
+                await stream.ack(events.pop(offset))
+
+    async def settle(rt: PartitionRuntime[Any], stream: Any, tpkey: str, offset: int, event: Any) -> None:
+        """A message handled without entering the buffer (dead letter, re-delivery)."""
+        rt.ledger.seen_base(tpkey, offset)
+        rt.ledger.mark(tpkey, offset)
+        hold(tpkey, offset, event)
+        await ack_in_order(rt, stream)
 
     async def process(stream: Any) -> None:
         manual = stream.noack()
@@ -411,17 +450,19 @@ def _install_agent(
             except InvalidEvent as exc:
                 clock.observe((msg.topic, partition), msg.offset, None)
                 await dead_letter(event, exc)
-                await manual.ack(event)
+                await settle(rt, manual, f"{msg.topic}:{partition}", msg.offset, event)
                 continue
             clock.observe((msg.topic, partition), msg.offset, t)
             if not isinstance(ev, _Adopt):
                 metrics.events_in.labels(msg.topic, ev.type).inc()
                 if forward is not None and msg.topic in forward_inputs:
                     await forward(ev, value)
-            if not rt.offer(ev, t, f"{msg.topic}:{partition}", msg.offset, event):
+            tpkey = f"{msg.topic}:{partition}"
+            if not rt.offer(ev, t, tpkey, msg.offset, event):
                 metrics.duplicates.labels(name).inc()
-                await manual.ack(event)
+                await settle(rt, manual, tpkey, msg.offset, event)
                 continue
+            hold(tpkey, msg.offset, event)
             await flush(rt, partition, manual, clock.now(tps, (name, partition), frozen))
 
     process.__name__ = process.__qualname__ = f"{name}_agent"

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     app_id: str = Field("orderwatch", min_length=1, description="consumer group and internal topic prefix")
     lateness_seconds: float = Field(60.0, ge=0, description="allowed lateness behind the newest event")
     clock: Literal["wall", "event"] = Field("wall", description="wall clock (live) or watermark (replay)")
+    session_timeout_seconds: float = Field(
+        10.0,
+        ge=6,
+        le=300,
+        description="how long the group waits for a silent worker: a crashed worker's partitions move after it",
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics and the ops views")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
