@@ -215,7 +215,9 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         # clock can count what is in flight to it until the agent downstream consumes it.
         kb = key.encode()
         partition = (murmur2(kb) & 0x7FFFFFFF) % partitions
-        clock.sent((topic.get_topic_name(), partition))
+        tp = (topic.get_topic_name(), partition)
+        if tp in _actives(app):
+            clock.sent(tp)  # only this worker consumes what it owns: count nothing else
         # force: published now, not held back until the source offset commits (faust's default
         # inside an agent), which would freeze the downstream clock for a commit interval.
         await topic.send(key=kb, value=raw, partition=partition, force=True)
@@ -357,6 +359,11 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
                     spec.runtimes.pop(tp.partition, None)
                 spec.held.pop(f"{tp.topic}:{tp.partition}", None)
         clock.forget((tp.topic, tp.partition) for tp in revoked)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Messages forwarded while another worker owned a partition were counted by nobody here.
+        clock.forget((tp.topic, tp.partition) for tp in assigned)
 
     return ow
 
@@ -520,6 +527,17 @@ def _highwater(app: faust.App, tp: tuple[str, int]) -> int | None:
     except Exception:  # consumer not started, or partition unknown to it yet
         return None
     return int(hw) if hw is not None else None
+
+
+def _committed(app: faust.App, tp: tuple[str, int]) -> int | None:
+    try:
+        from faust.types import TP
+
+        # faust keeps the committed offsets it sought to on assignment (no public accessor).
+        off = getattr(app.consumer, "_committed_offset", {}).get(TP(tp[0], tp[1]))
+    except Exception:  # consumer not started
+        return None
+    return int(off) if off is not None else None
 
 
 def _lags(app: faust.App) -> list[tuple[tuple[str, int], int]]:

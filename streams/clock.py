@@ -38,6 +38,8 @@ class LagAwareClock:
     lateness: float = 60.0
     grace: float = 0.0
     highwater: Callable[[TP], int | None] = lambda tp: None
+    committed: Callable[[TP], int | None] = lambda tp: None
+    """Next offset to read of a partition nothing was consumed from yet (its committed offset)."""
     wall: Callable[[], float] = time.time
     idle_grace: float = 1.0
     """Seconds every input must have been caught up before the event clock jumps to the worker's
@@ -79,7 +81,10 @@ class LagAwareClock:
             # Owned but not fetched yet: we cannot know what waits in it, so it holds the clock
             # (the first fetch, even of an empty partition, reports a highwater).
             return True
-        return (p.offset if p else -1) + 1 < hw
+        if p is not None and p.offset >= 0:
+            return p.offset + 1 < hw
+        # Nothing consumed here yet (a fresh assignment): reading resumes at the committed offset.
+        return (self.committed(tp) or 0) < hw
 
     def now(self, tps: Iterable[TP] = (), who: object = None, repartitioned: Iterable[TP] = ()) -> float:
         """The clock for an agent partition (`who`) whose events come from `tps` (its own input
@@ -127,6 +132,7 @@ class LagAwareClock:
         return p.max_event_time if p else float("-inf")
 
     def forget(self, tps: Iterable[TP]) -> None:
-        """Partitions revoked: their progress is another worker's business now."""
+        """Partitions revoked (or newly assigned): their progress and in-flight counts start over."""
         for tp in tps:
             self.progress.pop(tp, None)
+            self.in_flight.pop(tp, None)

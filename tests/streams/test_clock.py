@@ -72,3 +72,18 @@ def test_forget_drops_revoked_partitions() -> None:
     clock.observe(A, 1, 100.0)
     clock.forget([A])
     assert A not in clock.progress
+
+
+def test_a_fresh_assignment_is_lagging_until_its_committed_offset_reaches_the_highwater() -> None:
+    hw = {A: 10}
+    committed: dict[tuple[str, int], int] = {A: 4}
+    clock = LagAwareClock(
+        mode="event", lateness=60, highwater=lambda tp: hw.get(tp), committed=lambda tp: committed.get(tp)
+    )
+    assert clock.lagging(A)
+    committed[A] = 10  # the previous owner consumed everything: nothing waits
+    assert not clock.lagging(A)
+    clock.sent(A)
+    assert clock.lagging(A)
+    clock.forget([A])  # reassigned: counts from another owner's time mean nothing
+    assert not clock.lagging(A)
