@@ -82,6 +82,7 @@ class _Agent:
     table: Any = None
     runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
     held: dict[str, dict[int, Any]] = field(default_factory=dict)  # "topic:partition" -> offset -> event
+    bounded_by: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -205,6 +206,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             apply_plain,
         ),
     }
+    agents["orders"].bounded_by = ["customer"]
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     ow = Orderwatch(app, settings, metrics, clock, agents)
 
@@ -298,8 +300,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         # so an idle worker sends nothing and a busy one few.
         for name, spec in agents.items():
             for partition, rt in list(spec.runtimes.items()):
-                bounding, frozen = _clock_tps(spec, partition, clock, _actives(app))
-                now = clock.now(bounding, (name, partition), frozen)
+                now = _agent_now(app, agents, clock, name, partition)
                 nxt = rt.detector.next_timer()
                 if (rt.buffered and rt.oldest < now) or (nxt is not None and nxt < now):
                     await tick_topics[name].send(key=None, value=b"tick", partition=partition, force=True)
@@ -328,7 +329,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             parts = {}
             for partition, rt in sorted(spec.runtimes.items()):
                 tps, frozen = _clock_tps(spec, partition, clock, actives)
-                now = clock.now(tps, (name, partition), frozen)
+                now = _agent_now(app, agents, clock, name, partition)
                 parts[str(partition)] = {
                     "clock": iso(now) if now > 0 else None,
                     "buffered": rt.buffered,
@@ -440,9 +441,8 @@ def _install_agent(
             msg = event.message
             partition = msg.partition
             rt = runtime(partition)
-            tps, frozen = _clock_tps(spec, partition, clock, _actives(app))
             if msg.topic == spec.ticks:
-                await flush(rt, partition, manual, clock.now(tps, (name, partition), frozen))
+                await flush(rt, partition, manual, _agent_now(app, ow.agents, clock, name, partition))
                 await manual.ack(event)
                 continue
             value = msg.value
@@ -470,7 +470,7 @@ def _install_agent(
                 await settle(rt, manual, tpkey, msg.offset, event)
                 continue
             hold(tpkey, msg.offset, event)
-            await flush(rt, partition, manual, clock.now(tps, (name, partition), frozen))
+            await flush(rt, partition, manual, _agent_now(app, ow.agents, clock, name, partition))
 
     process.__name__ = process.__qualname__ = f"{name}_agent"
     app.agent(channel, name=f"orderwatch.{name}")(process)
@@ -510,6 +510,23 @@ def _clock_tps(
     inputs (forwarded by another agent, times out of order) freeze it while they lag."""
     own = [(t, partition) for t in spec.inputs if t not in spec.repartitioned]
     return own + [tp for tp in actives if tp[0] in spec.upstream], [(t, partition) for t in spec.repartitioned]
+
+
+def _agent_now(app: faust.App, agents: dict[str, _Agent], clock: LagAwareClock, name: str, partition: int) -> float:
+    """The clock of one agent partition; an agent whose inbox another agent feeds (the orders
+    agent gets DUPLICATE_ORDER records from the customer agent) never runs ahead of that agent's
+    clocks on this worker, or a record could reach an order that finished and was dropped."""
+    spec = agents[name]
+    actives = _actives(app)
+    tps, frozen = _clock_tps(spec, partition, clock, actives)
+    now = clock.now(tps, (name, partition), frozen)
+    for other in spec.bounded_by:
+        ospec = agents[other]
+        for topic, q in actives:
+            if topic == ospec.inputs[0]:
+                otps, ofrozen = _clock_tps(ospec, q, clock, actives)
+                now = min(now, clock.now(otps, (other, q), ofrozen))
+    return now
 
 
 def _actives(app: faust.App) -> set[tuple[str, int]]:
