@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench demo-backtest stack-up stack-down stack-status clean
+.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ lint: install ## ruff and mypy --strict
 
 bench: install ## backtest throughput and state-size benchmarks, results in bench/results/
 	$(BIN)/python bench/bench_backtest.py
+
+demo: install ## the whole pipeline: local stack, simulated stream, live worker, scorecard
+	$(BIN)/orderwatch demo
 
 demo-backtest: install ## simulate 40,000 orders and backtest them with labels
 	mkdir -p out

@@ -28,7 +28,7 @@ _PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed"})
 class Engine:
     def __init__(self, config: RulesConfig | None = None, blocklist: Blocklist | None = None) -> None:
         self.config = config or RulesConfig()
-        self.blocklist = blocklist or Blocklist()
+        self.blocklist = blocklist if blocklist is not None else Blocklist()
         self.orders = OrderDetector(self.config, self.blocklist)
         self.stock = StockDetector(self.config)
         self.addresses = AddressDetector(self.config)

@@ -94,7 +94,7 @@ class OrderDetector(KeyedDetector):
 
     def __init__(self, config: RulesConfig, blocklist: Blocklist | None = None) -> None:
         super().__init__(config)
-        self.blocklist = blocklist or Blocklist()
+        self.blocklist = blocklist if blocklist is not None else Blocklist()
         self.default_profile = config.profile()
         longest = max(v for v in config.thresholds.values())
         self.retention = longest

@@ -17,6 +17,7 @@ partitions receive no ticks and never fire.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -83,6 +84,7 @@ class _Agent:
     runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
     held: dict[str, dict[int, Any]] = field(default_factory=dict)  # "topic:partition" -> offset -> event
     bounded_by: list[str] = field(default_factory=list)
+    ready: asyncio.Event | None = None
 
 
 @dataclass
@@ -136,9 +138,11 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
     def blocklist_lookup(key: str) -> tuple[str, float | None] | None:
         return blocklist_entries.get(key)
 
+    blocklist_loaded = asyncio.Event()
+
     @app.task  # type: ignore[untyped-decorator]
     async def follow_blocklist() -> None:
-        await _follow_blocklist(settings, blocklist_entries)
+        await _follow_blocklist(settings, blocklist_entries, blocklist_loaded)
 
     blocklist = Blocklist(lookup=blocklist_lookup)
 
@@ -207,6 +211,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         ),
     }
     agents["orders"].bounded_by = ["customer"]
+    agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     ow = Orderwatch(app, settings, metrics, clock, agents)
 
@@ -437,6 +442,9 @@ def _install_agent(
 
     async def process(stream: Any) -> None:
         manual = stream.noack()
+        if spec.ready is not None:
+            # Orders are checked against the blocklist as they are applied: read it all first.
+            await spec.ready.wait()
         async for event in manual.events():
             msg = event.message
             partition = msg.partition
@@ -476,7 +484,9 @@ def _install_agent(
     app.agent(channel, name=f"orderwatch.{name}")(process)
 
 
-async def _follow_blocklist(settings: Settings, entries: dict[str, tuple[str, float | None]]) -> None:
+async def _follow_blocklist(
+    settings: Settings, entries: dict[str, tuple[str, float | None]], loaded: asyncio.Event
+) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from streams.publish import kafka_client_options
@@ -487,7 +497,12 @@ async def _follow_blocklist(settings: Settings, entries: dict[str, tuple[str, fl
     )
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        if all(end == 0 for end in ends.values()):
+            loaded.set()
         async for msg in consumer:
             key = (msg.key or b"").decode("utf-8", "replace")
             if msg.value is None:
@@ -498,6 +513,11 @@ async def _follow_blocklist(settings: Settings, entries: dict[str, tuple[str, fl
                 entries[key] = (str(doc.get("reason", "")), None)
             except (ValueError, AttributeError):
                 log.warning("blocklist[%s]@%s: not a JSON object, ignored", msg.partition, msg.offset)
+            if not loaded.is_set():
+                behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+                if not behind:
+                    log.info("blocklist loaded: %s entries", len(entries))
+                    loaded.set()
     finally:
         await consumer.stop()
 

@@ -86,3 +86,16 @@ def test_dirty_keys_snapshot_and_restore_into_a_fresh_detector() -> None:
         ("opened", "SHIPMENT_NOT_CREATED"),
         ("opened", "STOCK_NOT_RESERVED"),
     ]
+
+
+def test_an_order_detector_uses_the_blocklist_it_is_given_even_while_empty() -> None:
+    # Live, the lookup reads a dict the blocklist consumer fills later: an empty blocklist object
+    # must not be swapped for a fresh one (it is falsy through __len__).
+    entries: dict[str, tuple[str, float | None]] = {}
+    from detectors.blocklist import Blocklist
+
+    det = OrderDetector(RulesConfig(), Blocklist(lookup=entries.get))
+    entries["customer:c-9"] = ("chargebacks", None)
+    ev = created("o-1", at(0), customer="c-9")
+    out = det.apply(ev, ev.time.timestamp(), ev.time.timestamp(), "fp")
+    assert [e.record.rule for e in out] == ["BLOCKLISTED_ORDER"]
