@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from orderwatch.backtest import open_lines  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from streams.publish import publish_lines  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.worker import ensure_topics  # noqa: E402
+from streams.worker import ensure_topics, spawn_worker, stop_worker  # noqa: E402
 
 INPUTS = ("orders", "payments", "inventory", "logistics")
 
@@ -87,35 +85,8 @@ async def committed_total(settings: Settings) -> int:
         await admin.close()
 
 
-def start_worker(settings: Settings, clock: str, log: Any) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ORDERWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "ORDERWATCH_TOPIC_PREFIX": settings.topic_prefix,
-        "ORDERWATCH_APP_ID": settings.app_id,
-        "ORDERWATCH_PARTITIONS": str(settings.partitions),
-        "ORDERWATCH_WEB_PORT": str(settings.web_port),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "orderwatch.cli", "worker", "--clock", clock],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[str, float]:
-    proc = start_worker(settings, "event", log)
+    proc = spawn_worker(settings, "event", log)
     try:
         started = time.perf_counter()
         first = None
@@ -134,7 +105,7 @@ async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[st
                 break
         end = last_change
     finally:
-        stop(proc)
+        stop_worker(proc)
     assert first is not None
     return {
         "seconds_from_start": end - started,
@@ -146,7 +117,7 @@ async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[st
 
 async def detection_latency(settings: Settings, n: int, log: Any) -> list[float]:
     """PAYMENT_WITHOUT_ORDER episodes whose deadlines fall over the next seconds, wall clock."""
-    proc = start_worker(settings, "wall", log)
+    proc = spawn_worker(settings, "wall", log)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
@@ -192,7 +163,7 @@ async def detection_latency(settings: Settings, n: int, log: Any) -> list[float]
     finally:
         await consumer.stop()
         await producer.stop()
-        stop(proc)
+        stop_worker(proc)
     return latencies
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +27,7 @@ from orderwatch.errors import InputError
 from orderwatch.simulate import simulate
 from streams.publish import kafka_client_options, publish_lines
 from streams.settings import Settings
-from streams.worker import ensure_topics
+from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 
 __all__ = ["run_demo"]
 
@@ -43,12 +41,6 @@ def _reachable(bootstrap: str) -> bool:
             return True
     except (OSError, ValueError):
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_stack(out: IO[str]) -> None:
@@ -121,7 +113,7 @@ def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[
         topic_prefix=f"{run}-",
         app_id=f"orderwatch-{run}",
         partitions=base.partitions,
-        web_port=_free_port(),
+        web_port=free_port(),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sim.jsonl"
@@ -141,32 +133,14 @@ def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[
         out.write(f"published {sum(res.sent.values()):,} events under the topic prefix {settings.topic_prefix}\n")
         # The blocklist entries the simulated stream assumes, as the handlers would write them.
         asyncio.run(_publish_blocklist(settings, Path(tmp) / "blocklist.jsonl"))
-        env = {
-            **os.environ,
-            "ORDERWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "ORDERWATCH_TOPIC_PREFIX": settings.topic_prefix,
-            "ORDERWATCH_APP_ID": settings.app_id,
-            "ORDERWATCH_PARTITIONS": str(settings.partitions),
-            "ORDERWATCH_WEB_PORT": str(settings.web_port),
-        }
         log_path = Path(tmp) / "worker.log"
         with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "orderwatch.cli", "worker", "--clock", "event"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            worker = spawn_worker(settings, "event", log)
             out.write(f"worker started (metrics: http://127.0.0.1:{settings.web_port}/metrics)\n")
             try:
                 events = asyncio.run(_watch(settings, labels, worker, timeout, out))
             finally:
-                worker.send_signal(signal.SIGINT)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+                stop_worker(worker)
     return _scorecard(events, labels, out)
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import IO, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -14,7 +20,7 @@ from streams.app import create_app, internal_topics
 from streams.publish import kafka_client_options
 from streams.settings import Settings
 
-__all__ = ["ensure_topics", "run_worker"]
+__all__ = ["ensure_topics", "free_port", "run_worker", "spawn_worker", "stop_worker"]
 
 log = logging.getLogger("orderwatch.worker")
 
@@ -63,3 +69,39 @@ def run_worker(settings: Settings, rules: RulesConfig | None = None, loglevel: s
     from faust import Worker
 
     Worker(ow.app, loglevel=loglevel).execute_from_commandline()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (for a worker's web port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn_worker(settings: Settings, clock: str, log: IO[bytes] | Any) -> subprocess.Popen[bytes]:
+    """`orderwatch worker --clock CLOCK` as a child process configured by `settings` (the demo,
+    the runtime benchmark and the integration tests run a real worker this way)."""
+    env = {
+        **os.environ,
+        "ORDERWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ORDERWATCH_TOPIC_PREFIX": settings.topic_prefix,
+        "ORDERWATCH_APP_ID": settings.app_id,
+        "ORDERWATCH_PARTITIONS": str(settings.partitions),
+        "ORDERWATCH_WEB_PORT": str(settings.web_port),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "orderwatch.cli", "worker", "--clock", clock],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGINT (faust shuts down cleanly), then SIGKILL if it has not exited within `timeout`."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

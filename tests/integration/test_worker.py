@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +17,10 @@ from orderwatch.backtest import open_lines, run_backtest
 from orderwatch.simulate import simulate
 from streams.publish import publish_lines
 from streams.settings import Settings
-from streams.worker import ensure_topics
+from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
 MALFORMED = {
     "not_json": b"{this is not json",
     "not_cloudevent": b'{"hello": "world"}',
@@ -55,12 +49,6 @@ MALFORMED = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _read(settings: Settings, topic: str) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -76,33 +64,6 @@ async def _read(settings: Settings, topic: str) -> list[dict[str, Any]]:
         return out
     finally:
         await consumer.stop()
-
-
-def _start_worker(settings: Settings, log: Any) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ORDERWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "ORDERWATCH_TOPIC_PREFIX": settings.topic_prefix,
-        "ORDERWATCH_APP_ID": settings.app_id,
-        "ORDERWATCH_PARTITIONS": str(settings.partitions),
-        "ORDERWATCH_WEB_PORT": str(_free_port()),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "orderwatch.cli", "worker", "--clock", "event"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
@@ -126,7 +87,7 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
         await producer.stop()
 
     log = (tmp_path / "worker.log").open("wb")
-    proc = _start_worker(kafka_settings, log)
+    proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
     got: set[tuple[str, str]] = set()
     dlq: list[dict[str, Any]] = []
     try:
@@ -143,7 +104,7 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
                 got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
                 break
     finally:
-        _stop(proc)
+        stop_worker(proc)
         log.close()
     assert got == expected
     by_topic_reason = {(d["topic"], d["reason"]) for d in dlq}
