@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         description="how long the group waits for a silent worker: a crashed worker's partitions move after it",
     )
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics and the ops views")
+    redis_prefix: str = Field("orderwatch:", description="prefix of every Redis key the handlers write")
+    api_token: SecretStr | None = Field(None, description="bearer token the ops API's write endpoints require")
+    handlers_config: str | None = Field(
+        None, description="TOML file: escalation, incidents, action policy, webhooks (defaults when unset)"
+    )
+    dry_run: bool = Field(False, description="handlers log actions and notifications instead of sending them")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
