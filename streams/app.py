@@ -473,6 +473,13 @@ def _install_agent(
                 if forward is not None and msg.topic in forward_inputs:
                     await forward(ev, value)
             tpkey = f"{msg.topic}:{partition}"
+            if t < rt.clock:
+                # The clock promised nothing older would come: deadlines may have fired without it.
+                metrics.late.labels(name, msg.topic).inc()
+                log.warning(
+                    "%s: late event %s[%s]@%s, %.1f s behind the clock",
+                    name, msg.topic, partition, msg.offset, rt.clock - t,
+                )
             if not rt.offer(ev, t, tpkey, msg.offset, event):
                 metrics.duplicates.labels(name).inc()
                 await settle(rt, manual, tpkey, msg.offset, event)

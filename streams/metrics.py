@@ -50,6 +50,13 @@ class Metrics:
             ["agent"],
             registry=r,
         )
+        self.late = Counter(
+            "orderwatch_events_late_total",
+            "Events that reached an agent after its clock had passed their event time (applied anyway; "
+            "a deadline may have fired without them), by agent and topic",
+            ["agent", "topic"],
+            registry=r,
+        )
         self.buffered = Gauge(
             "orderwatch_reorder_buffer_events", "Events waiting for the clock, by agent", ["agent"], registry=r
         )

@@ -8,35 +8,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orderwatch.backtest import open_lines
 from orderwatch.simulate import simulate
 from schemas.events import TOPIC_OF_TYPE
 from streams.publish import publish_lines
 from streams.settings import Settings
+from tests.integration.kafka import read_records
 
 pytestmark = pytest.mark.integration
-
-
-async def _read_all(settings: Settings, topics: list[str]) -> list[tuple[str, int, bytes | None, bytes]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, records in batch.items():
-                out += [(tp.topic, tp.partition, r.key, r.value) for r in records]
-        return out
-    finally:
-        await consumer.stop()
 
 
 async def test_publish_routes_each_event_to_its_topic_keyed_by_subject(
@@ -60,7 +40,7 @@ async def test_publish_routes_each_event_to_its_topic_keyed_by_subject(
     assert res.unroutable == unroutable
     assert dict(res.sent) == {t: len(v) for t, v in expected.items()}
 
-    got = await _read_all(kafka_settings, list(expected))
+    got = [(r.topic, r.partition, r.key, r.value) for r in await read_records(kafka_settings, list(expected))]
     by_topic: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
     partition_of_key: dict[tuple[str, bytes | None], set[int]] = defaultdict(set)
     for topic, partition, key, value in got:

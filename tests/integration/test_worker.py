@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from orderwatch.backtest import open_lines, run_backtest
 from orderwatch.simulate import simulate
 from streams.publish import publish_lines
 from streams.settings import Settings
 from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from tests.integration.kafka import read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -49,23 +50,6 @@ MALFORMED = {
 }
 
 
-async def _read(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                out += [json.loads(r.value) for r in records]
-        return out
-    finally:
-        await consumer.stop()
-
-
 async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:
@@ -95,12 +79,12 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
         while time.monotonic() < deadline:
             await asyncio.sleep(3)
             assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            live = await _read(kafka_settings, kafka_settings.topic("order-exceptions"))
+            live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
             got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
-            dlq = await _read(kafka_settings, kafka_settings.topic("orders-dlq"))
+            dlq = await read_json(kafka_settings, kafka_settings.topic("orders-dlq"))
             if got >= expected and len(dlq) >= 16:
                 await asyncio.sleep(3)  # anything extra would show up now
-                live = await _read(kafka_settings, kafka_settings.topic("order-exceptions"))
+                live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
                 got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
                 break
     finally:
