@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from handlers.changes import CaseChange, CaseListener
 from handlers.config import HandlersConfig
-from handlers.incidents import IncidentStore
+from handlers.incidents import IncidentStore, Membership
 from handlers.store import CaseStore
 from orderwatch.errors import StoreUnavailable
 from schemas.exception_event import ExceptionEvent
@@ -182,15 +182,15 @@ class HandlerService:
 
     async def _with_incident(self, change: CaseChange, now: datetime) -> CaseChange:
         data = change.data
-        if change.incident_id is None:
+        member: Membership | None = None
+        iid = change.incident_id
+        if iid is None:
             if change.kind not in ("opened", "escalated") or change.status == "resolved":
                 return change
             # A change handed out again after a crash may concern a case that has resolved since.
             member_open = data.status != "resolved"
             member = await self._retry("incident_join", lambda: self.incidents.join(data, now, member_open=member_open))
-            if member is None:
-                return change
-            if member.role == "paging":
+            if member is not None and member.role == "paging":
                 log.warning(
                     "handlers: incident %s opened: %s exceptions of %s share a cause",
                     member.incident_id,
@@ -200,18 +200,17 @@ class HandlerService:
                 if self.metrics is not None:
                     self.metrics.incidents_opened.labels(rule=data.rule).inc()
         else:
-            iid = change.incident_id
             if change.kind == "resolved":
                 await self._retry(
-                    "incident_member_resolved",
-                    lambda: self.incidents.member_resolved(iid, data.exception_id, now),
+                    "incident_member_resolved", lambda: self.incidents.member_resolved(iid, data.exception_id, now)
                 )
-            found = await self._retry("incident_member", lambda: self.incidents.member(iid, data.exception_id))
-            if found is None:
-                return change
-            member = found
+            member = await self._retry("incident_member", lambda: self.incidents.member(iid, data.exception_id))
+        if member is None:
+            return change
+        # An opened change carries the count when the case joined, so a re-delivered one reads the same.
+        count = member.count_at_join if change.kind == "opened" else member.count
         return dataclasses.replace(
-            change, incident_id=member.incident_id, incident_count=member.count, suppressed=member.suppressed
+            change, incident_id=member.incident_id, incident_count=count, suppressed=member.suppressed
         )
 
     async def _notify(self, listener: CaseListener, change: CaseChange) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -22,10 +21,12 @@ import redis.asyncio as aioredis
 
 from detectors.catalog import HANDLING_SECONDS, RULES
 from handlers.changes import CaseChange
-from handlers.config import EscalationConfig, IncidentConfig
+from handlers.config import EscalationConfig, HandlersConfig, IncidentConfig
 from handlers.incidents import IncidentStore
+from handlers.service import HandlerService
 from handlers.store import CaseStore
 from schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
+from streams.metrics import Metrics
 
 REDIS_URL = os.environ.get("ORDERWATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -106,9 +107,9 @@ def exception_data(
     return ExceptionData(
         exception_id=exception_id or f"x{next(_seq):06d}",
         rule=rule,
-        category=meta.category,  # type: ignore[arg-type]
-        severity=sev,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
+        category=meta.category,
+        severity=sev,
+        status=status,
         subject=order_id or "subject-1",
         order_id=order_id,
         detected_at=detected_at,
@@ -153,7 +154,7 @@ class Recorder:
     async def __call__(self, change: CaseChange) -> None:
         self.changes.append(change)
 
-    def keys(self) -> list[tuple[str, str, int]]:
+    def moves(self) -> list[tuple[str, str, int]]:
         return [(c.data.exception_id, c.kind, c.level) for c in self.changes]
 
 
@@ -247,5 +248,13 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         server.kill()
 
 
-async def settle() -> None:
-    await asyncio.sleep(0)
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def service(store: CaseStore, incidents: IncidentStore, recorder: Recorder) -> HandlerService:
+    from prometheus_client import CollectorRegistry
+
+    return HandlerService(store, incidents, HandlersConfig(), Metrics(CollectorRegistry()), [recorder])
