@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from handlers.cases import (
     ALLOWED_FROM,
@@ -32,13 +34,25 @@ from handlers.config import EscalationConfig
 from orderwatch.errors import CaseNotFound, StoreUnavailable
 from schemas.exception_event import ExceptionEvent, Resolution
 
-__all__ = ["CaseStore", "OutboxMessage", "case_key"]
+__all__ = ["CaseStore", "OutboxMessage", "case_key", "open_redis"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, ConnectionError)
+
+
+def open_redis(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
+    """A client for the handlers: bounded socket timeouts and one quick reconnect attempt, so an
+    outage surfaces as StoreUnavailable within seconds and the service's own backoff takes over."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+    )
 
 
 def case_key(prefix: str, exception_id: str) -> str:
