@@ -17,7 +17,7 @@ from handlers.config import HandlersConfig
 from handlers.incidents import IncidentStore
 from handlers.service import HandlerService
 from handlers.store import CaseStore, open_redis
-from schemas.exception_event import ExceptionEvent
+from schemas.exception_event import ExceptionData, ExceptionEvent
 from streams.metrics import Metrics
 from tests.handlers.conftest import T0, PrivateRedis, Recorder, exception_data, opened, resolved
 
@@ -39,7 +39,7 @@ class SimClock:
         return T0 + timedelta(minutes=time.monotonic() - self.start)
 
 
-def _plan(clock: SimClock) -> list[tuple[float, str, int]]:
+def _plan() -> list[tuple[float, str, int]]:
     """(real second, kind, case number): every case opens; every fourth resolves about 50 events later;
     every tenth event is sent twice (a re-delivery)."""
     steps: list[tuple[str, int]] = []
@@ -68,19 +68,19 @@ async def test_redis_stopped_for_30_s_while_events_flow(
     service = HandlerService(
         CaseStore(client, prefix), IncidentStore(client, prefix), HandlersConfig(), metrics, [recorder], clock=clock
     )
-    data: dict[int, object] = {}
+    data: dict[int, ExceptionData] = {}
     queue: asyncio.Queue[ExceptionEvent | None] = asyncio.Queue()
     published: list[bytes] = []
 
     async def produce() -> None:
-        for at, kind, i in _plan(clock):
+        for at, kind, i in _plan():
             await asyncio.sleep(max(0.0, at - (time.monotonic() - clock.start)))
             if i not in data:
                 rule = RULES[i % 3]
                 evidence = {"provider": "adyen"} if rule == "DUPLICATE_PAYMENT" else {"carrier": f"c{i % 7}"}
                 data[i] = exception_data(rule=rule, detected_at=clock(), evidence=evidence, order_id=f"o-{i}")
             d = data[i]
-            await queue.put(opened(d) if kind == "opened" else resolved(d, at=clock()))  # type: ignore[arg-type]
+            await queue.put(opened(d) if kind == "opened" else resolved(d, at=clock()))
         await queue.put(None)
 
     async def consume() -> None:
@@ -127,7 +127,7 @@ async def test_redis_stopped_for_30_s_while_events_flow(
     cases, total = await store.query(limit=10_000)
     assert total == len(cases) == CASES
     assert len({c.exception_id for c in cases}) == CASES
-    resolved_ids = {data[i].exception_id for _, kind, i in _plan(clock) if kind == "resolved"}  # type: ignore[attr-defined]
+    resolved_ids = {data[i].exception_id for _, kind, i in _plan() if kind == "resolved"}
     for case in cases:
         if case.exception_id in resolved_ids:
             assert case.status == "resolved"

@@ -3,6 +3,7 @@ opened/resolved/escalated events (replays, compacted input), queries, pending ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,7 @@ import redis.asyncio as aioredis
 from handlers.changes import CaseChange
 from handlers.store import CaseStore
 from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
-from schemas.exception_event import ExceptionEvent
+from schemas.exception_event import ExceptionData, ExceptionEvent
 from tests.handlers.conftest import T0, exception_data, free_port, opened, resolved
 
 pytestmark = pytest.mark.integration
@@ -148,8 +149,8 @@ async def test_resolved_without_opened_creates_a_resolved_case(store: CaseStore)
     assert await store.ingest(opened(data), T0) is None
 
 
-def _escalated_event(data_status_open: object, level: int) -> ExceptionEvent:
-    data = data_status_open.model_copy(update={"status": "escalated"})  # type: ignore[attr-defined]
+def _escalated_event(source: ExceptionData, level: int) -> ExceptionEvent:
+    data = source.model_copy(update={"status": "escalated"})
     return ExceptionEvent(
         id=f"{data.exception_id}:escalated:{level}",
         type="exception.escalated",
@@ -200,8 +201,8 @@ async def test_query_filters_newest_first(store: CaseStore) -> None:
     for data in made[:4]:
         await _settled(store, await store.acknowledge(data.exception_id, "ana", None, T0))
 
-    def ids(*preds: object) -> list[str]:
-        return [d.exception_id for d in reversed(made) if all(p(d) for p in preds)]  # type: ignore[operator]
+    def ids(*preds: Callable[[ExceptionData], bool]) -> list[str]:
+        return [d.exception_id for d in reversed(made) if all(p(d) for p in preds)]
 
     cases, total = await store.query()
     assert total == 12
