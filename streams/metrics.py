@@ -1,6 +1,6 @@
 """Every Prometheus metric of orderwatch, in one place, built against a registry passed in
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
-severity, agent, partition number. Never an id.
+severity, agent, partition number, kind, level, operation. Never an id.
 """
 
 from __future__ import annotations
@@ -71,5 +71,35 @@ class Metrics:
             "orderwatch_consumer_lag_messages",
             "Highwater minus next offset, per input topic partition",
             ["topic", "partition"],
+            registry=r,
+        )
+        # Handlers: cases, escalation, incidents (handlers.service).
+        self.case_changes = Counter(
+            "orderwatch_case_changes_total",
+            "Case lifecycle moves handed to listeners, by kind (opened, acknowledged, escalated, resolved), severity",
+            ["kind", "severity"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "orderwatch_case_escalations_total",
+            "Cases escalated (not acknowledged in time), by level and severity",
+            ["level", "severity"],
+            registry=r,
+        )
+        self.incidents_opened = Counter(
+            "orderwatch_incidents_opened_total",
+            "Incidents that reached their threshold and paged, by rule",
+            ["rule"],
+            registry=r,
+        )
+        self.store_retries = Counter(
+            "orderwatch_handler_store_retries_total",
+            "Handler operations retried because Redis could not be reached, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.store_outage_seconds = Counter(
+            "orderwatch_handler_store_outage_seconds_total",
+            "Seconds the handlers spent waiting for Redis to come back",
             registry=r,
         )

@@ -1,0 +1,228 @@
+"""The handler service: exception events in, case moves out to listeners (actions, notifications),
+with incident grouping, escalation of overdue cases and the outbox of escalated events.
+
+It outlasts Redis outages: a store call that cannot reach Redis is retried with capped backoff until
+it works, so a Kafka consumer that commits after `handle` returns loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
+
+from handlers.changes import CaseChange, CaseListener
+from handlers.config import HandlersConfig
+from handlers.incidents import IncidentStore, Membership
+from handlers.store import CaseStore
+from orderwatch.errors import StoreUnavailable
+from schemas.exception_event import ExceptionEvent
+from streams.metrics import Metrics
+
+__all__ = ["HandlerService", "Sender"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Sender = Callable[[bytes, bytes], Awaitable[None]]
+"""Publishes one message (key, value) on `order-exceptions`; raises when it could not."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HandlerService:
+    """Feeds exception events to the case store and hands every resulting move to the listeners,
+    each move exactly once in normal operation and at least once across a crash."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        incidents: IncidentStore,
+        config: HandlersConfig | None = None,
+        metrics: Metrics | None = None,
+        listeners: Iterable[CaseListener] = (),
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.incidents = incidents
+        self.config = config or HandlersConfig()
+        self.metrics = metrics
+        self.listeners: list[CaseListener] = list(listeners)
+        self.clock = clock
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._outage_since: float | None = None
+
+    def add_listener(self, listener: CaseListener) -> None:
+        self.listeners.append(listener)
+
+    # -- Redis outages -------------------------------------------------------------------------
+
+    async def _retry(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` until it does not raise StoreUnavailable (or the task is cancelled)."""
+        delay = self.backoff_initial
+        while True:
+            try:
+                result = await call()
+            except StoreUnavailable as exc:
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    log.warning("handlers: Redis unreachable (%s); retrying until it is back", exc)
+                if self.metrics is not None:
+                    self.metrics.store_retries.labels(operation=operation).inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            if self._outage_since is not None:
+                lasted = time.monotonic() - self._outage_since
+                self._outage_since = None
+                log.warning("handlers: Redis reachable again after %.1f s", lasted)
+                if self.metrics is not None:
+                    self.metrics.store_outage_seconds.inc(lasted)
+            return result
+
+    # -- events in -----------------------------------------------------------------------------
+
+    async def handle(self, event: ExceptionEvent, now: datetime | None = None) -> CaseChange | None:
+        """Record the event's move and hand it to the listeners; None when it changed nothing.
+        Returns only once everything is recorded: commit the consumed offset after it."""
+        at = now or self.clock()
+        change = await self._retry("ingest", lambda: self.store.ingest(event, at))
+        if change is None:
+            return None
+        return await self._deliver(change, at)
+
+    async def acknowledge(self, exception_id: str, who: str, note: str | None = None) -> CaseChange:
+        """A person acknowledges a case (stops its escalation). CaseNotFound, TransitionError."""
+        now = self.clock()
+        change = await self.store.acknowledge(exception_id, who, note, now)
+        return await self._deliver(change, now)
+
+    async def resolve(self, exception_id: str, who: str, note: str | None = None) -> CaseChange:
+        """A person resolves a case. CaseNotFound, TransitionError."""
+        now = self.clock()
+        change = await self.store.resolve(exception_id, who, note, now)
+        return await self._deliver(change, now)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def escalate_due(self, now: datetime | None = None, *, batch: int = 100) -> list[CaseChange]:
+        """Escalate every case due at `now` (level 1 and 2 alike) and hand the moves to the listeners."""
+        if not self.config.escalation.enabled:
+            return []
+        at = now or self.clock()
+        done: list[CaseChange] = []
+        while True:
+            due = await self._retry("due_escalations", lambda: self.store.due_escalations(at, batch))
+            moved = 0
+            for exception_id, level in due:
+                change = await self._retry("escalate", partial(self.store.escalate, exception_id, level, at))
+                if change is None:
+                    continue
+                moved += 1
+                if self.metrics is not None:
+                    self.metrics.escalations.labels(level=str(change.level), severity=change.data.severity).inc()
+                done.append(await self._deliver(change, at))
+            # A case due for level 2 as well comes back in the next round; stop when nothing moved.
+            if moved == 0:
+                return done
+
+    async def flush_outbox(self, send: Sender, *, batch: int = 100) -> int:
+        """Publish the outbox's escalated events with `send`, oldest first; how many were sent.
+        A failing send stops the flush and keeps that event (and later ones) for the next flush."""
+        sent_total = 0
+        while True:
+            pending = await self._retry("outbox_pending", lambda: self.store.outbox_pending(batch))
+            sent: list[str] = []
+            failed = False
+            for msg in pending:
+                try:
+                    await send(msg.key, msg.value)
+                except Exception as exc:  # the sender is the caller's code: any failure means "not sent"
+                    log.warning("handlers: publishing %s failed, kept in the outbox: %s", msg.id, type(exc).__name__)
+                    failed = True
+                    break
+                sent.append(msg.id)
+            if sent:
+                await self._retry("outbox_done", partial(self.store.outbox_done, sent))
+            sent_total += len(sent)
+            if failed or len(pending) < batch:
+                return sent_total
+
+    async def redeliver_pending(self, older_than: timedelta = timedelta(minutes=1)) -> int:
+        """Hand to the listeners again the changes recorded but never confirmed delivered (the process
+        stopped in between); call it at start-up and now and then. Listeners dedupe."""
+        now = self.clock()
+        changes = await self._retry("pending_changes", lambda: self.store.pending_changes(now - older_than))
+        for change in changes:
+            await self._deliver(change, now)
+        return len(changes)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def _deliver(self, change: CaseChange, now: datetime) -> CaseChange:
+        change = await self._with_incident(change, now)
+        if self.metrics is not None:
+            self.metrics.case_changes.labels(kind=change.kind, severity=change.data.severity).inc()
+        for listener in self.listeners:
+            await self._notify(listener, change)
+        await self._retry("change_done", lambda: self.store.change_done(change))
+        return change
+
+    async def _with_incident(self, change: CaseChange, now: datetime) -> CaseChange:
+        data = change.data
+        member: Membership | None = None
+        iid = change.incident_id
+        if iid is None:
+            if change.kind not in ("opened", "escalated") or change.status == "resolved":
+                return change
+            # A change handed out again after a crash may concern a case that has resolved since.
+            member_open = data.status != "resolved"
+            member = await self._retry("incident_join", lambda: self.incidents.join(data, now, member_open=member_open))
+            if member is not None and member.role == "paging":
+                log.warning(
+                    "handlers: incident %s opened: %s exceptions of %s share a cause",
+                    member.incident_id,
+                    member.count,
+                    data.rule,
+                )
+                if self.metrics is not None:
+                    self.metrics.incidents_opened.labels(rule=data.rule).inc()
+        else:
+            if change.kind == "resolved":
+                await self._retry(
+                    "incident_member_resolved", lambda: self.incidents.member_resolved(iid, data.exception_id, now)
+                )
+            member = await self._retry("incident_member", lambda: self.incidents.member(iid, data.exception_id))
+        if member is None:
+            return change
+        # An opened change carries the count when the case joined, so a re-delivered one reads the same.
+        count = member.count_at_join if change.kind == "opened" else member.count
+        return dataclasses.replace(
+            change, incident_id=member.incident_id, incident_count=count, suppressed=member.suppressed
+        )
+
+    async def _notify(self, listener: CaseListener, change: CaseChange) -> None:
+        try:
+            # A listener that needs Redis too waits out the outage like the store does.
+            await self._retry("listener", lambda: listener(change))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one failing listener must not starve the others or block the stream
+            log.exception(
+                "handlers: listener %s failed on %s of case %s",
+                getattr(listener, "__qualname__", type(listener).__name__),
+                change.kind,
+                change.data.exception_id,
+            )

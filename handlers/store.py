@@ -1,0 +1,596 @@
+"""The case store in Redis: cases, their history, query indexes, the escalation schedule, the
+outbox of `exception.escalated` events and the changes not yet handed to listeners.
+
+Every write is one Lua script (atomic, one round trip), so a crash or an outage never leaves half a
+move. Key layout (P = prefix): see `docs/handlers.md` and the `_Keys` class below.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from handlers.cases import (
+    ALLOWED_FROM,
+    MAX_LEVEL,
+    STATUSES,
+    Case,
+    HistoryEntry,
+    change_id,
+    escalation_times,
+    transition_error,
+)
+from handlers.changes import CaseChange
+from handlers.config import EscalationConfig
+from orderwatch.errors import CaseNotFound, StoreUnavailable
+from schemas.exception_event import ExceptionEvent, Resolution
+
+__all__ = ["CaseStore", "OutboxMessage", "case_key", "open_redis"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, ConnectionError)
+
+
+def open_redis(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
+    """A client for the handlers: bounded socket timeouts and one quick reconnect attempt, so an
+    outage surfaces as StoreUnavailable within seconds and the service's own backoff takes over."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+    )
+
+
+def case_key(prefix: str, exception_id: str) -> str:
+    """The Redis hash of one case (incidents write the case's `incident_id` into it)."""
+    return f"{prefix}case:{exception_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An `exception.escalated` CloudEvent waiting to be published on `order-exceptions`."""
+
+    id: str
+    """The CloudEvent id, `<exception_id>:escalated:<level>`."""
+    key: bytes
+    """The Kafka key: the exception id."""
+    value: bytes
+    """The CloudEvent JSON."""
+
+
+# Shared by every write script. Keys are built from the prefix in ARGV[1]: this targets a single
+# Redis (no cluster slot routing).
+_PRELUDE = r"""
+local P = ARGV[1]
+local CHANGES = P .. 'changes'
+local CHANGES_Q = P .. 'changes:queue'
+local ESC = P .. 'escalations'
+local function ckey(id) return P .. 'case:' .. id end
+
+local function history(id, at, who, from, to, level, note)
+  local e = {at = at, who = who, to_status = to, level = tonumber(level)}
+  if from then e.from_status = from end
+  if note and note ~= '' then e.note = note end
+  redis.call('RPUSH', ckey(id) .. ':history', cjson.encode(e))
+end
+
+local function reindex(id, old, new)
+  local score = redis.call('HGET', ckey(id), 'detected')
+  if old then redis.call('ZREM', P .. 'cases:status:' .. old, id) end
+  redis.call('ZADD', P .. 'cases:status:' .. new, score, id)
+end
+
+local function schedule(id, due)
+  if due and due ~= '' then redis.call('ZADD', ESC, due, id) else redis.call('ZREM', ESC, id) end
+end
+
+-- A move is recorded as a pending change until the service has handed it to every listener.
+local function change(id, kind, status, level, at, at_epoch, who, note)
+  local cid = id .. ':' .. kind
+  if kind == 'escalated' then cid = cid .. ':' .. level end
+  local rec = {exception_id = id, kind = kind, status = status, level = tonumber(level), at = at, who = who}
+  if note and note ~= '' then rec.note = note end
+  local raw = cjson.encode(rec)
+  redis.call('HSET', CHANGES, cid, raw)
+  redis.call('ZADD', CHANGES_Q, at_epoch, cid)
+  return {'change', raw, redis.call('HGETALL', ckey(id))}
+end
+
+-- The same move asked again while its change is still pending (a retry after a lost reply, or a
+-- re-delivered event after a crash before the listeners ran) gets that change back, once more.
+local function pending(id, cid)
+  local raw = redis.call('HGET', CHANGES, cid)
+  if raw then return {'change', raw, redis.call('HGETALL', ckey(id))} end
+  return nil
+end
+
+local function create(id, a, status, level, at)
+  redis.call('HSET', ckey(id),
+    'data', a.data, 'status', status, 'level', level, 'subject', a.subject, 'severity', a.severity,
+    'rule', a.rule, 'order_id', a.order_id, 'detected', a.detected, 'due1', a.due1, 'due2', a.due2,
+    'rev', a.rev, 'resolution', a.resolution, 'incident_id', '', 'created_at', at, 'updated_at', at)
+  local score = a.detected
+  redis.call('ZADD', P .. 'cases:all', score, id)
+  redis.call('ZADD', P .. 'cases:status:' .. status, score, id)
+  redis.call('ZADD', P .. 'cases:severity:' .. a.severity, score, id)
+  redis.call('ZADD', P .. 'cases:rule:' .. a.rule, score, id)
+  if a.order_id ~= '' then redis.call('ZADD', P .. 'cases:order:' .. a.order_id, score, id) end
+end
+"""
+
+_INGEST = (
+    _PRELUDE
+    + r"""
+local id, typ = ARGV[2], ARGV[3]
+local a = {data = ARGV[4], subject = ARGV[5], severity = ARGV[6], rule = ARGV[7], order_id = ARGV[8],
+           detected = ARGV[9], due1 = ARGV[10], due2 = ARGV[11], rev = ARGV[12], resolution = ARGV[13]}
+local level = tonumber(ARGV[14])
+local now, now_epoch, note, max_level = ARGV[15], ARGV[16], ARGV[17], tonumber(ARGV[18])
+local key = ckey(id)
+local exists = redis.call('EXISTS', key) == 1
+
+if typ == 'opened' then
+  if exists then
+    local p = pending(id, id .. ':opened')
+    if p then return p end
+    -- a later revision of an open exception (windowed rules add evidence): keep the newest data
+    local cur = redis.call('HMGET', key, 'status', 'rev')
+    if cur[1] ~= 'resolved' and tonumber(a.rev) > tonumber(cur[2] or '0') then
+      redis.call('HSET', key, 'data', a.data, 'rev', a.rev)
+    end
+    return {'none'}
+  end
+  create(id, a, 'open', 0, now)
+  schedule(id, a.due1)
+  history(id, now, 'orderwatch', nil, 'open', 0, note)
+  return change(id, 'opened', 'open', 0, now, now_epoch, 'orderwatch', note)
+end
+
+if typ == 'resolved' then
+  if exists then
+    local p = pending(id, id .. ':resolved')
+    if p then return p end
+    local cur = redis.call('HMGET', key, 'status', 'level')
+    if cur[1] == 'resolved' then return {'none'} end
+    redis.call('HSET', key, 'data', a.data, 'status', 'resolved', 'resolution', a.resolution, 'updated_at', now)
+    reindex(id, cur[1], 'resolved')
+    schedule(id, nil)
+    history(id, now, 'orderwatch', cur[1], 'resolved', cur[2], note)
+    return change(id, 'resolved', 'resolved', cur[2], now, now_epoch, 'orderwatch', note)
+  end
+  -- compacted topic: the opened event is gone, only its resolution is left
+  create(id, a, 'resolved', 0, now)
+  history(id, now, 'orderwatch', 'open', 'resolved', 0, note)
+  return change(id, 'resolved', 'resolved', 0, now, now_epoch, 'orderwatch', note)
+end
+
+-- exception.escalated: the handlers' own output read back from the topic
+local function next_due(l) if l < max_level then return a.due2 end return nil end
+if exists then
+  local p = pending(id, id .. ':escalated:' .. level)
+  if p then return p end
+  local cur = redis.call('HMGET', key, 'status', 'level')
+  if (cur[1] ~= 'open' and cur[1] ~= 'escalated') or tonumber(cur[2]) >= level then return {'none'} end
+  -- this store lost a move it had made (restored from an older copy): catch up, publish nothing
+  redis.call('HSET', key, 'status', 'escalated', 'level', level, 'updated_at', now)
+  reindex(id, cur[1], 'escalated')
+  schedule(id, next_due(level))
+  history(id, now, 'orderwatch', cur[1], 'escalated', level, note)
+  return change(id, 'escalated', 'escalated', level, now, now_epoch, 'orderwatch', note)
+end
+create(id, a, 'escalated', level, now)
+schedule(id, next_due(level))
+history(id, now, 'orderwatch', 'open', 'escalated', level, note)
+return change(id, 'escalated', 'escalated', level, now, now_epoch, 'orderwatch', note)
+"""
+)
+
+# acknowledge / resolve by a person
+_MOVE = (
+    _PRELUDE
+    + r"""
+local id, to, allowed, who, note, now, now_epoch, resolution =
+  ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local key = ckey(id)
+if redis.call('EXISTS', key) == 0 then return {'notfound'} end
+local p = pending(id, id .. ':' .. to)
+if p then return p end
+local cur = redis.call('HMGET', key, 'status', 'level')
+local ok = false
+for s in string.gmatch(allowed, '[^,]+') do if s == cur[1] then ok = true end end
+if not ok then return {'transition', cur[1]} end
+redis.call('HSET', key, 'status', to, 'updated_at', now)
+if to == 'resolved' then redis.call('HSET', key, 'resolution', resolution) end
+reindex(id, cur[1], to)
+schedule(id, nil)
+history(id, now, who, cur[1], to, cur[2], note)
+return change(id, to, to, cur[2], now, now_epoch, who, note)
+"""
+)
+
+_ESCALATE = (
+    _PRELUDE
+    + r"""
+local id, level, now, now_epoch = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local max_level, note = tonumber(ARGV[6]), ARGV[7]
+local key = ckey(id)
+if redis.call('EXISTS', key) == 0 then return {'notfound'} end
+local p = pending(id, id .. ':escalated:' .. level)
+if p then return p end
+local cur = redis.call('HMGET', key, 'status', 'level', 'due2', 'subject', 'data')
+if (cur[1] ~= 'open' and cur[1] ~= 'escalated') or tonumber(cur[2]) >= level then return {'none'} end
+redis.call('HSET', key, 'status', 'escalated', 'level', level, 'updated_at', now)
+reindex(id, cur[1], 'escalated')
+if level < max_level then schedule(id, cur[3]) else schedule(id, nil) end
+history(id, now, 'orderwatch', cur[1], 'escalated', level, note)
+-- The stored data is the exception's JSON object without status and resolution (see Case.data_json).
+local eid = id .. ':escalated:' .. level
+local event = '{"specversion":"1.0","id":' .. cjson.encode(eid) ..
+  ',"source":"/orderwatch","type":"exception.escalated","time":' .. cjson.encode(now) ..
+  ',"subject":' .. cjson.encode(cur[4]) .. ',"datacontenttype":"application/json"' ..
+  ',"data":{"status":"escalated",' .. string.sub(cur[5], 2) .. '}'
+redis.call('HSET', P .. 'outbox', eid, event)
+redis.call('ZADD', P .. 'outbox:queue', now_epoch, eid)
+return change(id, 'escalated', 'escalated', level, now, now_epoch, 'orderwatch', note)
+"""
+)
+
+_DUE = r"""
+local P = ARGV[1]
+local ESC = P .. 'escalations'
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', ESC, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local cur = redis.call('HMGET', P .. 'case:' .. id, 'status', 'level')
+  if cur[1] == 'open' or cur[1] == 'escalated' then
+    out[#out + 1] = id
+    out[#out + 1] = tonumber(cur[2]) + 1
+  else
+    redis.call('ZREM', ESC, id)
+  end
+end
+return out
+"""
+
+_QUERY = r"""
+local P, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local keys = {}
+for i = 4, #ARGV do keys[#keys + 1] = ARGV[i] end
+if #keys == 0 then keys = {P .. 'cases:all'} end
+local ids, total
+if #keys == 1 then
+  total = redis.call('ZCARD', keys[1])
+  if limit <= 0 then return {total} end
+  ids = redis.call('ZREVRANGE', keys[1], offset, offset + limit - 1)
+else
+  local all = redis.call('ZINTER', #keys, unpack(keys))
+  total = #all
+  ids = {}
+  local i = #all - offset
+  while i >= 1 and #ids < limit do
+    ids[#ids + 1] = all[i]
+    i = i - 1
+  end
+end
+local out = {total}
+for _, id in ipairs(ids) do out[#out + 1] = redis.call('HGETALL', P .. 'case:' .. id) end
+return out
+"""
+
+_PENDING = r"""
+local P = ARGV[1]
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', P .. 'changes:queue', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, cid in ipairs(ids) do
+  local raw = redis.call('HGET', P .. 'changes', cid)
+  if raw then
+    local rec = cjson.decode(raw)
+    out[#out + 1] = {raw, redis.call('HGETALL', P .. 'case:' .. rec.exception_id)}
+  else
+    redis.call('ZREM', P .. 'changes:queue', cid)
+  end
+end
+return out
+"""
+
+# Remove ids from a hash and its ordering zset: outbox entries published, changes delivered.
+_DONE = r"""
+local n = 0
+for i = 1, #ARGV do
+  n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+return n
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, str]:
+    return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _epoch(dt: datetime) -> str:
+    return repr(dt.timestamp())
+
+
+def _utc(dt: datetime) -> datetime:
+    if dt.tzinfo is None:
+        msg = "a handlers timestamp must be timezone-aware"
+        raise ValueError(msg)
+    return dt.astimezone(UTC)
+
+
+def _suffix_int(event_id: str, marker: str, default: int) -> int:
+    """The number after `marker` in an event id (`<id>:opened:2` -> 2), or `default`."""
+    _, sep, tail = event_id.rpartition(marker)
+    if not sep:
+        return default
+    try:
+        return int(tail)
+    except ValueError:
+        return default
+
+
+class CaseStore:
+    """Cases in Redis under `prefix`. Methods raise StoreUnavailable when Redis cannot be reached
+    (nothing was written then, or the whole move was: scripts are atomic)."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, *, escalation: EscalationConfig | None = None) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.escalation = escalation or EscalationConfig()
+        self._ingest = redis.register_script(_INGEST)
+        self._move = redis.register_script(_MOVE)
+        self._escalate = redis.register_script(_ESCALATE)
+        self._due = redis.register_script(_DUE)
+        self._query = redis.register_script(_QUERY)
+        self._pending = redis.register_script(_PENDING)
+        self._done = redis.register_script(_DONE)
+
+    async def _call(self, doing: str, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except _UNAVAILABLE as exc:
+            # The message names the operation, never the case's data.
+            msg = f"case store unavailable while {doing}: {type(exc).__name__}"
+            raise StoreUnavailable(msg) from exc
+
+    def _change(self, reply: Sequence[Any]) -> CaseChange:
+        rec = json.loads(_s(reply[1]))
+        case = Case.from_fields(_fields(reply[2]))
+        return CaseChange(
+            kind=rec["kind"],
+            data=case.to_data(),
+            status=rec["status"],
+            at=datetime.fromisoformat(rec["at"]),
+            level=int(rec.get("level", 0)),
+            who=rec.get("who", "orderwatch"),
+            note=rec.get("note"),
+            incident_id=case.incident_id,
+        )
+
+    def _result(self, exception_id: str, to_status: str, reply: Sequence[Any]) -> CaseChange | None:
+        tag = _s(reply[0])
+        if tag == "change":
+            return self._change(reply)
+        if tag == "notfound":
+            msg = f"no case with exception id {exception_id}"
+            raise CaseNotFound(msg)
+        if tag == "transition":
+            raise transition_error(exception_id, _s(reply[1]), to_status)
+        return None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def ingest(self, event: ExceptionEvent, now: datetime) -> CaseChange | None:
+        """Apply one `order-exceptions` event; the change it made, or None when it changed nothing
+        (a replay, an evidence update, an escalation already recorded)."""
+        now = _utc(now)
+        data = event.data
+        kind = event.type.removeprefix("exception.")
+        due1 = due2 = ""
+        if self.escalation.enabled:
+            t1, t2 = escalation_times(data.detected_at, data.handle_by, self.escalation.level_2_factor)
+            due1, due2 = _epoch(t1), _epoch(t2)
+        resolution = ""
+        note = ""
+        level = 0
+        if kind == "resolved":
+            res = data.resolution or Resolution(kind="auto", event_id=None, event_time=None)
+            resolution = res.model_dump_json()
+            note = f"{res.kind}: cleared by event {res.event_id}" if res.event_id else f"{res.kind}: resolved"
+        elif kind == "escalated":
+            level = min(max(_suffix_int(event.id, ":escalated:", 1), 1), MAX_LEVEL)
+            note = f"restored from {event.id}"
+        args: list[str | int | float] = [
+            self.prefix,
+            data.exception_id,
+            kind,
+            Case.data_json(data),
+            data.subject,
+            data.severity,
+            data.rule,
+            data.order_id or "",
+            _epoch(data.detected_at),
+            due1,
+            due2,
+            _suffix_int(event.id, ":opened:", 0) if kind == "opened" else 0,
+            resolution,
+            level,
+            now.isoformat(),
+            _epoch(now),
+            note,
+            MAX_LEVEL,
+        ]
+        reply = await self._call(f"ingesting {event.type}", self._ingest(keys=[], args=args))
+        return self._result(data.exception_id, "resolved", reply)
+
+    async def acknowledge(self, exception_id: str, who: str, note: str | None, now: datetime) -> CaseChange:
+        """open|escalated -> acknowledged (stops escalation)."""
+        return await self._manual(exception_id, "acknowledged", who, note, now, "")
+
+    async def resolve(self, exception_id: str, who: str, note: str | None, now: datetime) -> CaseChange:
+        """open|acknowledged|escalated -> resolved, manual resolution with `note`."""
+        res = Resolution(kind="manual", event_id=None, event_time=None, note=note)
+        return await self._manual(exception_id, "resolved", who, note, now, res.model_dump_json())
+
+    async def _manual(
+        self, exception_id: str, to: str, who: str, note: str | None, now: datetime, resolution: str
+    ) -> CaseChange:
+        now = _utc(now)
+        allowed = ",".join(sorted(ALLOWED_FROM[to]))
+        args = [self.prefix, exception_id, to, allowed, who, note or "", now.isoformat(), _epoch(now), resolution]
+        verb = "acknowledging" if to == "acknowledged" else "resolving"
+        reply = await self._call(f"{verb} a case", self._move(keys=[], args=args))
+        change = self._result(exception_id, to, reply)
+        if change is None:  # pragma: no cover - the script answers change, notfound or transition
+            raise transition_error(exception_id, "?", to)
+        return change
+
+    async def escalate(self, exception_id: str, level: int, now: datetime) -> CaseChange | None:
+        """open|escalated -> escalated at `level` (> the current level) and the `exception.escalated`
+        event into the outbox, atomically; None when the case is not escalatable to that level."""
+        if not 1 <= level <= MAX_LEVEL:
+            msg = f"escalation level: expected 1..{MAX_LEVEL}, got {level}"
+            raise ValueError(msg)
+        now = _utc(now)
+        note = "not acknowledged by handle_by" if level == 1 else f"still not acknowledged (level {level})"
+        args: list[str | int | float] = [
+            self.prefix,
+            exception_id,
+            level,
+            now.isoformat(),
+            _epoch(now),
+            MAX_LEVEL,
+            note,
+        ]
+        reply = await self._call("escalating a case", self._escalate(keys=[], args=args))
+        return self._result(exception_id, "escalated", reply)
+
+    async def outbox_done(self, ids: Iterable[str]) -> int:
+        """Forget published outbox entries; how many were still there."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        keys = [f"{self.prefix}outbox", f"{self.prefix}outbox:queue"]
+        return int(await self._call("clearing the outbox", self._done(keys=keys, args=ids)))
+
+    async def change_done(self, change: CaseChange) -> None:
+        """The change reached every listener: it is no longer handed out again."""
+        cid = change_id(change.data.exception_id, change.kind, change.level)
+        keys = [f"{self.prefix}changes", f"{self.prefix}changes:queue"]
+        await self._call("recording a delivered change", self._done(keys=keys, args=[cid]))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, exception_id: str) -> Case:
+        raw = await self._call("reading a case", self.redis.hgetall(case_key(self.prefix, exception_id)))
+        if not raw:
+            msg = f"no case with exception id {exception_id}"
+            raise CaseNotFound(msg)
+        return Case.from_fields({_s(k): _s(v) for k, v in raw.items()})
+
+    async def history(self, exception_id: str) -> list[HistoryEntry]:
+        """Every move of the case, oldest first."""
+        key = case_key(self.prefix, exception_id)
+        raw = await self._call("reading a case history", self.redis.lrange(f"{key}:history", 0, -1))
+        if not raw:
+            await self.get(exception_id)  # CaseNotFound when there is no case at all
+        return [HistoryEntry.from_json(r) for r in raw]
+
+    async def query(
+        self,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        rule: str | None = None,
+        order_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Case], int]:
+        """Cases matching every given filter, newest detection first, and how many match in all."""
+        if status is not None and status not in STATUSES:
+            msg = f"status: expected one of {', '.join(STATUSES)}, got {status!r}"
+            raise ValueError(msg)
+        if limit < 0 or offset < 0:
+            msg = f"limit and offset: expected integers >= 0, got {limit} and {offset}"
+            raise ValueError(msg)
+        p = self.prefix
+        keys = [
+            f"{p}cases:{name}:{value}"
+            for name, value in (("status", status), ("severity", severity), ("rule", rule), ("order", order_id))
+            if value is not None
+        ]
+        reply = await self._call("querying cases", self._query(keys=[], args=[p, offset, limit, *keys]))
+        total = int(reply[0])
+        return [Case.from_fields(_fields(flat)) for flat in reply[1:]], total
+
+    async def due_escalations(self, now: datetime, limit: int = 100) -> list[tuple[str, int]]:
+        """(exception_id, next level) of cases whose next escalation is due at `now`, earliest first."""
+        reply = await self._call(
+            "reading the escalation schedule", self._due(keys=[], args=[self.prefix, _epoch(_utc(now)), limit])
+        )
+        return [(_s(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    async def next_escalation_at(self, exception_id: str) -> datetime | None:
+        """When the case is next due for escalation, per the schedule (None: nothing scheduled)."""
+        score = await self._call(
+            "reading the escalation schedule", self.redis.zscore(f"{self.prefix}escalations", exception_id)
+        )
+        return None if score is None else datetime.fromtimestamp(float(score), UTC)
+
+    async def outbox_pending(self, limit: int = 100) -> list[OutboxMessage]:
+        """Escalated events not yet published, oldest first."""
+        p = self.prefix
+
+        async def read() -> list[OutboxMessage]:
+            ids = [_s(i) for i in await self.redis.zrange(f"{p}outbox:queue", 0, limit - 1)]
+            if not ids:
+                return []
+            values = await self.redis.hmget(f"{p}outbox", ids)
+            return [
+                OutboxMessage(
+                    id=i, key=i.rsplit(":escalated:", 1)[0].encode(), value=v if isinstance(v, bytes) else v.encode()
+                )
+                for i, v in zip(ids, values, strict=True)
+                if v is not None
+            ]
+
+        return await self._call("reading the outbox", read())
+
+    async def pending_changes(self, older_than: datetime, limit: int = 100) -> list[CaseChange]:
+        """Changes recorded at or before `older_than` that never reached all listeners (the process
+        stopped in between), oldest first."""
+        reply = await self._call(
+            "reading pending changes", self._pending(keys=[], args=[self.prefix, _epoch(_utc(older_than)), limit])
+        )
+        return [self._change(["change", raw, flat]) for raw, flat in reply if flat]
+
+    async def counts(self) -> Mapping[str, int]:
+        """Cases per status (the ops API's summary)."""
+        p = self.prefix
+
+        async def read() -> dict[str, int]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for s in STATUSES:
+                    pipe.zcard(f"{p}cases:status:{s}")
+                return {s: int(n) for s, n in zip(STATUSES, await pipe.execute(), strict=True)}
+
+        return await self._call("counting cases", read())
