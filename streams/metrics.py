@@ -1,6 +1,6 @@
 """Every Prometheus metric of orderwatch, in one place, built against a registry passed in
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
-severity, agent, partition number. Never an id.
+severity, agent, partition number, action code, webhook channel name, outcome. Never an id.
 """
 
 from __future__ import annotations
@@ -64,5 +64,25 @@ class Metrics:
             "orderwatch_consumer_lag_messages",
             "Highwater minus next offset, per input topic partition",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "orderwatch_actions_total",
+            "Action commands by action code and outcome: sent, pending_approval, skipped (policy off), "
+            "capped (out of attempts), dry_run, failed (one send that failed), rejected, withdrawn",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "orderwatch_notifications_total",
+            "Webhook notifications by channel and outcome: sent, failed (one request that failed), "
+            "dead_lettered, rate_limited, breaker_open, suppressed (covered by an incident page), dry_run",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "orderwatch_notify_breaker_state",
+            "Circuit breaker of each webhook channel on this worker: 0 closed, 1 half-open, 2 open",
+            ["channel"],
             registry=r,
         )
