@@ -134,7 +134,7 @@ def test_unknown_action_code_error_lists_the_known_codes(tmp_path: Path) -> None
 
 
 def test_unreadable_or_broken_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="missing.toml: cannot be read"):
+    with pytest.raises(ConfigError, match=r"missing\.toml: cannot be read"):
         load_policy(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_policy(_write(tmp_path, "[actions.retry_refund\nmode ="))
