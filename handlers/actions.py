@@ -11,6 +11,7 @@ Redis keys (all under the handlers' prefix):
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
+from aiokafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -225,8 +227,6 @@ class KafkaActionSink:
         self.blocklist_topic = settings.topic("blocklist")
 
     async def _send(self, topic: str, key: str, value: bytes, what: str) -> None:
-        from aiokafka.errors import KafkaError
-
         try:
             await self._producer.send_and_wait(topic, value=value, key=key.encode())
         except KafkaError as exc:
@@ -237,8 +237,6 @@ class KafkaActionSink:
         await self._send(self.actions_topic, key, _wire(command), f"command {command.id}")
 
     async def send_blocklist(self, key: str, entry: Mapping[str, str], command: ActionCommand) -> None:
-        import json
-
         await self._send(self.blocklist_topic, key, json.dumps(dict(entry)).encode(), f"command {command.id}")
 
 

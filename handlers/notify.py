@@ -416,6 +416,15 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+# A message is claimed once; what a dry run only logged, a live notifier sends.
+_CLAIM = """
+local state = redis.call('GET', KEYS[1])
+if state and not (state == 'dry_run' and ARGV[2] == '0') then
+  return 0
+end
+redis.call('SET', KEYS[1], 'sending', 'PX', ARGV[1])
+return 1
+"""
 _BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
 _RETRYABLE = frozenset({408, 425, 429})
 
@@ -456,6 +465,7 @@ class Notifier:
         self.dlq_key = f"{prefix}notify:dlq"
         self._requeue_key = f"{prefix}notify:dlq:requeue"
         self._rate = redis.register_script(_RATE)
+        self._claim = redis.register_script(_CLAIM)
         self.breakers = {
             c.name: CircuitBreaker(
                 c.breaker_failures, c.breaker_cooldown_ms / 1000, monotonic, self._gauge_setter(c.name)
@@ -501,7 +511,8 @@ class Notifier:
 
     async def _notify(self, m: Message) -> None:
         key = self._state_key(m)
-        if not await self.redis.set(key, "sending", nx=True, px=self._lease_ms(m.channel)):
+        claimed = await self._claim(keys=[key], args=[self._lease_ms(m.channel), "1" if self.dry_run else "0"])
+        if not int(claimed):
             log.debug("webhook %s: %s of %s already handled", m.channel.name, m.kind, m.exception_id)
             return
         if self.dry_run:

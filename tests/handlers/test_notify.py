@@ -534,6 +534,10 @@ async def test_dry_run_sends_nothing_and_logs_nothing_personal(
     assert caplog.text.count(f"dry run: would notify ops of opened ({data.exception_id}") == 1
     assert [p for p in PERSONAL if p in caplog.text] == []
     assert _count(metrics, "ops", "dry_run") == 1
+    live = make_notifier()  # what a dry run only logged, a live notifier sends, once
+    await live(change(data))
+    await live(change(data))
+    assert [b["exception_id"] for b in hook.bodies()] == [data.exception_id]
 
 
 async def test_redis_down_is_store_unavailable(session: aiohttp.ClientSession) -> None:
