@@ -4,7 +4,7 @@ saying whether it runs automatically, waits for a person's approval, or is off, 
 ```toml
 [actions.refund_duplicate_payment]
 mode = "auto"          # auto | approval | off
-max_amount = "50.00"   # above it (or when the amount is unknown) the action waits for approval
+max_amount = "50.00"   # above it (or when the amount is unknown) it waits for approval; "none": no cap
 max_attempts = 3       # tries to deliver the command per case
 ```
 """
@@ -78,14 +78,15 @@ class ActionRule(BaseModel):
 
     EXPECTED: ClassVar[dict[str, str]] = {
         "mode": "one of auto, approval, off",
-        "max_amount": 'a decimal amount >= 0 such as "50.00"',
+        "max_amount": 'a decimal amount >= 0 such as "50.00", or "none" for no cap',
         "max_attempts": "an integer >= 1",
     }
 
     mode: Mode = "auto"
     """auto: send the command at once; approval: wait for a person; off: never."""
     max_amount: Decimal | None = Field(None, ge=0)
-    """In `auto` mode, a command whose amount is above this (or unknown) waits for approval."""
+    """In `auto` mode, a command whose amount is above this (or unknown) waits for approval;
+    `"none"` in the file removes the cap."""
     max_attempts: StrictInt = Field(3, ge=1)
     """Tries to deliver one action's command for one case; then it is `capped`."""
 
@@ -95,6 +96,8 @@ class ActionRule(BaseModel):
         if isinstance(value, bool):  # TOML `true` would otherwise read as an amount of 1
             msg = "a boolean is not an amount"
             raise ValueError(msg)
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return None  # TOML has no null
         return value
 
 

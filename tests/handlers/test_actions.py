@@ -102,6 +102,13 @@ def test_a_refund_above_max_amount_needs_approval_and_at_it_runs() -> None:
     assert plan(change(samples.duplicate_payment("80.00")), raised)[0].decision == "auto"
 
 
+def test_an_unknown_amount_waits_for_approval_unless_the_cap_is_removed() -> None:
+    data = samples.refund_failed()
+    assert plan(change(data), ActionPolicy.default())[0].reason == "amount_unknown"
+    uncapped = ActionPolicy({**ActionPolicy.default().rules, "retry_refund": ActionRule(max_amount=None)})
+    assert plan(change(data), uncapped)[0].decision == "auto"
+
+
 def test_attempts_cap_per_case() -> None:
     data = samples.duplicate_payment()
     policy = ActionPolicy.default()

@@ -69,6 +69,9 @@ max_amount = 20
 
 [actions.contact_carrier]
 mode = "off"
+
+[actions.replenish_or_cancel]
+max_amount = "None"
 """,
     )
     policy = load_policy(path)
@@ -79,6 +82,12 @@ mode = "off"
     assert policy.rule("expedite_refund").max_amount == Decimal("20")
     assert policy.rule("contact_carrier").mode == "off"
     assert policy.rule("hold_orders_for_review").mode == "approval"
+    assert policy.rule("replenish_or_cancel").max_amount is None
+
+
+def test_none_removes_a_refund_cap(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, '[actions.retry_refund]\nmax_amount = "none"'))
+    assert (policy.rule("retry_refund").mode, policy.rule("retry_refund").max_amount) == ("auto", None)
 
 
 @pytest.mark.parametrize(
