@@ -420,7 +420,7 @@ class ActionDispatcher:
             elif change.kind == "resolved":
                 await self._withdraw(change)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            msg = f"actions for {change.data.exception_id} not recorded: Redis unavailable"
+            msg = f"actions for {change.data.exception_id} not recorded: Redis unavailable ({type(exc).__name__})"
             raise StoreUnavailable(msg) from exc
 
     async def _opened(self, change: CaseChange) -> None:
@@ -530,7 +530,7 @@ class ActionDispatcher:
                     pipe.hgetall(f"{self.prefix}action:{_s(member)}")
                 rows = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            msg = "pending actions cannot be read: Redis unavailable"
+            msg = f"pending actions cannot be read: Redis unavailable ({type(exc).__name__})"
             raise StoreUnavailable(msg) from exc
         out = []
         for (member, score), row in zip(members, rows, strict=True):
@@ -596,7 +596,7 @@ class ActionDispatcher:
             log.info("action %s for %s approved", action, exception_id)
             return await self._send(ikey, extra, _s(fields[0]), _s(fields[1] or b"") or None)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            msg = f"approval of {action} for {exception_id} not recorded: Redis unavailable"
+            msg = f"approval of {action} for {exception_id} not recorded: Redis unavailable ({type(exc).__name__})"
             raise StoreUnavailable(msg) from exc
 
     async def reject(self, exception_id: str, action: str, who: str, note: str | None = None) -> None:
@@ -612,7 +612,7 @@ class ActionDispatcher:
             if result == "closed":
                 await self.redis.expire(hkey, self.retention_seconds)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            msg = f"rejection of {action} for {exception_id} not recorded: Redis unavailable"
+            msg = f"rejection of {action} for {exception_id} not recorded: Redis unavailable ({type(exc).__name__})"
             raise StoreUnavailable(msg) from exc
         if result == "missing":
             msg = f"no action {action} recorded for exception {exception_id}"

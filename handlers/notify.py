@@ -502,7 +502,8 @@ class Notifier:
         for result in results:
             if isinstance(result, BaseException):
                 if isinstance(result, RedisConnectionError | RedisTimeoutError):
-                    msg = f"notifications for {change.data.exception_id} not recorded: Redis unavailable"
+                    why = type(result).__name__
+                    msg = f"notifications for {change.data.exception_id} not recorded: Redis unavailable ({why})"
                     raise StoreUnavailable(msg) from result
                 raise result
 
@@ -646,7 +647,7 @@ class Notifier:
                     counts["sent" if outcome == "sent" else "dead_lettered"] += 1
                 await self.redis.lrem(self._requeue_key, 1, _s(raw))
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            msg = "dead letters not requeued: Redis unavailable"
+            msg = f"dead letters not requeued: Redis unavailable ({type(exc).__name__})"
             raise StoreUnavailable(msg) from exc
         return dict(counts)
 
@@ -655,6 +656,6 @@ class Notifier:
         try:
             raws = await self.redis.lrange(self.dlq_key, 0, max(limit, 1) - 1)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            msg = "dead letters cannot be read: Redis unavailable"
+            msg = f"dead letters cannot be read: Redis unavailable ({type(exc).__name__})"
             raise StoreUnavailable(msg) from exc
         return [json.loads(_s(r)) for r in raws]
