@@ -17,7 +17,6 @@ from tests.factories import (
     at,
     cancelled,
     created,
-    event,
     failed,
     level,
     opened,
@@ -158,4 +157,4 @@ def change(data: ExceptionData, kind: ChangeKind = "opened", **fields: Any) -> C
     return dataclasses.replace(base, **fields)
 
 
-__all__ = ["SCENARIOS", "change", "event", "with_personal_data"]
+__all__ = ["SCENARIOS", "change", "with_personal_data"]
