@@ -48,6 +48,7 @@ __all__ = [
     "Message",
     "Notifier",
     "load_channels",
+    "pages",
     "parse_channels",
     "render",
     "route",
@@ -315,33 +316,45 @@ def render(channel: Channel, body: dict[str, Any]) -> dict[str, Any]:
     return _slack(body) if channel.format == "slack" else body
 
 
-def route(change: CaseChange, channels: Sequence[Channel]) -> tuple[list[Message], list[Channel]]:
+def pages(change: CaseChange, incident_threshold: int | None = None) -> bool:
+    """Is the incident page due with this change? Yes for the case whose arrival made its incident
+    reach `incident_threshold` (an `opened` change carries the count when the case joined), and for
+    any suppressed change (in case that one was missed); the per-channel dedupe keeps it to one."""
+    if change.incident_id is None:
+        return False
+    if change.suppressed:
+        return True
+    return incident_threshold is not None and change.kind == "opened" and change.incident_count >= incident_threshold
+
+
+def route(
+    change: CaseChange, channels: Sequence[Channel], incident_threshold: int | None = None
+) -> tuple[list[Message], list[Channel]]:
     """(messages to send, channels that would have had the case but its incident covers it).
 
-    A case message goes out for opened/escalated/resolved unless the change is `suppressed`.
-    The incident page goes out on the first suppressed change of an incident (the one that made it
-    reach its threshold; the per-channel dedupe keeps it to one), on channels that take `incident`.
+    A case message goes out for opened/escalated/resolved, unless the change is `suppressed`, or
+    pages its incident on a channel that takes `incident` (the page replaces the case there).
     """
     data = change.data
     messages: list[Message] = []
-    suppressed: list[Channel] = []
-    if change.kind in ("opened", "escalated", "resolved"):
+    covered: list[Channel] = []
+    paging = pages(change, incident_threshold)
+    for channel in channels:
+        incident = paging and _wants(channel, change, "incident")
+        if incident:
+            body = render(channel, _incident_body(change))
+            messages.append(Message(channel, "incident", f"incident:{change.incident_id}", data.exception_id, body))
+        if change.kind not in ("opened", "escalated", "resolved"):
+            continue
         kind: MessageKind = change.kind
-        for channel in channels:
-            if not _wants(channel, change, kind):
-                continue
-            if change.suppressed:
-                suppressed.append(channel)
-                continue
-            body = render(channel, _case_body(change))
-            dedupe = f"{data.exception_id}:{kind}:{change.level}"
-            messages.append(Message(channel, kind, dedupe, data.exception_id, body))
-    if change.suppressed and change.incident_id is not None:
-        for channel in channels:
-            if _wants(channel, change, "incident"):
-                body = render(channel, _incident_body(change))
-                messages.append(Message(channel, "incident", f"incident:{change.incident_id}", data.exception_id, body))
-    return messages, suppressed
+        if not _wants(channel, change, kind):
+            continue
+        if change.suppressed or incident:
+            covered.append(channel)
+            continue
+        body = render(channel, _case_body(change))
+        messages.append(Message(channel, kind, f"{data.exception_id}:{kind}:{change.level}", data.exception_id, body))
+    return messages, covered
 
 
 # -- circuit breaker ---------------------------------------------------------------------------
@@ -446,6 +459,7 @@ class Notifier:
         metrics: Metrics | None = None,
         dry_run: bool = False,
         *,
+        incident_threshold: int | None = None,
         dedupe_ttl_seconds: int = 30 * 86400,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -458,6 +472,8 @@ class Notifier:
         self.session = session
         self.metrics = metrics
         self.dry_run = dry_run
+        self.incident_threshold = incident_threshold
+        """The `[incidents]` threshold of the case store: the member that reaches it pages."""
         self.dedupe_ttl = dedupe_ttl_seconds
         self.wall_clock = wall_clock
         self.sleep = sleep
@@ -493,7 +509,7 @@ class Notifier:
         return int(c.max_attempts * (c.timeout_seconds * 1000 + c.backoff_max_ms)) + 5000
 
     async def __call__(self, change: CaseChange) -> None:
-        messages, suppressed = route(change, list(self.channels.values()))
+        messages, suppressed = route(change, list(self.channels.values()), self.incident_threshold)
         for channel in suppressed:
             self._count(channel.name, "suppressed")
         if not messages:

@@ -196,6 +196,26 @@ def test_a_suppressed_case_is_not_sent_its_incident_is() -> None:
     assert body["summary"] == "3 DELIVERY_FAILED exceptions share carrier dhl."
 
 
+def test_with_the_threshold_the_member_that_reaches_it_pages_instead_of_its_case() -> None:
+    paging = _channel("paging")
+    quiet = _channel("quiet", kinds=("opened",))
+    data = _exception("DELIVERY_FAILED", evidence={"shipment_id": "s-1", "carrier": "dhl"})
+
+    def sent(ch: CaseChange) -> list[tuple[str, str]]:
+        return [(m.channel.name, m.kind) for m in route(ch, [paging, quiet], incident_threshold=3)[0]]
+
+    # forming (below the threshold): each case as usual
+    assert sent(change(data, incident_id="inc-1", incident_count=2)) == [("paging", "opened"), ("quiet", "opened")]
+    # the member that reaches it: the page where incidents are wanted, the case elsewhere
+    assert sent(change(data, incident_id="inc-1", incident_count=3)) == [("paging", "incident"), ("quiet", "opened")]
+    # its later escalation is a case move, not a second page
+    assert sent(change(data, "escalated", level=1, incident_id="inc-1", incident_count=9)) == [("paging", "escalated")]
+    # members that join later are covered by the page
+    assert sent(change(data, incident_id="inc-1", incident_count=4, suppressed=True)) == [("paging", "incident")]
+    # without an incident, the count means nothing
+    assert sent(change(data, incident_count=7)) == [("paging", "opened"), ("quiet", "opened")]
+
+
 def test_json_body_has_the_case_facts() -> None:
     data = _exception("DUPLICATE_PAYMENT")
     [m] = route(change(data), [_channel()])[0]
@@ -497,6 +517,25 @@ async def test_incident_pages_once_and_its_members_are_suppressed(
     kinds = [(b["kind"], b.get("incident_id"), b.get("count")) for b in hook.bodies()]
     assert kinds == [("opened", "inc-7", None), ("opened", "inc-7", None), ("incident", "inc-7", 3)]
     assert _count(metrics, "ops", "suppressed") == 3
+
+
+@pytest.mark.integration
+async def test_the_member_reaching_the_threshold_pages_once(
+    redis_client: Redis, redis_prefix: str, session: aiohttp.ClientSession, hook: Hook, metrics: Metrics
+) -> None:
+    # What the case store hands over: forming members, the paging one, then suppressed ones.
+    notifier = Notifier(redis_client, redis_prefix, [_channel(url=hook.url)], session, metrics, incident_threshold=3)
+    members = [_exception(evidence={"shipment_id": f"s-{n}", "carrier": "ups"}) for n in range(5)]
+    for n, data in enumerate(members, 1):
+        await notifier(change(data, incident_id="inc-8", incident_count=n, suppressed=n > 3))
+    await notifier(change(members[2], incident_id="inc-8", incident_count=3))  # re-delivered
+    got = [(b["kind"], b["exception_id"], b.get("count")) for b in hook.bodies()]
+    assert got == [
+        ("opened", members[0].exception_id, None),
+        ("opened", members[1].exception_id, None),
+        ("incident", members[2].exception_id, 3),
+    ]
+    assert hook.bodies()[2]["summary"] == "3 DELIVERY_FAILED exceptions share carrier ups."
 
 
 @pytest.mark.integration
