@@ -11,6 +11,8 @@ Redis keys (all under the handlers' prefix):
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
 import re
@@ -390,6 +392,7 @@ class ActionDispatcher:
         metrics: Metrics | None = None,
         *,
         lease_seconds: float = 30.0,
+        retry_backoff_seconds: float = 1.0,
         retention_seconds: int = 30 * 86400,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -399,6 +402,8 @@ class ActionDispatcher:
         self.policy = policy
         self.metrics = metrics
         self.lease_ms = int(lease_seconds * 1000)
+        self.retry_backoff = retry_backoff_seconds
+        """Wait before the second attempt to send a command; doubles for each next one."""
         self.retention_seconds = retention_seconds
         self.clock = clock
         self.pending_key = f"{prefix}actions:pending"
@@ -436,43 +441,50 @@ class ActionDispatcher:
             for code, row in zip(codes, rows, strict=True)
             if row[0] is not None and _s(row[0]) == "sending" and row[1] is not None
         }
-        failures: list[DeliveryError] = []
-        now = _ms(self.clock())
         for p in plan(change, self.policy, attempts):
             if p.decision == "skip":
                 self._count(p.action, "skipped")
                 log.debug("action %s for %s is off by policy", p.action, data.exception_id)
                 continue
-            verdict, tries, extra = await self._on_change(
-                keys=[self.action_key(data.exception_id, p.action), self.pending_key],
-                args=[
-                    now,
-                    self.lease_ms,
-                    self.policy.rule(p.action).max_attempts,
-                    "approval" if p.decision == "approval" else "auto",
-                    p.command.model_dump_json(),
-                    p.command.id,
-                    "1" if self.sink.dry_run else "0",
-                    p.key,
-                    p.blocklist_key or "",
-                    p.reason,
-                ],
+            await self._dispatch(data.exception_id, p)
+
+    async def _dispatch(self, exception_id: str, p: Planned) -> None:
+        """Record one planned action and send it if it runs now, using up its attempts here: the
+        change that asked for it may never be delivered again."""
+        for retry in itertools.count():
+            verdict, tries, extra = (
+                _s(v)
+                for v in await self._on_change(
+                    keys=[self.action_key(exception_id, p.action), self.pending_key],
+                    args=[
+                        _ms(self.clock()),
+                        self.lease_ms,
+                        self.policy.rule(p.action).max_attempts,
+                        "approval" if p.decision == "approval" else "auto",
+                        p.command.model_dump_json(),
+                        p.command.id,
+                        "1" if self.sink.dry_run else "0",
+                        p.key,
+                        p.blocklist_key or "",
+                        p.reason,
+                    ],
+                )
             )
-            verdict = _s(verdict)
             if verdict == "pending_approval":
                 self._count(p.action, "pending_approval")
-                log.info("action %s for %s waits for approval (%s)", p.action, data.exception_id, p.reason)
+                log.info("action %s for %s waits for approval (%s)", p.action, exception_id, p.reason)
+            elif verdict == "capped":
+                self._capped(p.action, exception_id, int(tries))
             elif verdict == "send":
                 try:
-                    await self._send(p.command.id, _s(extra), p.key, p.blocklist_key)
+                    await self._send(p.command.id, extra, p.key, p.blocklist_key)
                 except DeliveryError as exc:
-                    failures.append(exc)
-            elif verdict == "capped":
-                self._capped(p.action, data.exception_id, int(_s(tries)))
+                    log.warning("action %s for %s: attempt %s failed (%s)", p.action, exception_id, tries, exc)
+                    await asyncio.sleep(self.retry_backoff * 2**retry)
+                    continue
             else:  # duplicate or busy: another delivery of this change did (or is doing) it
-                log.debug("action %s for %s already %s", p.action, data.exception_id, _s(extra))
-        if failures:
-            raise failures[0]
+                log.debug("action %s for %s already %s", p.action, exception_id, extra)
+            return
 
     def _capped(self, action: str, exception_id: str, attempts: int) -> None:
         self._count(action, "capped")

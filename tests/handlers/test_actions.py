@@ -331,31 +331,44 @@ async def test_dry_run_sends_nothing_and_logs_without_personal_data(
 
 
 @pytest.mark.integration
-async def test_a_command_the_broker_refuses_is_retried_on_redelivery_then_capped(
+async def test_a_command_the_producer_refuses_is_tried_max_attempts_times_then_capped(
     redis_client: Redis, redis_prefix: str, kafka_topics: Settings, metrics: Metrics
 ) -> None:
     # A real producer whose request size limit no command fits: every send fails in the client.
     tiny = AIOKafkaProducer(bootstrap_servers=kafka_topics.kafka_bootstrap, max_request_size=64)
     await tiny.start()
     try:
+        sink = KafkaActionSink(tiny, kafka_topics)
         dispatcher = ActionDispatcher(
-            redis_client, redis_prefix, KafkaActionSink(tiny, kafka_topics), ActionPolicy.default(), metrics
+            redis_client, redis_prefix, sink, ActionPolicy.default(), metrics, retry_backoff_seconds=0.01
         )
         data = samples.duplicate_payment()
-        for _ in range(3):
-            with pytest.raises(DeliveryError, match="not delivered"):
-                await dispatcher(change(data))
-        await dispatcher(change(data))  # the fourth delivery gives up instead of trying again
-        await dispatcher(change(data))
+        await dispatcher(change(data))  # three attempts, then capped: nothing raised, nothing sent
+        await dispatcher(change(data))  # a re-delivery tries no more
+        burst = samples.new_account_burst("c-cap")
+        await dispatcher(change(burst))
+        with pytest.raises(DeliveryError, match="not delivered"):
+            await dispatcher.approve(burst.exception_id, "blocklist_customer", "alice")
     finally:
         await tiny.stop()
     assert _count(metrics, "refund_duplicate_payment", "failed") == 3
     assert _count(metrics, "refund_duplicate_payment", "capped") == 1
-    state = await redis_client.hmget(
-        dispatcher.action_key(data.exception_id, "refund_duplicate_payment"), ["state", "attempts"]
-    )
-    assert state == [b"capped", b"3"]
+    key = dispatcher.action_key(data.exception_id, "refund_duplicate_payment")
+    assert await redis_client.hmget(key, ["state", "attempts"]) == [b"capped", b"3"]
     assert await read_topic(kafka_topics, "order-actions") == []
+
+    # The broker is reachable again: approving the failed approval once more sends it.
+    good = AIOKafkaProducer(bootstrap_servers=kafka_topics.kafka_bootstrap)
+    await good.start()
+    try:
+        dispatcher.sink = KafkaActionSink(good, kafka_topics)
+        await dispatcher.approve(burst.exception_id, "blocklist_customer", "alice")
+        await dispatcher.approve(burst.exception_id, "blocklist_customer", "alice")
+    finally:
+        await good.stop()
+    assert [key for key, _ in await read_topic(kafka_topics, "blocklist")] == ["customer:c-cap"]
+    bkey = dispatcher.action_key(burst.exception_id, "blocklist_customer")
+    assert await redis_client.hmget(bkey, ["state", "attempts", "approved_by"]) == [b"sent", b"2", b"alice"]
 
 
 async def test_redis_down_is_store_unavailable() -> None:
