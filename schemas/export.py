@@ -1,10 +1,12 @@
-"""JSON Schema export: one file per event type, for consumers that validate without Python."""
+"""JSON Schema export: one file per event type (input events, exceptions, action commands), for
+consumers that validate without Python."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from schemas.action_command import ActionCommand
 from schemas.events import EVENT_MODELS
 from schemas.exception_event import ExceptionEvent
 
@@ -27,4 +29,10 @@ def write_schemas(out: Path) -> list[Path]:
         schema["$id"] = f"https://orderwatch.dev/schemas/{kind}.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)
+    path = out / "action.requested.schema.json"
+    schema = ActionCommand.model_json_schema()
+    schema["properties"]["type"] = {"const": "action.requested", "type": "string"}
+    schema["$id"] = "https://orderwatch.dev/schemas/action.requested.schema.json"
+    path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    written.append(path)
     return written

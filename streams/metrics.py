@@ -1,6 +1,7 @@
 """Every Prometheus metric of orderwatch, in one place, built against a registry passed in
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
-severity, agent, partition number, kind, level, operation. Never an id.
+severity, agent, partition number, kind, level, operation, action code, webhook channel name,
+outcome. Never an id.
 """
 
 from __future__ import annotations
@@ -101,5 +102,25 @@ class Metrics:
         self.store_outage_seconds = Counter(
             "orderwatch_handler_store_outage_seconds_total",
             "Seconds the handlers spent waiting for Redis to come back",
+            registry=r,
+        )
+        self.actions = Counter(
+            "orderwatch_actions_total",
+            "Action commands by action code and outcome: sent, pending_approval, skipped (policy off), "
+            "capped (out of attempts), dry_run, failed (one send that failed), rejected, withdrawn",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "orderwatch_notifications_total",
+            "Webhook notifications by channel and outcome: sent, failed (one request that failed), "
+            "dead_lettered, rate_limited, breaker_open, suppressed (covered by an incident page), dry_run",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "orderwatch_notify_breaker_state",
+            "Circuit breaker of each webhook channel on this worker: 0 closed, 1 half-open, 2 open",
+            ["channel"],
             registry=r,
         )

@@ -1,5 +1,6 @@
 """Fixtures for the handler tests: a Redis client on the local stack with a per-test key prefix
-(deleted afterwards), exception event factories, and a private redis-server that a test may stop."""
+(deleted afterwards), Kafka topics of their own, exception event factories, and a private
+redis-server that a test may stop."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from handlers.service import HandlerService
 from handlers.store import CaseStore
 from schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
 from streams.metrics import Metrics
+from streams.settings import Settings
 
 REDIS_URL = os.environ.get("ORDERWATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -258,3 +260,54 @@ def service(store: CaseStore, incidents: IncidentStore, recorder: Recorder) -> H
     from prometheus_client import CollectorRegistry
 
     return HandlerService(store, incidents, HandlersConfig(), Metrics(CollectorRegistry()), [recorder])
+
+
+# -- actions and notifications: a prefix of their own, Kafka topics --------------------------------
+
+BOOTSTRAP = os.environ.get("ORDERWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+@pytest.fixture
+async def redis_prefix(prefix: str) -> str:
+    """The same per-test prefix under the name the action and notification tests use."""
+    return prefix
+
+
+@pytest.fixture
+async def kafka_topics() -> AsyncIterator[Settings]:
+    """Settings with a fresh topic prefix under which `order-actions` and the compacted
+    `blocklist` exist (one partition each); both are deleted at the end."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaConnectionError
+
+    topic_prefix = f"t{uuid.uuid4().hex[:10]}-"
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        await admin.close()
+        if os.environ.get("CI"):
+            pytest.fail(f"Kafka at {BOOTSTRAP} is not reachable: .ci/run starts it with `make stack-up`")
+        pytest.skip(f"Kafka at {BOOTSTRAP} is not reachable; run `make stack-up` first")
+    names = [topic_prefix + "order-actions", topic_prefix + "blocklist"]
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(names[0], 1, 1),
+                NewTopic(names[1], 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            ]
+        )
+        yield Settings(kafka_bootstrap=BOOTSTRAP, topic_prefix=topic_prefix, partitions=1)
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def producer(kafka_topics: Settings) -> AsyncIterator[Any]:
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=kafka_topics.kafka_bootstrap, acks="all", enable_idempotence=True)
+    await prod.start()
+    yield prod
+    await prod.stop()

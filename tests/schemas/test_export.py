@@ -12,6 +12,7 @@ from orderwatch.cli import main
 from schemas.events import EVENT_TYPES
 
 EXCEPTION_TYPES = ("exception.opened", "exception.resolved", "exception.escalated")
+COMMAND_TYPES = ("action.requested",)
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +28,18 @@ def _load(out: Path, name: str) -> dict[str, Any]:
 
 def test_writes_one_schema_per_event_type_and_exception_type(exported: Path) -> None:
     names = sorted(p.name for p in exported.iterdir())
-    expected = sorted(f"{t}.schema.json" for t in (*EVENT_TYPES, *EXCEPTION_TYPES))
+    expected = sorted(f"{t}.schema.json" for t in (*EVENT_TYPES, *EXCEPTION_TYPES, *COMMAND_TYPES))
     assert len(EVENT_TYPES) == 18
     assert names == expected
-    assert len(names) == 21
+    assert len(names) == 22
 
 
 def test_reports_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "--out", str(tmp_path)]) == 0
-    assert "21" in capsys.readouterr().out
+    assert "22" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", [*EVENT_TYPES, *EXCEPTION_TYPES])
+@pytest.mark.parametrize("name", [*EVENT_TYPES, *EXCEPTION_TYPES, *COMMAND_TYPES])
 def test_each_schema_is_json_with_an_id_and_pins_its_type(exported: Path, name: str) -> None:
     schema = _load(exported, name)  # valid JSON, or this raises
     assert isinstance(schema["$id"], str)
@@ -49,7 +50,7 @@ def test_each_schema_is_json_with_an_id_and_pins_its_type(exported: Path, name: 
 
 
 def test_ids_are_unique(exported: Path) -> None:
-    ids = [_load(exported, n)["$id"] for n in (*EVENT_TYPES, *EXCEPTION_TYPES)]
+    ids = [_load(exported, n)["$id"] for n in (*EVENT_TYPES, *EXCEPTION_TYPES, *COMMAND_TYPES)]
     assert len(set(ids)) == len(ids)
 
 
@@ -100,3 +101,15 @@ def test_exception_schemas_describe_the_output_contract(exported: Path) -> None:
         "recommended_action",
     } <= set(data["required"])
     assert set(data["properties"]["severity"]["enum"]) == {"critical", "high", "medium", "low"}
+
+
+def test_action_command_schema_describes_the_command_contract(exported: Path) -> None:
+    schema = _load(exported, "action.requested")
+    data = schema["$defs"][schema["properties"]["data"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"action", "idempotency_key", "exception_id", "rule", "params", "mode", "requested_at"} <= set(
+        data["required"]
+    )
+    assert data["properties"]["mode"]["enum"] == ["auto", "approved"]
+    params = schema["$defs"][data["properties"]["params"]["$ref"].rsplit("/", 1)[-1]]
+    assert params["additionalProperties"] is False
+    assert not {"phone", "contact_phone", "shipping_address", "address", "email"} & set(params["properties"])
