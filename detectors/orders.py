@@ -36,6 +36,11 @@ PROMISE_FROM_SHIPMENT = 4096
 PAID_OR_LATER = frozenset({"paid", "allocated", "shipped", "delivered", "completed", "refunded"})
 TERMINAL_STATUSES = frozenset({"delivered", "completed", "cancelled", "refunded"})
 GC = "_GC"  # internal episode: drop the state of a finished order
+# A cancelled order is remembered longer than other finished ones: a shipment weeks after the
+# cancellation is still SHIPPED_AFTER_CANCEL, and live, a DUPLICATE_ORDER record that travels
+# through the customer agent (on another worker, possibly days of event time behind in a
+# replay) still finds the cancellation that resolves it.
+CANCELLED_RETENTION = 30 * 86400.0
 
 ORDER_EVENT_TYPES = frozenset(
     {
@@ -159,7 +164,7 @@ class OrderDetector(KeyedDetector):
                     if not st.opened and not st.eps:
                         del self.states[oid]
                         break
-                    self._start(st, GC, now + self.retention, "", force=True)
+                    self._start(st, GC, now + self._retention(st), "", force=True)
                     continue
                 verdict = self._checks[ep[0]](st, ep)
                 if verdict is not None:
@@ -342,7 +347,10 @@ class OrderDetector(KeyedDetector):
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
         st.eps = [ep for ep in st.eps if ep[0] == "REFUND_OVERDUE"]
-        self._start(st, GC, t + self.retention, "", force=True)
+        self._start(st, GC, t + self._retention(st), "", force=True)
+
+    def _retention(self, st: OrderState) -> float:
+        return max(self.retention, CANCELLED_RETENTION) if st.flags & CANCELLED else self.retention
 
     # -- event handlers -----------------------------------------------------------------------
     def _touch(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:

@@ -18,6 +18,7 @@ partitions receive no ticks and never fire.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import time
@@ -71,6 +72,29 @@ class _Adopt:
         self.time_ts = float(doc["t"])
 
 
+class _Held:
+    """Messages of one topic partition waiting for their ack, smallest offset first."""
+
+    __slots__ = ("events", "offsets")
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.events: dict[int, Any] = {}
+
+    def add(self, offset: int, event: Any) -> None:
+        if offset not in self.events:
+            heapq.heappush(self.offsets, offset)
+        self.events[offset] = event  # a re-delivery replaces its copy: either ack does
+
+    def below(self, low: int) -> list[Any]:
+        """Pop every message with an offset below `low`, in offset order."""
+        out = []
+        offsets = self.offsets
+        while offsets and offsets[0] < low:
+            out.append(self.events.pop(heapq.heappop(offsets)))
+        return out
+
+
 @dataclass
 class _Agent:
     name: str
@@ -82,7 +106,7 @@ class _Agent:
     apply: Callable[[KeyedDetector, Any, float], list[Emission]]
     table: Any = None
     runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
-    held: dict[str, dict[int, Any]] = field(default_factory=dict)  # "topic:partition" -> offset -> event
+    held: dict[str, _Held] = field(default_factory=dict)  # "topic:partition" -> messages not acked yet
     bounded_by: list[str] = field(default_factory=list)
     ready: asyncio.Event | None = None
 
@@ -96,6 +120,7 @@ class Orderwatch:
     metrics: Metrics
     clock: LagAwareClock
     agents: dict[str, _Agent]
+    actives: Callable[[], frozenset[tuple[str, int]]] = frozenset
 
 
 def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Metrics | None = None) -> Orderwatch:
@@ -120,6 +145,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 4),
         table_standby_replicas=1,
     )
+    _deliver_everything(app)
     prefix = settings.topic
     inbox = f"{settings.app_id}-order-inbox"
     by = {k: f"{settings.app_id}-by-{k}" for k in ("address", "customer", "provider")}
@@ -128,7 +154,10 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
     inbox_topic = app.topic(inbox, key_type=bytes, value_type=bytes)
     by_topics = {k: app.topic(v, key_type=bytes, value_type=bytes) for k, v in by.items()}
     clock = LagAwareClock(
-        mode=settings.clock, lateness=settings.lateness_seconds, highwater=lambda tp: _highwater(app, tp)
+        mode=settings.clock,
+        lateness=settings.lateness_seconds,
+        highwater=lambda tp: _highwater(app, tp),
+        committed=lambda tp: _committed(app, tp),
     )
     # The blocklist is global: every worker needs every entry, whatever partitions it owns. faust's
     # GlobalTable cannot adopt an existing compacted topic as its changelog (assignment hangs), so a
@@ -216,6 +245,16 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
     ow = Orderwatch(app, settings, metrics, clock, agents)
 
     partitions = settings.partitions
+    # The partitions this worker actively owns, read on every event and tick: cached, refreshed
+    # when the assignment changes (faust rebuilds the set on every call to assigned_actives()).
+    owned: dict[str, frozenset[tuple[str, int]]] = {"now": frozenset()}
+
+    def actives() -> frozenset[tuple[str, int]]:
+        if not owned["now"]:  # not assigned yet, or the signal has not run: ask faust
+            owned["now"] = _actives(app)
+        return owned["now"]
+
+    ow.actives = actives
 
     async def send_forward(topic: Any, key: str, raw: bytes) -> None:
         # The partition is computed here (Kafka's default murmur2, as every client uses) so the
@@ -223,11 +262,14 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         kb = key.encode()
         partition = (murmur2(kb) & 0x7FFFFFFF) % partitions
         tp = (topic.get_topic_name(), partition)
-        if tp in _actives(app):
-            clock.sent(tp)  # only this worker consumes what it owns: count nothing else
         # force: published now, not held back until the source offset commits (faust's default
         # inside an agent), which would freeze the downstream clock for a commit interval.
-        await topic.send(key=kb, value=raw, partition=partition, force=True)
+        fut = await topic.send(key=kb, value=raw, partition=partition, force=True)
+        if tp in actives():
+            # Only this worker consumes what it owns: track nothing else. Until the broker acks,
+            # and then until we have consumed past that offset, the partition lags.
+            clock.sent(tp)
+            fut.add_done_callback(lambda f: clock.delivered(tp, _offset_of(f)))
 
     async def forward(ev: Any, raw: bytes) -> None:
         """Regroup what other keys need: the repartition step of the design (explicit sends of
@@ -305,7 +347,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         # so an idle worker sends nothing and a busy one few.
         for name, spec in agents.items():
             for partition, rt in list(spec.runtimes.items()):
-                now = _agent_now(app, agents, clock, name, partition)
+                now = _agent_now(actives, agents, clock, name, partition)
                 nxt = rt.detector.next_timer()
                 if (rt.buffered and rt.oldest < now) or (nxt is not None and nxt < now):
                     await tick_topics[name].send(key=None, value=b"tick", partition=partition, force=True)
@@ -324,7 +366,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
     @app.page("/clock")
     async def clock_view(web: Any, request: Any) -> Any:
         # For operators: why a partition's deadlines have not fired yet (which input holds it).
-        actives = _actives(app)
+        actives = ow.actives()
         doc: dict[str, Any] = {
             "mode": clock.mode,
             "max_event_time": iso(clock.max_event_time) if clock.max_event_time > 0 else None,
@@ -334,14 +376,15 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
             parts = {}
             for partition, rt in sorted(spec.runtimes.items()):
                 tps, frozen = _clock_tps(spec, partition, clock, actives)
-                now = _agent_now(app, agents, clock, name, partition)
+                now = _agent_now(ow.actives, agents, clock, name, partition)
                 parts[str(partition)] = {
                     "clock": iso(now) if now > 0 else None,
                     "buffered": rt.buffered,
                     "holding": [
                         {
                             "tp": f"{t}[{p}]",
-                            "in_flight": clock.in_flight.get((t, p), 0),
+                            "pending": clock.pending.get((t, p), 0),
+                            "forwarded_upto": clock.forwarded.get((t, p)),
                             "highwater": clock.highwater((t, p)),
                             "offset": clock.progress[(t, p)].offset if (t, p) in clock.progress else None,
                         }
@@ -365,11 +408,13 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
                     spec.runtimes.pop(tp.partition, None)
                 spec.held.pop(f"{tp.topic}:{tp.partition}", None)
         clock.forget((tp.topic, tp.partition) for tp in revoked)
+        owned["now"] = _actives(app)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        # Messages forwarded while another worker owned a partition were counted by nobody here.
+        # Progress starts over: reading resumes at the committed offset, which the clock asks for.
         clock.forget((tp.topic, tp.partition) for tp in assigned)
+        owned["now"] = _actives(app)
 
     return ow
 
@@ -423,15 +468,18 @@ def _install_agent(
     held = spec.held
 
     def hold(tpkey: str, offset: int, event: Any) -> None:
-        held.setdefault(tpkey, {})[offset] = event
+        box = held.get(tpkey)
+        if box is None:
+            box = held[tpkey] = _Held()
+        box.add(offset, event)
 
     async def ack_in_order(rt: PartitionRuntime[Any], stream: Any) -> None:
-        for tpkey, events in held.items():
-            low = rt.ledger.low.get(tpkey)
-            if low is None or not events:
-                continue
-            for offset in sorted(o for o in events if o < low):
-                await stream.ack(events.pop(offset))
+        # Per event, so it must not scan what is held: each partition's heap pops from its head.
+        for tpkey, low in rt.ledger.low.items():
+            box = held.get(tpkey)
+            if box is not None and box.offsets and box.offsets[0] < low:
+                for event in box.below(low):
+                    await stream.ack(event)
 
     async def settle(rt: PartitionRuntime[Any], stream: Any, tpkey: str, offset: int, event: Any) -> None:
         """A message handled without entering the buffer (dead letter, re-delivery)."""
@@ -439,6 +487,33 @@ def _install_agent(
         rt.ledger.mark(tpkey, offset)
         hold(tpkey, offset, event)
         await ack_in_order(rt, stream)
+
+    async def resume(rt: PartitionRuntime[Any], tpkey: str, topic: str, partition: int, offset: int) -> None:
+        """The first message of a partition since assignment. faust resumes fetching before it
+        seeks to the committed offset, and what it delivered in between can be cleared from
+        the agent's queue and then skipped as already read (faust-streaming issue #216; seen
+        here as a restarted worker starting its order topics at offset 5 or 18 with nothing
+        committed past 0). So the ledger starts at the committed offset, never past it, and a
+        gap is read again: nothing after it is acked until it is filled."""
+        committed = _committed(app, (topic, partition))
+        start = offset if committed is None else min(committed, offset)
+        rt.ledger.seen_base(tpkey, start)
+        if start < offset:
+            log.warning(
+                "%s: %s[%s] delivered from offset %s but committed at %s: reading the gap again",
+                name,
+                topic,
+                partition,
+                offset,
+                start,
+            )
+            from faust.types import TP
+
+            # The clock must not count the partition as caught up before the gap is read.
+            clock.hole((topic, partition), start, offset - 1)
+            await app.consumer.seek(TP(topic, partition), start)
+        else:
+            log.info("%s: %s[%s] resumes at offset %s", name, topic, partition, offset)
 
     async def process(stream: Any) -> None:
         manual = stream.noack()
@@ -450,11 +525,15 @@ def _install_agent(
             partition = msg.partition
             rt = runtime(partition)
             if msg.topic == spec.ticks:
-                await flush(rt, partition, manual, _agent_now(app, ow.agents, clock, name, partition))
+                await flush(
+                    rt,
+                    partition,
+                    manual,
+                    _agent_now(ow.actives, ow.agents, clock, name, partition),
+                )
                 await manual.ack(event)
                 continue
             value = msg.value
-            clock.received((msg.topic, partition))
             try:
                 if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
                     ev: Any = _Adopt(json.loads(value))
@@ -473,19 +552,33 @@ def _install_agent(
                 if forward is not None and msg.topic in forward_inputs:
                     await forward(ev, value)
             tpkey = f"{msg.topic}:{partition}"
+            if tpkey not in rt.ledger.low:
+                await resume(rt, tpkey, msg.topic, partition, msg.offset)
+            if rt.waiting(tpkey, msg.offset):
+                hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
+                continue
+            if not rt.offer(ev, t, tpkey, msg.offset, event):
+                metrics.duplicates.labels(name).inc()
+                await settle(rt, manual, tpkey, msg.offset, event)
+                continue
             if t < rt.clock:
                 # The clock promised nothing older would come: deadlines may have fired without it.
                 metrics.late.labels(name, msg.topic).inc()
                 log.warning(
                     "%s: late event %s[%s]@%s, %.1f s behind the clock",
-                    name, msg.topic, partition, msg.offset, rt.clock - t,
+                    name,
+                    msg.topic,
+                    partition,
+                    msg.offset,
+                    rt.clock - t,
                 )
-            if not rt.offer(ev, t, tpkey, msg.offset, event):
-                metrics.duplicates.labels(name).inc()
-                await settle(rt, manual, tpkey, msg.offset, event)
-                continue
             hold(tpkey, msg.offset, event)
-            await flush(rt, partition, manual, _agent_now(app, ow.agents, clock, name, partition))
+            await flush(
+                rt,
+                partition,
+                manual,
+                _agent_now(ow.actives, ow.agents, clock, name, partition),
+            )
 
     process.__name__ = process.__qualname__ = f"{name}_agent"
     app.agent(channel, name=f"orderwatch.{name}")(process)
@@ -530,7 +623,7 @@ async def _follow_blocklist(
 
 
 def _clock_tps(
-    spec: _Agent, partition: int, clock: LagAwareClock, actives: set[tuple[str, int]]
+    spec: _Agent, partition: int, clock: LagAwareClock, actives: frozenset[tuple[str, int]]
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """(bounding, repartitioned) partitions of this agent partition's clock: its own contract
     inputs and every owned partition of the upstream topics bound it; its own repartition
@@ -539,12 +632,18 @@ def _clock_tps(
     return own + [tp for tp in actives if tp[0] in spec.upstream], [(t, partition) for t in spec.repartitioned]
 
 
-def _agent_now(app: faust.App, agents: dict[str, _Agent], clock: LagAwareClock, name: str, partition: int) -> float:
+def _agent_now(
+    ow_actives: Callable[[], frozenset[tuple[str, int]]],
+    agents: dict[str, _Agent],
+    clock: LagAwareClock,
+    name: str,
+    partition: int,
+) -> float:
     """The clock of one agent partition; an agent whose inbox another agent feeds (the orders
     agent gets DUPLICATE_ORDER records from the customer agent) never runs ahead of that agent's
     clocks on this worker, or a record could reach an order that finished and was dropped."""
     spec = agents[name]
-    actives = _actives(app)
+    actives = ow_actives()
     tps, frozen = _clock_tps(spec, partition, clock, actives)
     now = clock.now(tps, (name, partition), frozen)
     for other in spec.bounded_by:
@@ -556,11 +655,38 @@ def _agent_now(app: faust.App, agents: dict[str, _Agent], clock: LagAwareClock, 
     return now
 
 
-def _actives(app: faust.App) -> set[tuple[str, int]]:
+class _NothingRead(dict):  # type: ignore[type-arg]
+    """faust's per-partition 'read up to' offsets, always answering 'nothing read yet'."""
+
+    def __getitem__(self, key: Any) -> None:
+        return None
+
+
+def _deliver_everything(app: faust.App) -> None:
+    """Make faust deliver every message it fetches, re-deliveries included.
+
+    faust drops a fetched message at or below the last offset it handed to a stream. After a
+    rebalance it resumes fetching before it seeks back to the committed offset (faust-streaming
+    issue #216), and a batch fetched before the seek keeps moving that mark past the offsets the
+    seek is about to re-read, so they are dropped: seen here as a joining or restarted worker
+    whose order topics started at offset 5, 6 or 18 while 0 was committed, and false
+    exceptions for the events it never saw. The runtime dedupes by offset and event id anyway
+    (Ledger, PartitionRuntime.waiting), so faust's own filter is switched off."""
+    consumer: Any = app.consumer  # created here, before the worker starts its fetcher
+    consumer._read_offset = _NothingRead()
+
+
+def _offset_of(fut: Any) -> int | None:
+    if fut.cancelled() or fut.exception() is not None:
+        return None
+    return int(fut.result().offset)
+
+
+def _actives(app: faust.App) -> frozenset[tuple[str, int]]:
     try:
-        return {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()}
+        return frozenset((tp.topic, tp.partition) for tp in app.assignor.assigned_actives())
     except Exception:  # before the first assignment
-        return set()
+        return frozenset()
 
 
 def _highwater(app: faust.App, tp: tuple[str, int]) -> int | None:
@@ -577,11 +703,18 @@ def _committed(app: faust.App, tp: tuple[str, int]) -> int | None:
     try:
         from faust.types import TP
 
-        # faust keeps the committed offsets it sought to on assignment (no public accessor).
-        off = getattr(app.consumer, "_committed_offset", {}).get(TP(tp[0], tp[1]))
+        # faust keeps the committed offsets it sought to on assignment (no public accessor),
+        # storing offset 0 as None: a key with None is a commit at 0, a missing key no commit.
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        key = TP(tp[0], tp[1])
+        if key not in offsets:
+            return None
+        off = offsets[key]
     except Exception:  # consumer not started
         return None
-    return int(off) if off is not None else None
+    if off is None:
+        return 0
+    return int(off) if off >= 0 else None
 
 
 def _lags(app: faust.App) -> list[tuple[tuple[str, int], int]]:

@@ -45,7 +45,12 @@ class LagAwareClock:
     """Seconds every input must have been caught up before the event clock jumps to the worker's
     watermark (covers events forwarded through a repartition topic that are still in flight)."""
     progress: dict[TP, PartitionProgress] = field(default_factory=dict)
-    in_flight: dict[TP, int] = field(default_factory=dict)
+    pending: dict[TP, int] = field(default_factory=dict)
+    """Messages sent to a repartition partition that the broker has not acked yet."""
+    holes: dict[TP, tuple[int, int]] = field(default_factory=dict)
+    """Offsets (first, last) of a partition skipped by the consumer and being read again."""
+    forwarded: dict[TP, int] = field(default_factory=dict)
+    """Largest offset the broker acked for a message this worker forwarded, per partition."""
     max_event_time: float = float("-inf")
     _last_lag: dict[object, float] = field(default_factory=dict)
     _last_now: dict[object, float] = field(default_factory=dict)
@@ -55,6 +60,9 @@ class LagAwareClock:
         p = self.progress.get(tp)
         if p is None:
             p = self.progress[tp] = PartitionProgress()
+        hole = self.holes.get(tp)
+        if hole is not None and offset == hole[1]:
+            del self.holes[tp]  # the re-read reached the end of the gap
         if offset > p.offset:
             p.offset = offset
         if event_time is not None:
@@ -63,20 +71,35 @@ class LagAwareClock:
             if event_time > self.max_event_time:
                 self.max_event_time = event_time
 
-    def sent(self, tp: TP) -> None:
-        """This worker forwarded a message to `tp` (a repartition topic partition)."""
-        self.in_flight[tp] = self.in_flight.get(tp, 0) + 1
+    def hole(self, tp: TP, first: int, last: int) -> None:
+        """Offsets first..last of `tp` were skipped and will be delivered again: lagging until then."""
+        self.holes[tp] = (first, last)
 
-    def received(self, tp: TP) -> None:
-        n = self.in_flight.get(tp, 0)
+    def sent(self, tp: TP) -> None:
+        """This worker handed a message for `tp` (a repartition topic partition) to its producer."""
+        self.pending[tp] = self.pending.get(tp, 0) + 1
+
+    def delivered(self, tp: TP, offset: int | None) -> None:
+        """The broker acked a message `sent` to `tp` at `offset` (None: the send failed)."""
+        n = self.pending.get(tp, 0)
         if n > 0:
-            self.in_flight[tp] = n - 1
+            self.pending[tp] = n - 1
+        if offset is not None and offset > self.forwarded.get(tp, -1):
+            self.forwarded[tp] = offset
 
     def lagging(self, tp: TP) -> bool:
-        if self.in_flight.get(tp, 0) > 0:
-            return True  # we sent it messages we have not consumed yet: not caught up
-        hw = self.highwater(tp)
+        # Forwards are tracked by offset, not by count: messages other workers (or this worker
+        # before a restart) forwarded to the same partition must not cancel ours out, and a
+        # highwater from the last fetch may predate our own send.
+        if self.pending.get(tp, 0) > 0:
+            return True  # sent, not acked by the broker yet: its offset is not even known
+        if tp in self.holes:
+            return True  # messages below what we consumed are still to come
         p = self.progress.get(tp)
+        upto = self.forwarded.get(tp)
+        if upto is not None and (p is None or p.offset < upto):
+            return True  # acked at an offset we have not consumed yet
+        hw = self.highwater(tp)
         if hw is None:
             # Owned but not fetched yet: we cannot know what waits in it, so it holds the clock
             # (the first fetch, even of an empty partition, reports a highwater).
@@ -135,4 +158,6 @@ class LagAwareClock:
         """Partitions revoked (or newly assigned): their progress and in-flight counts start over."""
         for tp in tps:
             self.progress.pop(tp, None)
-            self.in_flight.pop(tp, None)
+            self.pending.pop(tp, None)
+            self.forwarded.pop(tp, None)
+            self.holes.pop(tp, None)

@@ -88,6 +88,12 @@ class PartitionRuntime(Generic[Token]):
         self._seen_order: deque[tuple[float, str]] = deque()
         self.clock = float("-inf")
         self.late = 0
+        self._waiting: set[tuple[str, int]] = set()  # (tp, offset) of buffered events
+
+    def waiting(self, tp: str, offset: int) -> bool:
+        """True when this very message (topic partition and offset) is already buffered: a
+        re-delivery after a seek, to be acked only once the buffered copy is applied."""
+        return (tp, offset) in self._waiting
 
     def offer(self, ev: Any, t: float, tp: str, offset: int, token: Token) -> bool:
         """Buffer one event; False when it is a re-delivery to ack and drop now."""
@@ -100,6 +106,7 @@ class PartitionRuntime(Generic[Token]):
         if t < self.clock:
             self.late += 1
         heapq.heappush(self._buffer, (t, self._seq, ev, tp, offset, token))
+        self._waiting.add((tp, offset))
         return True
 
     def release(self, clock: float) -> Release[Token]:
@@ -111,6 +118,7 @@ class PartitionRuntime(Generic[Token]):
             self.clock = clock
         while buf and buf[0][0] < clock:
             t, _, ev, tp, offset, token = heapq.heappop(buf)
+            self._waiting.discard((tp, offset))
             out.emissions += det.advance(t)
             out.emissions += self._apply(det, ev, t)
             self.ledger.mark(tp, offset)

@@ -20,7 +20,7 @@ from streams.app import create_app, internal_topics
 from streams.publish import kafka_client_options
 from streams.settings import Settings
 
-__all__ = ["ensure_topics", "free_port", "run_worker", "spawn_worker", "stop_worker"]
+__all__ = ["ensure_topics", "free_port", "pin_start_offsets", "run_worker", "spawn_worker", "stop_worker"]
 
 log = logging.getLogger("orderwatch.worker")
 
@@ -61,10 +61,55 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def pin_start_offsets(settings: Settings) -> dict[str, int]:
+    """Give every partition the worker group reads a committed offset before faust starts.
+
+    faust resumes fetching before it seeks stream partitions to their committed offsets, and
+    clears the agents' queues in between (faust-streaming issue #216): a partition with a
+    committed offset is re-read from it, but one without keeps the fetch position, so what was
+    fetched and cleared is never processed. Seen here as a restarted worker whose first run
+    never committed starting its order topics at offset 18. Committing the beginning (the end
+    for tick topics, which carry no data) closes that gap. Only possible while the group has no
+    members; a running group has committed offsets of its own by then, so refusal is fine.
+
+    Returns the number of partitions pinned per topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+    from aiokafka.structs import OffsetAndMetadata
+
+    ticks = {t for t in internal_topics(settings) if "-ticks-" in t}
+    topics = [settings.topic(t) for t in ("orders", "payments", "inventory", "logistics")]
+    topics += internal_topics(settings)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    pinned: dict[str, int] = {}
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        consumer.assign(tps)
+        missing = [tp for tp in tps if await consumer.committed(tp) is None]
+        if not missing:
+            return pinned
+        starts = await consumer.beginning_offsets([tp for tp in missing if tp.topic not in ticks])
+        starts.update(await consumer.end_offsets([tp for tp in missing if tp.topic in ticks]))
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in starts.items()})
+        except KafkaError as exc:
+            log.info("start offsets not pinned (%s): the group is running and commits its own", exc)
+            return {}
+        for tp in starts:
+            pinned[tp.topic] = pinned.get(tp.topic, 0) + 1
+        return pinned
+    finally:
+        await consumer.stop()
+
+
 def run_worker(settings: Settings, rules: RulesConfig | None = None, loglevel: str = "info") -> None:
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
+    pinned = asyncio.run(pin_start_offsets(settings))
+    if pinned:
+        log.info("pinned start offsets of %s partitions without a commit", sum(pinned.values()))
     ow = create_app(settings, rules)
     from faust import Worker
 

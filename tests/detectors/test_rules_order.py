@@ -189,20 +189,19 @@ def test_shipped_after_cancel_stays_open() -> None:
     assert resolved(ems) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "OrderDetector drops a terminal order's state `retention` (the longest threshold, 7 d) after "
-        "the terminal status (_terminal schedules GC, advance deletes it), so a shipment created more "
-        "than 7 days after the cancellation is not recognised as SHIPPED_AFTER_CANCEL"
-    ),
-)
 def test_shipped_after_cancel_fires_more_than_a_week_after_the_cancel() -> None:
     s = shipment("shipment.created", OID, at(days=8))
     ems = run([*paid_order(OID, T0), cancelled(OID, at(5)), s], until=at(days=9))
     expect_opened(
         ems, "SHIPPED_AFTER_CANCEL", subject=OID, order_id=OID, severity="high", event_time=at(days=8), start=s
     )
+
+
+def test_a_cancelled_order_is_remembered_for_30_days_then_forgotten() -> None:
+    for days, fires in ((29, True), (31, False)):
+        ship = shipment("shipment.created", OID, at(days=days))
+        ems = run([*paid_order(OID, T0), cancelled(OID, at(5)), ship], until=at(days=days + 1))
+        assert bool(opened(ems, "SHIPPED_AFTER_CANCEL")) is fires, days
 
 
 # -- ORDER_STUCK: a non-terminal order sees no event for 7 days -----------------------------

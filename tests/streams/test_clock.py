@@ -48,10 +48,13 @@ def test_a_lagging_repartition_topic_freezes_the_clock_and_it_never_runs_backwar
     clock, hw, _now = make(highwaters={A: 10, R: 0})
     clock.observe(A, 2, 5000.0)
     assert clock.now([A], "x", [R]) == 5000.0 - 60
-    clock.sent(R)  # a forwarded message is in flight to R
+    clock.sent(R)  # a forwarded message is on its way to R
     clock.observe(A, 5, 8000.0)
     assert clock.now([A], "x", [R]) == 5000.0 - 60  # frozen, though A moved on
-    clock.received(R)
+    clock.delivered(R, 0)  # acked at offset 0: still frozen until we consume it
+    hw[R] = 1
+    assert clock.now([A], "x", [R]) == 5000.0 - 60
+    clock.observe(R, 0, 4000.0)
     assert clock.now([A], "x", [R]) == 8000.0 - 60
     hw[B] = 3
     clock.observe(B, 0, 100.0)  # a late-starting, lagging partition would pull the bound down
@@ -86,4 +89,44 @@ def test_a_fresh_assignment_is_lagging_until_its_committed_offset_reaches_the_hi
     clock.sent(A)
     assert clock.lagging(A)
     clock.forget([A])  # reassigned: counts from another owner's time mean nothing
+    assert not clock.lagging(A)
+
+
+def test_messages_other_workers_forwarded_do_not_cancel_ours() -> None:
+    # Regression: counting forwards and decrementing on every message received let a message
+    # someone else sent (or this worker sent before a restart) cancel ours, so the repartition
+    # partition looked caught up while our forward was still in the producer buffer.
+    clock, hw, _ = make(highwaters={A: 10, R: 3})
+    clock.observe(A, 9, 9000.0)
+    clock.observe(R, 0, 100.0)  # an old message, forwarded before we started
+    clock.sent(R)
+    clock.observe(R, 1, 100.0)  # another old one: says nothing about ours
+    assert clock.lagging(R)
+    clock.delivered(R, 7)  # ours landed at offset 7 (the last fetch's highwater was 3)
+    clock.observe(R, 2, 100.0)
+    assert clock.lagging(R)
+    hw[R] = 8
+    for offset in range(3, 8):
+        clock.observe(R, offset, 100.0)
+    assert not clock.lagging(R)
+
+
+def test_a_failed_forward_does_not_freeze_the_clock_forever() -> None:
+    clock, _hw, _ = make(highwaters={R: 0})
+    clock.sent(R)
+    assert clock.lagging(R)
+    clock.delivered(R, None)
+    assert not clock.lagging(R)
+
+
+def test_a_partition_with_a_hole_lags_until_the_re_read_reaches_its_end() -> None:
+    clock, _hw, _ = make(highwaters={A: 10})
+    clock.observe(A, 9, 9000.0)  # delivered from 6 on: 0..5 were skipped by the consumer
+    assert not clock.lagging(A)
+    clock.hole(A, 0, 5)
+    assert clock.lagging(A)
+    for offset in range(5):
+        clock.observe(A, offset, 100.0)
+        assert clock.lagging(A)
+    clock.observe(A, 5, 100.0)
     assert not clock.lagging(A)

@@ -1,0 +1,74 @@
+"""Two workers in one group on the real broker: the partitions split between them, and a second
+worker joining in the middle of a replay, with deadlines pending on the first, loses no
+exception and opens none twice: the outcome is backtest's, id for id."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from detectors.records import to_cloudevent
+from orderwatch.backtest import open_lines, run_backtest
+from orderwatch.simulate import simulate
+from streams.publish import publish_lines
+from streams.settings import Settings
+from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from tests.integration.kafka import read_json
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+
+READY = re.compile(rb"(\w+): partition (\d+) ready")
+
+
+def _owned(log: Path) -> set[tuple[str, int]]:
+    return {(m.group(1).decode(), int(m.group(2))) for m in READY.finditer(log.read_bytes())}
+
+
+async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_changes_no_outcome(
+    tmp_path: Path, kafka_settings: Settings
+) -> None:
+    path = tmp_path / "sim.jsonl"
+    simulate(orders=600, seed=8, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
+    res = run_backtest(open_lines(path), keep=True)
+    expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
+    deadline_rules = {"PAYMENT_TIMEOUT", "PAYMENT_NOT_CONFIRMED", "STOCK_NOT_RESERVED", "SHIPMENT_NOT_CREATED"}
+    assert {em.record.rule for em in res.emissions} & deadline_rules, "the stream must have pending deadlines"
+    await ensure_topics(kafka_settings)
+    await publish_lines(open_lines(path), kafka_settings)
+    topic = kafka_settings.topic("order-exceptions")
+
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    files = [p.open("wb") for p in logs]
+    procs = [spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[0])]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not await read_json(kafka_settings, topic):
+            await asyncio.sleep(0.2)
+        # Worker A has started judging; its partitions hold buffered events and pending deadlines.
+        procs.append(spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[1]))
+        deadline = time.monotonic() + 240
+        got: set[str] = set()
+        while time.monotonic() < deadline and not got >= expected_ids:
+            await asyncio.sleep(2)
+            for proc, log in zip(procs, logs, strict=True):
+                assert proc.poll() is None, log.read_text()[-3000:]
+            got = {e["id"] for e in await read_json(kafka_settings, topic)}
+        await asyncio.sleep(4)  # anything extra would show up now
+        events = await read_json(kafka_settings, topic)
+    finally:
+        for proc in procs:
+            stop_worker(proc)
+        for f in files:
+            f.close()
+    ids = Counter(e["id"] for e in events)
+    assert set(ids) - expected_ids == set(), f"opened or resolved by mistake: {sorted(set(ids) - expected_ids)[:10]}"
+    assert expected_ids - set(ids) == set(), f"lost: {sorted(expected_ids - set(ids))[:10]}"
+    # The group split the work: the joining worker took over some order partitions.
+    a, b = _owned(logs[0]), _owned(logs[1])
+    assert {p for agent, p in b if agent == "orders"}, logs[1].read_text()[-3000:]
+    assert a and b
