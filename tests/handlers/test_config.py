@@ -30,11 +30,27 @@ def test_values_from_a_file(tmp_path: Path) -> None:
     path.write_text(
         "[escalation]\nlevel_2_factor = 3\nenabled = false\n\n"
         '[incidents]\nwindow_minutes = 10.5\nthreshold = 5\ndimensions = ["carrier"]\n\n'
-        "[webhooks]\nwhatever = 1\n"
+        '[actions.contact_carrier]\nmode = "off"\n\n'
+        '[[webhooks]]\nname = "ops"\nurl = "https://hooks.example.org/T0/B0/secret-token"\n'
     )
     cfg = load_handlers_config(path)
     assert cfg.escalation == EscalationConfig(enabled=False, level_2_factor=3.0)
     assert cfg.incidents == IncidentConfig(window_minutes=10.5, threshold=5, dimensions=["carrier"])
+    # one loader, every section
+    assert cfg.actions.rule("contact_carrier").mode == "off"
+    assert [c.name for c in cfg.webhooks] == ["ops"]
+    shown = cfg.describe()
+    assert shown["webhooks"][0]["url"] == "https://hooks.example.org/..."
+    assert "secret-token" not in str(shown)
+    assert shown["actions"]["contact_carrier"]["mode"] == "off"
+
+
+def test_an_unknown_section_is_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        HandlersConfig.from_toml({"webhook": [{"name": "x", "url": "http://x"}]})
+    assert str(err.value) == (
+        "handlers config [webhook]: unknown section, expected one of escalation, incidents, actions, webhooks"
+    )
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ EXPORTS = {
         "EscalationConfig",
         "HandlersConfig",
         "IncidentConfig",
+        "SECTIONS",
         "load_handlers_config",
         "load_section",
         "read_toml",
