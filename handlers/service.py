@@ -176,6 +176,31 @@ class HandlerService:
                 self.metrics.escalations.labels(level=str(change.level), severity=change.data.severity).inc()
             done.append(await self._deliver(change, due))
 
+    async def superseded_resolution(self, event: ExceptionEvent, position: tuple[int, int]) -> ExceptionEvent | None:
+        """For an `exception.escalated` read back at `position` (partition, offset) of the
+        compacted `order-exceptions`: the resolution to publish again when its case is resolved
+        and the escalation landed after the resolution (the handler escalated before it read the
+        resolution), else None. Without it the topic's latest value would say escalated forever.
+        The event is the resolution as read (same id, data and time); a person's resolution of a
+        case the detector never resolved is not published."""
+        if event.type != "exception.escalated":
+            return None
+        xid = event.data.exception_id
+        try:
+            case = await self._retry("read_case", lambda: self.store.get(xid))
+        except CaseNotFound:
+            return None
+        if case.status != "resolved":
+            return None
+        where = await self._retry("resolved_position", lambda: self.store.resolved_position(xid))
+        if where is None:
+            return None
+        partition, offset, at = where
+        if partition == position[0] and offset > position[1]:
+            return None  # the resolution is the later of the two: the topic says resolved
+        data = case.to_data()
+        return ExceptionEvent(id=f"{xid}:resolved", type="exception.resolved", time=at, subject=data.subject, data=data)
+
     async def flush_outbox(self, send: Sender, *, batch: int = 100) -> int:
         """Publish the outbox's escalated events with `send`, oldest first; how many were sent.
         A failing send stops the flush and keeps that event (and later ones) for the next flush."""

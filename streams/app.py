@@ -37,6 +37,7 @@ from detectors.orders import OrderDetector
 from detectors.records import Emission, ExceptionRecord, iso, to_cloudevent
 from detectors.stock import StockDetector
 from detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
+from handlers.config import HandlersConfig
 from orderwatch.errors import InvalidEvent
 from schemas.events import parse_event
 from streams.clock import LagAwareClock
@@ -96,9 +97,19 @@ class Orderwatch:
     metrics: Metrics
     clock: LagAwareClock
     agents: dict[str, _Agent]
+    handlers: Any = None  # streams.handling.HandlerRuntime when the handlers run in this app
 
 
-def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Metrics | None = None) -> Orderwatch:
+def create_app(
+    settings: Settings,
+    rules: RulesConfig | None = None,
+    metrics: Metrics | None = None,
+    *,
+    detection: bool = True,
+    handlers: HandlersConfig | None = None,
+) -> Orderwatch:
+    """The faust app: the detector's agents (unless `detection` is False) and, given a handlers
+    config, the handlers and the ops API (streams.handling)."""
     config = rules or RulesConfig()
     metrics = metrics or Metrics()
     app = faust.App(
@@ -290,7 +301,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason)
         await (await dlq_topic.send(key=msg.key, value=json.dumps(record).encode(), force=True))
 
-    for spec in agents.values():
+    for spec in agents.values() if detection else ():
         spec.table = app.Table(f"{spec.name}-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
         _install_agent(
             ow, spec, forward if spec.name in ("orders", "inventory") else None, forward_inputs, emit, dead_letter
@@ -371,6 +382,10 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         # Messages forwarded while another worker owned a partition were counted by nobody here.
         clock.forget((tp.topic, tp.partition) for tp in assigned)
 
+    if handlers is not None:
+        from streams.handling import install_handlers
+
+        ow.handlers = install_handlers(ow, handlers, detection=detection)
     return ow
 
 
@@ -478,7 +493,11 @@ def _install_agent(
                 metrics.late.labels(name, msg.topic).inc()
                 log.warning(
                     "%s: late event %s[%s]@%s, %.1f s behind the clock",
-                    name, msg.topic, partition, msg.offset, rt.clock - t,
+                    name,
+                    msg.topic,
+                    partition,
+                    msg.offset,
+                    rt.clock - t,
                 )
             if not rt.offer(ev, t, tpkey, msg.offset, event):
                 metrics.duplicates.labels(name).inc()
