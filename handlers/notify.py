@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from handlers.changes import CaseChange
 from handlers.policy import config_error, read_handlers_config
-from handlers.privacy import mask_evidence
+from handlers.privacy import mask_evidence, mask_summary
 from orderwatch.errors import ConfigError, StoreUnavailable
 from schemas.exception_event import CATEGORIES, SEVERITIES, Category, Severity
 
@@ -203,7 +203,7 @@ def _case_body(change: CaseChange) -> dict[str, Any]:
         "status": change.status,
         "subject": data.subject,
         "order_id": data.order_id,
-        "summary": data.summary,
+        "summary": mask_summary(data.summary, data.evidence),
         "handle_by": data.handle_by.isoformat(),
         "detected_at": data.detected_at.isoformat(),
         "at": change.at.isoformat(),

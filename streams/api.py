@@ -23,7 +23,7 @@ from detectors.orders import OrderDetector
 from handlers.actions import candidate_actions
 from handlers.cases import STATUSES, Case, HistoryEntry
 from handlers.incidents import INCIDENT_STATUSES, Incident
-from handlers.privacy import mask_evidence, mask_text
+from handlers.privacy import mask_evidence, mask_summary, mask_text
 from orderwatch.errors import CaseNotFound, DeliveryError, StoreUnavailable, TransitionError
 from schemas.action_command import idempotency_key
 from schemas.exception_event import SEVERITIES
@@ -70,7 +70,7 @@ def _default(value: Any) -> Any:
 def _public_case(case: Case) -> dict[str, Any]:
     doc = case.to_dict()
     doc["evidence"] = mask_evidence(case.evidence)
-    doc["summary"] = mask_text(case.summary)
+    doc["summary"] = mask_summary(case.summary, case.evidence)
     return doc
 
 

@@ -100,3 +100,44 @@ def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
     bad.write_text("[escalation\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_handlers_config(bad)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "handlers.example.toml"
+
+
+def test_the_shipped_example_loads_and_sets_every_key() -> None:
+    import tomllib
+
+    from handlers.notify import Channel
+    from handlers.policy import ActionRule
+
+    cfg = load_handlers_config(EXAMPLE)
+    doc = tomllib.loads(EXAMPLE.read_text())
+    # every key each section knows appears in the example at least once: it documents them all
+    assert set(doc["escalation"]) == set(EscalationConfig.model_fields)
+    assert set(doc["incidents"]) == set(IncidentConfig.model_fields)
+    assert set().union(*(set(t) for t in doc["actions"].values())) == set(ActionRule.model_fields)
+    assert set().union(*(set(t) for t in doc["webhooks"])) == set(Channel.model_fields)
+    assert [c.name for c in cfg.webhooks] == ["ops-slack", "audit"]
+    assert cfg.actions.rule("contact_carrier").max_attempts == 5
+
+
+def test_handlers_config_command_prints_the_effective_settings_without_secrets(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from orderwatch.cli import main
+
+    assert main(["handlers-config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert set(shown) == {"escalation", "incidents", "actions", "webhooks"}
+    assert shown["webhooks"][0]["url"] == "https://hooks.slack.com/..."
+    assert shown["webhooks"][0]["headers"] == ["Authorization"]
+    assert shown["actions"]["refund_duplicate_payment"]["max_amount"] == "50.00"
+    assert "XXXXXXXX" not in out and "replace-me" not in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[webhooks]]\nname = "x"\nurl = "ftp://example.org"\n')
+    assert main(["handlers-config", str(bad)]) == 2
+    assert "[[webhooks]] 'x' url: expected an http:// or https:// URL" in capsys.readouterr().err
