@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from handlers.actions import ActionDispatcher, ActionSink, DryRunSink, KafkaActionSink
@@ -52,7 +53,11 @@ class _Producer:
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(**self._options, acks="all", enable_idempotence=True)
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # a client that failed to start still holds sockets
+                    raise
                 self._producer = producer
             return self._producer
 
@@ -212,9 +217,7 @@ class HandlerRuntime:
         elif event.type == "exception.escalated" and not self._republished_after(xid, partition, offset):
             again = await self.service.superseded_resolution(event, (partition, offset))
             if again is not None:
-                meta = await self.producer.send_and_wait(
-                    self.topic, value=again.model_dump_json().encode(), key=xid.encode()
-                )
+                meta = await self._publish_until_done(xid.encode(), again.model_dump_json().encode())
                 # Level 2 read back right after level 1 needs no second copy of the resolution.
                 self._republished[xid] = (int(meta.partition), int(meta.offset))
                 self.metrics.resolutions_republished.inc()
@@ -293,6 +296,19 @@ class HandlerRuntime:
 
     async def _publish(self, key: bytes, value: bytes) -> None:
         await self.producer.send_and_wait(self.topic, value=value, key=key)
+
+    async def _publish_until_done(self, key: bytes, value: bytes) -> Any:
+        """Publish on `order-exceptions` from the agent, retrying (0.5 s doubling to 10 s) until the
+        broker takes it: the agent does not move on, so the offset that asked for it stays
+        uncommitted until it is out."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.producer.send_and_wait(self.topic, value=value, key=key)
+            except KafkaError as exc:
+                log.warning("handlers: publishing on %s failed (%s); retrying in %.1f s", self.topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _owned(self) -> list[int]:
         try:

@@ -295,6 +295,77 @@ async def _exercise(api: Client, token: str, settings: Settings, leaky: Exceptio
     assert status == 404
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_handlers_only_worker(
+    tmp_path: Path, kafka_settings: Settings, redis_client: aioredis.Redis, session: aiohttp.ClientSession
+) -> None:
+    """`--handlers-only --dry-run` on the wall clock, fed the backtest's exception events: cases,
+    escalations of what is long overdue, no command sent, and 421 for a timeline (no detector here)."""
+    path, out = tmp_path / "sim.jsonl", tmp_path / "exceptions.jsonl"
+    simulate(orders=120, seed=5, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
+    with out.open("w") as fh:
+        run_backtest(open_lines(path), output=fh)
+    events = [ExceptionEvent.model_validate_json(line) for line in out.read_text().splitlines()]
+    final = {e.data.exception_id: e.data for e in events}
+    assert len(final) >= 5
+    redis_prefix = f"t{uuid.uuid4().hex}:"
+    settings = kafka_settings.model_copy(
+        update={"web_port": free_port(), "redis_prefix": redis_prefix, "api_token": "t", "dry_run": True}
+    )
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send(
+                settings.topic("order-exceptions"), e.model_dump_json().encode(), key=e.data.exception_id.encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    api = Client(session, f"http://127.0.0.1:{settings.web_port}")
+    unresolved = {x for x, d in final.items() if d.status != "resolved"}
+    assert unresolved
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        proc = spawn_worker(settings, "wall", log, handlers=True, args=["--handlers-only"])
+        try:
+            deadline = time.monotonic() + 90
+            listed: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                await asyncio.sleep(1)
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    status, listed = await api("GET", "/cases?limit=500")
+                except aiohttp.ClientError:
+                    continue
+                if listed["total"] == len(final) and listed["counts"]["escalated"] == len(unresolved):
+                    break
+            by_id = {c["exception_id"]: c for c in listed["cases"]}
+            assert set(by_id) == set(final), log_path.read_text()[-3000:]
+            # on the wall clock, months after the stream, whatever is unresolved is long overdue
+            assert {x for x, c in by_id.items() if c["status"] == "escalated"} == unresolved
+            assert {c["level"] for x, c in by_id.items() if x in unresolved} <= {2}
+            status, ready = await api("GET", "/ready")
+            assert (status, ready["status"]) == (200, "ready")
+            order_id = next(d.order_id for d in final.values() if d.order_id)
+            status, timeline = await api("GET", f"/orders/{order_id}/timeline")
+            assert status == 421
+            assert "--handlers-only" in timeline["error"] and timeline["detector"] is None
+            assert [c["case"]["order_id"] for c in timeline["cases"]] and all(
+                c["case"]["order_id"] == order_id for c in timeline["cases"]
+            )
+        finally:
+            stop_worker(proc)
+            await delete_prefix(redis_client, redis_prefix)
+    assert await read_json(settings, settings.topic("order-actions")) == []  # dry run
+    text = log_path.read_text()
+    assert "dry run: would send" in text
+    assert "orders_agent" not in text  # no detector agent in this worker
+
+
 async def test_writes_are_refused_without_a_configured_token(redis_client: aioredis.Redis) -> None:
     """Never open by default: no ORDERWATCH_API_TOKEN, no write (and no 401 hinting at one)."""
     prefix = f"t{uuid.uuid4().hex}:"
