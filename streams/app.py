@@ -493,11 +493,7 @@ def _install_agent(
                 metrics.late.labels(name, msg.topic).inc()
                 log.warning(
                     "%s: late event %s[%s]@%s, %.1f s behind the clock",
-                    name,
-                    msg.topic,
-                    partition,
-                    msg.offset,
-                    rt.clock - t,
+                    name, msg.topic, partition, msg.offset, rt.clock - t,
                 )
             if not rt.offer(ev, t, tpkey, msg.offset, event):
                 metrics.duplicates.labels(name).inc()
