@@ -33,6 +33,17 @@ CANCELLED = 1024
 SHIP_EPISODE_STARTED = 2048
 PROMISE_FROM_SHIPMENT = 4096
 
+_FLAG_NAMES = (
+    (CREATED, "created"),
+    (PAID, "paid"),
+    (REACHED_PAID, "reached_paid"),
+    (RESERVATION_SEEN, "reservation_seen"),
+    (SHIPPED, "shipped"),
+    (DELIVERED, "delivered"),
+    (CANCELLED, "cancelled"),
+    (TERMINAL, "terminal"),
+)
+
 PAID_OR_LATER = frozenset({"paid", "allocated", "shipped", "delivered", "completed", "refunded"})
 TERMINAL_STATUSES = frozenset({"delivered", "completed", "cancelled", "refunded"})
 GC = "_GC"  # internal episode: drop the state of a finished order
@@ -256,6 +267,45 @@ class OrderDetector(KeyedDetector):
 
     def open_exceptions(self) -> int:
         return sum(len(st.opened) for st in self.states.values() if st.opened)
+
+    def describe(self, oid: str) -> dict[str, Any] | None:
+        """What this detector knows of one order, JSON-ready, for people (the ops API's timeline);
+        None when it holds no state for it. Ids, statuses, amounts and times only: the state has
+        no address or phone, and none is added here."""
+        st = self.states.get(oid)
+        if st is None:
+            return None
+        flags = [name for bit, name in _FLAG_NAMES if st.flags & bit]
+        return {
+            "order_id": oid,
+            "status": st.status,
+            "flags": flags,
+            "total": money(st.total) if st.flags & CREATED else None,
+            "paid": money(st.paid),
+            "payment_ids": list(st.pay_ids),
+            "refunds": [
+                {"refund_id": rid, "requested": money(r[0]), "succeeded": money(r[1]), "done": bool(r[2])}
+                for rid, r in sorted((st.refunds or {}).items())
+            ],
+            "last_event_time": iso(st.last_t) if st.last_t != float("-inf") else None,
+            "ship_by": iso(st.ship_by) if st.ship_by is not None else None,
+            "deadlines": [
+                {"rule": rule, "due": iso(due), "start_event_id": start_id, "ref": ref}
+                for rule, due, start_id, ref in sorted(st.eps, key=lambda ep: ep[1])
+                if rule != GC
+            ],
+            "open_exceptions": [
+                {
+                    "exception_id": rec.exception_id,
+                    "rule": rule,
+                    "ref": ref,
+                    "detected_at": iso(rec.detected_at),
+                    "event_time": iso(rec.event_time),
+                }
+                for (rule, ref), rec in sorted((st.opened or {}).items(), key=lambda kv: kv[1].detected_at)
+            ],
+            "next_wake": iso(st.wake) if st.wake is not None else None,
+        }
 
     # -- episode helpers ----------------------------------------------------------------------
     def _start(

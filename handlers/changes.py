@@ -39,6 +39,8 @@ class CaseChange:
     """Members of that incident so far."""
     suppressed: bool = False
     """True when the incident already paged: notify about the incident, not about each case."""
+    paging: bool = False
+    """True on the change whose case made its incident reach the threshold: the one incident page."""
 
 
 CaseListener = Callable[[CaseChange], Awaitable[None]]

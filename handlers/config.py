@@ -1,4 +1,5 @@
-"""The handlers config file (TOML): one pydantic model per section, read with `load_section`.
+"""The handlers config file (TOML): `[escalation]`, `[incidents]`, `[actions.<code>]` and
+`[[webhooks]]`, read by one loader, `load_handlers_config`.
 
 A wrong value stops start-up with a ConfigError naming the section, the key and what it expects,
 e.g. `handlers config [incidents] threshold: expected an integer >= 2, got 1`.
@@ -6,22 +7,25 @@ e.g. `handlers config [incidents] threshold: expected an integer >= 2, got 1`.
 
 from __future__ import annotations
 
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
+from handlers.notify import Channel, parse_channels
+from handlers.policy import ActionPolicy, parse_policy, read_handlers_config
 from orderwatch.errors import ConfigError
 
 __all__ = [
     "DIMENSIONS",
+    "SECTIONS",
     "EscalationConfig",
     "HandlersConfig",
     "IncidentConfig",
@@ -126,32 +130,57 @@ def load_section(doc: Mapping[str, Any], name: str, model: type[M]) -> M:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The parsed handlers config file, or a ConfigError naming the file and what is wrong."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        msg = f"handlers config {path}: cannot be read ({exc.strerror})"
-        raise ConfigError(msg) from exc
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"handlers config {path}: not valid TOML ({exc})"
-        raise ConfigError(msg) from exc
+    return read_handlers_config(path)
+
+
+SECTIONS = ("escalation", "incidents", "actions", "webhooks")
 
 
 @dataclass(frozen=True, slots=True)
 class HandlersConfig:
-    """The sections the case store, escalation and incidents read."""
+    """Every section of the handlers config file (`ORDERWATCH_HANDLERS_CONFIG`): escalation,
+    incidents, the action policy and the webhook channels."""
 
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     incidents: IncidentConfig = field(default_factory=IncidentConfig)
+    actions: ActionPolicy = field(default_factory=ActionPolicy.default)
+    webhooks: tuple[Channel, ...] = ()
 
     @classmethod
     def from_toml(cls, doc: Mapping[str, Any]) -> HandlersConfig:
+        unknown = [k for k in doc if k not in SECTIONS]
+        if unknown:
+            msg = f"handlers config [{unknown[0]}]: unknown section, expected one of {', '.join(SECTIONS)}"
+            raise ConfigError(msg)
         return cls(
             escalation=load_section(doc, "escalation", EscalationConfig),
             incidents=load_section(doc, "incidents", IncidentConfig),
+            actions=parse_policy(doc),
+            webhooks=tuple(parse_channels(doc)),
         )
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings, JSON-ready and without secrets: a webhook shows only the scheme
+        and host of its URL (a URL may carry a token) and the names of its headers."""
+        hooks = []
+        for c in self.webhooks:
+            doc = c.model_dump(mode="json", exclude={"url", "headers"})
+            hooks.append({"name": c.name, "url": _redacted_url(c.url), **doc, "headers": sorted(c.headers)})
+        return {
+            "escalation": self.escalation.model_dump(mode="json"),
+            "incidents": self.incidents.model_dump(mode="json"),
+            "actions": {code: rule.model_dump(mode="json") for code, rule in sorted(self.actions.rules.items())},
+            "webhooks": hooks,
+        }
+
+
+def _redacted_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "") + "/..."
 
 
 def load_handlers_config(path: str | Path | None) -> HandlersConfig:
-    """`HandlersConfig` from the TOML file at `path` (settings' `handlers_config`), defaults when None."""
+    """Every section of the TOML file at `path` (settings' `handlers_config`), defaults when None;
+    a ConfigError names the section and key of the first wrong value."""
     return HandlersConfig() if path is None else HandlersConfig.from_toml(read_toml(path))

@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from handlers.changes import CaseChange
 from handlers.policy import config_error, read_handlers_config
+from handlers.privacy import mask_evidence, mask_summary
 from orderwatch.errors import ConfigError, StoreUnavailable
 from schemas.exception_event import CATEGORIES, SEVERITIES, Category, Severity
 
@@ -169,45 +170,6 @@ def load_channels(path: str | Path | None) -> list[Channel]:
     return parse_channels(read_handlers_config(path))
 
 
-# -- privacy -----------------------------------------------------------------------------------
-
-# Private on purpose: the lead points notifications at handlers.privacy.mask_evidence when the
-# case store lands; same contract (a masked copy, ids left alone).
-_PERSONAL_KEYS = frozenset(
-    {
-        "phone",
-        "contact_phone",
-        "address",
-        "shipping_address",
-        "billing_address",
-        "line1",
-        "line2",
-        "postal_code",
-        "recipient",
-        "email",
-    }
-)
-_PHONE_LIKE = re.compile(r"\+\d[\d\s().-]{5,}\d")
-MASK = "***"
-
-
-def _personal(key: str) -> bool:
-    k = key.lower()
-    return k in _PERSONAL_KEYS or k.endswith(("_phone", "_email", "_address"))
-
-
-def _mask(value: Any) -> Any:
-    """A copy of evidence with personal values replaced; a phone number under an innocent key is
-    caught by its shape."""
-    if isinstance(value, Mapping):
-        return {k: MASK if _personal(str(k)) else _mask(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(v) for v in value]
-    if isinstance(value, str):
-        return _PHONE_LIKE.sub(MASK, value)
-    return value
-
-
 # -- routing and bodies (pure) -----------------------------------------------------------------
 
 
@@ -241,13 +203,13 @@ def _case_body(change: CaseChange) -> dict[str, Any]:
         "status": change.status,
         "subject": data.subject,
         "order_id": data.order_id,
-        "summary": data.summary,
+        "summary": mask_summary(data.summary, data.evidence),
         "handle_by": data.handle_by.isoformat(),
         "detected_at": data.detected_at.isoformat(),
         "at": change.at.isoformat(),
         "recommended_action": data.recommended_action,
         "incident_id": change.incident_id,
-        "evidence": _mask(data.evidence),
+        "evidence": mask_evidence(data.evidence),
     }
 
 
@@ -268,7 +230,7 @@ def _incident_body(change: CaseChange) -> dict[str, Any]:
         "category": data.category,
         "severity": data.severity,
         "summary": f"{change.incident_count} {data.rule} exceptions share {described}.",
-        "cause": _mask(cause),
+        "cause": mask_evidence(cause),
         "handle_by": data.handle_by.isoformat(),
         "at": change.at.isoformat(),
         "recommended_action": data.recommended_action,
@@ -316,20 +278,16 @@ def render(channel: Channel, body: dict[str, Any]) -> dict[str, Any]:
     return _slack(body) if channel.format == "slack" else body
 
 
-def pages(change: CaseChange, incident_threshold: int | None = None) -> bool:
-    """Is the incident page due with this change? Yes for the case whose arrival made its incident
-    reach `incident_threshold` (an `opened` change carries the count when the case joined), and for
-    any suppressed change (in case that one was missed); the per-channel dedupe keeps it to one."""
+def pages(change: CaseChange) -> bool:
+    """Is the incident page due with this change? Yes for the change whose case made its incident
+    reach the threshold (`paging`, set by the handler service), and for any suppressed change (in
+    case that one was missed); the per-channel dedupe keeps it to one."""
     if change.incident_id is None:
         return False
-    if change.suppressed:
-        return True
-    return incident_threshold is not None and change.kind == "opened" and change.incident_count >= incident_threshold
+    return change.paging or change.suppressed
 
 
-def route(
-    change: CaseChange, channels: Sequence[Channel], incident_threshold: int | None = None
-) -> tuple[list[Message], list[Channel]]:
+def route(change: CaseChange, channels: Sequence[Channel]) -> tuple[list[Message], list[Channel]]:
     """(messages to send, channels that would have had the case but its incident covers it).
 
     A case message goes out for opened/escalated/resolved, unless the change is `suppressed`, or
@@ -338,7 +296,7 @@ def route(
     data = change.data
     messages: list[Message] = []
     covered: list[Channel] = []
-    paging = pages(change, incident_threshold)
+    paging = pages(change)
     for channel in channels:
         incident = paging and _wants(channel, change, "incident")
         if incident:
@@ -459,7 +417,6 @@ class Notifier:
         metrics: Metrics | None = None,
         dry_run: bool = False,
         *,
-        incident_threshold: int | None = None,
         dedupe_ttl_seconds: int = 30 * 86400,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -472,8 +429,6 @@ class Notifier:
         self.session = session
         self.metrics = metrics
         self.dry_run = dry_run
-        self.incident_threshold = incident_threshold
-        """The `[incidents]` threshold of the case store: the member that reaches it pages."""
         self.dedupe_ttl = dedupe_ttl_seconds
         self.wall_clock = wall_clock
         self.sleep = sleep
@@ -509,7 +464,7 @@ class Notifier:
         return int(c.max_attempts * (c.timeout_seconds * 1000 + c.backoff_max_ms)) + 5000
 
     async def __call__(self, change: CaseChange) -> None:
-        messages, suppressed = route(change, list(self.channels.values()), self.incident_threshold)
+        messages, suppressed = route(change, list(self.channels.values()))
         for channel in suppressed:
             self._count(channel.name, "suppressed")
         if not messages:

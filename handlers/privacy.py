@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "PERSONAL_KEYS", "mask_evidence", "mask_text"]
+__all__ = ["MASK", "PERSONAL_KEYS", "mask_evidence", "mask_summary", "mask_text"]
 
 MASK = "***"
 
@@ -105,3 +105,34 @@ def mask_evidence(evidence: Mapping[str, Any]) -> dict[str, Any]:
     email, name, at any depth) become `***`; other free-text strings pass through `mask_text`;
     ids, fingerprints, amounts and times are kept as they are. The input is not modified."""
     return {str(k): _mask_value(v, str(k)) for k, v in evidence.items()}
+
+
+def _personal_values(value: Any, key: str | None, out: set[str]) -> None:
+    if key is not None and _personal(key):
+        if isinstance(value, str):
+            out.add(value)
+        elif isinstance(value, Mapping | list | tuple):
+            # everything under a personal key is personal (an address's street, city, postal code)
+            for v in value.values() if isinstance(value, Mapping) else value:
+                _personal_values(v, key, out)
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _personal_values(v, str(k), out)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _personal_values(v, key, out)
+
+
+def mask_summary(text: str, evidence: Mapping[str, Any]) -> str:
+    """Free text about an exception (its summary, a note) with the personal values of its
+    evidence (what `mask_evidence` masks by key: a street, a recipient) replaced by `***`
+    wherever they appear, then `mask_text`. An address in free text has no shape to find it by;
+    the evidence it came from says what it is."""
+    found: set[str] = set()
+    _personal_values(evidence, None, found)
+    # longest first, so a street that contains a shorter value is masked whole; tiny values (a
+    # two-letter country code) are not worth hiding and would mangle the text
+    for value in sorted((v for v in found if len(v.strip()) >= 4), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return mask_text(text)

@@ -20,7 +20,7 @@ from handlers.changes import CaseChange, CaseListener
 from handlers.config import HandlersConfig
 from handlers.incidents import IncidentStore, Membership
 from handlers.store import CaseStore
-from orderwatch.errors import StoreUnavailable
+from orderwatch.errors import CaseNotFound, StoreUnavailable
 from schemas.exception_event import ExceptionEvent
 from streams.metrics import Metrics
 
@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 Sender = Callable[[bytes, bytes], Awaitable[None]]
 """Publishes one message (key, value) on `order-exceptions`; raises when it could not."""
+
+
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def _utcnow() -> datetime:
@@ -94,11 +97,25 @@ class HandlerService:
 
     # -- events in -----------------------------------------------------------------------------
 
-    async def handle(self, event: ExceptionEvent, now: datetime | None = None) -> CaseChange | None:
+    async def handle(
+        self,
+        event: ExceptionEvent,
+        now: datetime | None = None,
+        *,
+        position: tuple[int, int] | None = None,
+        escalate_overdue: bool = False,
+    ) -> CaseChange | None:
         """Record the event's move and hand it to the listeners; None when it changed nothing.
-        Returns only once everything is recorded: commit the consumed offset after it."""
+        Returns only once everything is recorded: commit the consumed offset after it.
+
+        `position` is the event's (partition, offset) on `order-exceptions`: the store remembers
+        where a resolution was read (see `CaseStore.resolved_position`). With `escalate_overdue`
+        (replays in event time), a resolution first escalates its case to every level that fell
+        due before the resolution's time, so what escalates does not depend on when a timer ran."""
         at = now or self.clock()
-        change = await self._retry("ingest", lambda: self.store.ingest(event, at))
+        if escalate_overdue and event.type == "exception.resolved":
+            await self.escalate_before(event.data.exception_id, event.time)
+        change = await self._retry("ingest", lambda: self.store.ingest(event, at, position=position))
         if change is None:
             return None
         return await self._deliver(change, at)
@@ -138,6 +155,52 @@ class HandlerService:
             if moved == 0:
                 return done
 
+    async def escalate_before(self, exception_id: str, until: datetime) -> list[CaseChange]:
+        """Escalate one case to every level due at or before `until`, each at its due time (the
+        event-time replay of what a timer would have done); nothing for an unknown case."""
+        if not self.config.escalation.enabled:
+            return []
+        done: list[CaseChange] = []
+        while True:
+            due = await self._retry("next_escalation", lambda: self.store.next_escalation_at(exception_id))
+            if due is None or due > until:
+                return done
+            try:
+                case = await self._retry("read_case", lambda: self.store.get(exception_id))
+            except CaseNotFound:
+                return done
+            change = await self._retry("escalate", partial(self.store.escalate, exception_id, case.level + 1, due))
+            if change is None:
+                return done
+            if self.metrics is not None:
+                self.metrics.escalations.labels(level=str(change.level), severity=change.data.severity).inc()
+            done.append(await self._deliver(change, due))
+
+    async def superseded_resolution(self, event: ExceptionEvent, position: tuple[int, int]) -> ExceptionEvent | None:
+        """For an `exception.escalated` read back at `position` (partition, offset) of the
+        compacted `order-exceptions`: the resolution to publish again when its case is resolved
+        and the escalation landed after the resolution (the handler escalated before it read the
+        resolution), else None. Without it the topic's latest value would say escalated forever.
+        The event is the resolution as read (same id, data and time); a person's resolution of a
+        case the detector never resolved is not published."""
+        if event.type != "exception.escalated":
+            return None
+        xid = event.data.exception_id
+        try:
+            case = await self._retry("read_case", lambda: self.store.get(xid))
+        except CaseNotFound:
+            return None
+        if case.status != "resolved":
+            return None
+        where = await self._retry("resolved_position", lambda: self.store.resolved_position(xid))
+        if where is None:
+            return None
+        partition, offset, at = where
+        if partition == position[0] and offset > position[1]:
+            return None  # the resolution is the later of the two: the topic says resolved
+        data = case.to_data()
+        return ExceptionEvent(id=f"{xid}:resolved", type="exception.resolved", time=at, subject=data.subject, data=data)
+
     async def flush_outbox(self, send: Sender, *, batch: int = 100) -> int:
         """Publish the outbox's escalated events with `send`, oldest first; how many were sent.
         A failing send stops the flush and keeps that event (and later ones) for the next flush."""
@@ -160,14 +223,22 @@ class HandlerService:
             if failed or len(pending) < batch:
                 return sent_total
 
-    async def redeliver_pending(self, older_than: timedelta = timedelta(minutes=1)) -> int:
+    async def redeliver_pending(self, older_than: timedelta = timedelta(minutes=1), *, everything: bool = False) -> int:
         """Hand to the listeners again the changes recorded but never confirmed delivered (the process
-        stopped in between); call it at start-up and now and then. Listeners dedupe."""
+        stopped in between); call it at start-up and now and then. Listeners dedupe.
+
+        `everything`: every pending change whatever its time (at start-up, before this process
+        recorded anything, all of them are left over; a replay's changes carry event times)."""
         now = self.clock()
-        changes = await self._retry("pending_changes", lambda: self.store.pending_changes(now - older_than))
-        for change in changes:
-            await self._deliver(change, now)
-        return len(changes)
+        cutoff = _FAR_FUTURE if everything else now - older_than
+        total = 0
+        while True:
+            changes = await self._retry("pending_changes", lambda: self.store.pending_changes(cutoff))
+            for change in changes:
+                await self._deliver(change, now)
+            total += len(changes)
+            if len(changes) < 100:
+                return total
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -184,12 +255,15 @@ class HandlerService:
         data = change.data
         member: Membership | None = None
         iid = change.incident_id
+        paging = False
         if iid is None:
             if change.kind not in ("opened", "escalated") or change.status == "resolved":
                 return change
             # A change handed out again after a crash may concern a case that has resolved since.
             member_open = data.status != "resolved"
             member = await self._retry("incident_join", lambda: self.incidents.join(data, now, member_open=member_open))
+            # The change that joined is the one whose arrival reached the threshold.
+            paging = member is not None and member.role == "paging"
             if member is not None and member.role == "paging":
                 log.warning(
                     "handlers: incident %s opened: %s exceptions of %s share a cause",
@@ -205,12 +279,19 @@ class HandlerService:
                     "incident_member_resolved", lambda: self.incidents.member_resolved(iid, data.exception_id, now)
                 )
             member = await self._retry("incident_member", lambda: self.incidents.member(iid, data.exception_id))
+            # A re-delivered opened change pages again (the notifier sends the page once); the
+            # member's later moves never do.
+            paging = member is not None and member.role == "paging" and change.kind == "opened"
         if member is None:
             return change
         # An opened change carries the count when the case joined, so a re-delivered one reads the same.
         count = member.count_at_join if change.kind == "opened" else member.count
         return dataclasses.replace(
-            change, incident_id=member.incident_id, incident_count=count, suppressed=member.suppressed
+            change,
+            incident_id=member.incident_id,
+            incident_count=count,
+            suppressed=member.suppressed,
+            paging=paging,
         )
 
     async def _notify(self, listener: CaseListener, change: CaseChange) -> None:

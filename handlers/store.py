@@ -43,16 +43,22 @@ T = TypeVar("T")
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, ConnectionError)
 
 
-def open_redis(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
+def open_redis(url: str, *, timeout: float = 5.0, max_connections: int | None = None) -> aioredis.Redis:
     """A client for the handlers: bounded socket timeouts and one quick reconnect attempt, so an
-    outage surfaces as StoreUnavailable within seconds and the service's own backoff takes over."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-    )
+    outage surfaces as StoreUnavailable within seconds and the service's own backoff takes over.
+
+    With `max_connections`, a blocking pool of that size: a caller past it waits (up to `timeout`)
+    for a free connection instead of failing at once (the default pool raises past its size)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+    }
+    if max_connections is None:
+        return aioredis.Redis.from_url(url, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **options)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def case_key(prefix: str, exception_id: str) -> str:
@@ -140,8 +146,19 @@ local a = {data = ARGV[4], subject = ARGV[5], severity = ARGV[6], rule = ARGV[7]
            detected = ARGV[9], due1 = ARGV[10], due2 = ARGV[11], rev = ARGV[12], resolution = ARGV[13]}
 local level = tonumber(ARGV[14])
 local now, now_epoch, note, max_level = ARGV[15], ARGV[16], ARGV[17], tonumber(ARGV[18])
+local pos_partition, pos_offset, event_time = ARGV[19], tonumber(ARGV[20]), ARGV[21]
 local key = ckey(id)
 local exists = redis.call('EXISTS', key) == 1
+
+-- where on the topic the latest resolution was read: an escalation read back from a later offset
+-- means the topic's latest value for this key is no longer the resolution (see resolved_position)
+local function remember_resolution()
+  if pos_partition == '' then return end
+  local cur = redis.call('HMGET', key, 'rpart', 'roff')
+  if cur[1] ~= pos_partition or tonumber(cur[2] or '-1') < pos_offset then
+    redis.call('HSET', key, 'rpart', pos_partition, 'roff', pos_offset, 'rtime', event_time)
+  end
+end
 
 if typ == 'opened' then
   if exists then
@@ -163,9 +180,14 @@ end
 if typ == 'resolved' then
   if exists then
     local p = pending(id, id .. ':resolved')
-    if p then return p end
+    if p then remember_resolution() return p end
     local cur = redis.call('HMGET', key, 'status', 'level')
-    if cur[1] == 'resolved' then return {'none'} end
+    if cur[1] == 'resolved' then
+      -- a replay, or a person resolved it first: nothing moves, but this resolution is on the topic
+      remember_resolution()
+      return {'none'}
+    end
+    remember_resolution()
     redis.call('HSET', key, 'data', a.data, 'status', 'resolved', 'resolution', a.resolution, 'updated_at', now)
     reindex(id, cur[1], 'resolved')
     schedule(id, nil)
@@ -174,6 +196,7 @@ if typ == 'resolved' then
   end
   -- compacted topic: the opened event is gone, only its resolution is left
   create(id, a, 'resolved', 0, now)
+  remember_resolution()
   history(id, now, 'orderwatch', 'open', 'resolved', 0, note)
   return change(id, 'resolved', 'resolved', 0, now, now_epoch, 'orderwatch', note)
 end
@@ -399,9 +422,12 @@ class CaseStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def ingest(self, event: ExceptionEvent, now: datetime) -> CaseChange | None:
+    async def ingest(
+        self, event: ExceptionEvent, now: datetime, *, position: tuple[int, int] | None = None
+    ) -> CaseChange | None:
         """Apply one `order-exceptions` event; the change it made, or None when it changed nothing
-        (a replay, an evidence update, an escalation already recorded)."""
+        (a replay, an evidence update, an escalation already recorded). `position`: the event's
+        (partition, offset) on the topic, remembered for a resolution."""
         now = _utc(now)
         data = event.data
         kind = event.type.removeprefix("exception.")
@@ -438,6 +464,9 @@ class CaseStore:
             _epoch(now),
             note,
             MAX_LEVEL,
+            "" if position is None else str(position[0]),
+            -1 if position is None else position[1],
+            event.time.isoformat(),
         ]
         reply = await self._call(f"ingesting {event.type}", self._ingest(keys=[], args=args))
         return self._result(data.exception_id, "resolved", reply)
@@ -548,6 +577,16 @@ class CaseStore:
             "reading the escalation schedule", self._due(keys=[], args=[self.prefix, _epoch(_utc(now)), limit])
         )
         return [(_s(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    async def resolved_position(self, exception_id: str) -> tuple[int, int, datetime] | None:
+        """(partition, offset, event time) on `order-exceptions` of the latest resolution of this
+        case that `ingest` read, or None (none read with a position)."""
+        part, off, at = await self._call(
+            "reading a case", self.redis.hmget(case_key(self.prefix, exception_id), ["rpart", "roff", "rtime"])
+        )
+        if part is None or off is None or at is None:
+            return None
+        return int(_s(part)), int(_s(off)), datetime.fromisoformat(_s(at))
 
     async def next_escalation_at(self, exception_id: str) -> datetime | None:
         """When the case is next due for escalation, per the schedule (None: nothing scheduled)."""

@@ -1,4 +1,4 @@
-"""The `orderwatch` command line: backtest, simulate, schema.
+"""The `orderwatch` command line: backtest, simulate, schema, publish, worker, handlers-config.
 
 Exit codes: 0 done, 1 an input could not be read, 2 bad usage or configuration.
 """
@@ -152,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--config", metavar="FILE", help="rules configuration (TOML)")
     wk.add_argument("--web-port", type=int, help="port of /metrics and /health (default ORDERWATCH_WEB_PORT, 6066)")
     wk.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    only = wk.add_mutually_exclusive_group()
+    only.add_argument(
+        "--no-handlers",
+        action="store_true",
+        help="detection only: no case handling, no ops API (the handlers run in another worker)",
+    )
+    only.add_argument(
+        "--handlers-only",
+        action="store_true",
+        help="only the handlers (order-exceptions agent, escalation timer, ops API); no detector agents",
+    )
+    wk.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the handlers log actions and notifications instead of sending them (ORDERWATCH_DRY_RUN)",
+    )
+
+    hc = sub.add_parser(
+        "handlers-config",
+        help="validate a handlers config file and print the effective settings",
+        description="Read a handlers TOML file ([escalation], [incidents], [actions.<code>], [[webhooks]]), "
+        "validate every key and print the effective settings as JSON, defaults filled in. Secrets are not "
+        "printed: a webhook shows only the scheme and host of its URL and the names of its headers. "
+        "Exits 2 with a message naming the key when a value is wrong.",
+    )
+    hc.add_argument("file", metavar="FILE", help="handlers config (TOML), e.g. deploy/handlers.example.toml")
 
     dm = sub.add_parser(
         "demo",
@@ -184,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             return _publish(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "handlers-config":
+            return _handlers_config(args)
         if args.command == "demo":
             from streams.demo import run_demo
 
@@ -353,9 +381,24 @@ def _worker(args: argparse.Namespace) -> int:
         overrides["clock"] = args.clock
     if args.web_port:
         overrides["web_port"] = args.web_port
+    if args.dry_run:
+        overrides["dry_run"] = True
     settings = load_settings(**overrides)
     rules = RulesConfig.load(args.config) if args.config else RulesConfig()
-    run_worker(settings, rules, loglevel=args.loglevel)
+    handlers = None
+    if not args.no_handlers:
+        from handlers.config import load_handlers_config
+
+        handlers = load_handlers_config(settings.handlers_config)
+    run_worker(settings, rules, loglevel=args.loglevel, detection=not args.handlers_only, handlers=handlers)
+    return 0
+
+
+def _handlers_config(args: argparse.Namespace) -> int:
+    from handlers.config import load_handlers_config
+
+    config = load_handlers_config(args.file)
+    print(json.dumps(config.describe(), indent=2))
     return 0
 
 

@@ -38,6 +38,7 @@ from detectors.orders import OrderDetector
 from detectors.records import Emission, ExceptionRecord, iso, to_cloudevent
 from detectors.stock import StockDetector
 from detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
+from handlers.config import HandlersConfig
 from orderwatch.errors import InvalidEvent
 from schemas.events import parse_event
 from streams.clock import LagAwareClock
@@ -121,9 +122,19 @@ class Orderwatch:
     clock: LagAwareClock
     agents: dict[str, _Agent]
     actives: Callable[[], frozenset[tuple[str, int]]] = frozenset
+    handlers: Any = None  # streams.handling.HandlerRuntime when the handlers run in this app
 
 
-def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Metrics | None = None) -> Orderwatch:
+def create_app(
+    settings: Settings,
+    rules: RulesConfig | None = None,
+    metrics: Metrics | None = None,
+    *,
+    detection: bool = True,
+    handlers: HandlersConfig | None = None,
+) -> Orderwatch:
+    """The faust app: the detector's agents (unless `detection` is False) and, given a handlers
+    config, the handlers and the ops API (streams.handling)."""
     config = rules or RulesConfig()
     metrics = metrics or Metrics()
     app = faust.App(
@@ -332,7 +343,7 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason)
         await (await dlq_topic.send(key=msg.key, value=json.dumps(record).encode(), force=True))
 
-    for spec in agents.values():
+    for spec in agents.values() if detection else ():
         spec.table = app.Table(f"{spec.name}-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
         _install_agent(
             ow, spec, forward if spec.name in ("orders", "inventory") else None, forward_inputs, emit, dead_letter
@@ -416,6 +427,10 @@ def create_app(settings: Settings, rules: RulesConfig | None = None, metrics: Me
         clock.forget((tp.topic, tp.partition) for tp in assigned)
         owned["now"] = _actives(app)
 
+    if handlers is not None:
+        from streams.handling import install_handlers
+
+        ow.handlers = install_handlers(ow, handlers, detection=detection)
     return ow
 
 

@@ -1,7 +1,7 @@
 """Every Prometheus metric of orderwatch, in one place, built against a registry passed in
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
 severity, agent, partition number, kind, level, operation, action code, webhook channel name,
-outcome. Never an id.
+outcome, API view name and status code. Never an id.
 """
 
 from __future__ import annotations
@@ -116,6 +116,30 @@ class Metrics:
             "Webhook notifications by channel and outcome: sent, failed (one request that failed), "
             "dead_lettered, rate_limited, breaker_open, suppressed (covered by an incident page), dry_run",
             ["channel", "outcome"],
+            registry=r,
+        )
+        # Handlers running live (streams.handling) and the ops API (streams.api).
+        self.handler_messages = Counter(
+            "orderwatch_handler_messages_total",
+            "order-exceptions messages read by the handler agent, by outcome: changed (a case moved), "
+            "unchanged (a replay or an evidence update), invalid (not an exception event: skipped), tombstone",
+            ["outcome"],
+            registry=r,
+        )
+        self.resolutions_republished = Counter(
+            "orderwatch_handler_resolutions_republished_total",
+            "Resolutions published again because an escalation landed after them on the compacted topic",
+            registry=r,
+        )
+        self.handler_clock = Gauge(
+            "orderwatch_handler_clock_seconds",
+            "The handlers' clock (escalation time base) as a Unix time: wall clock, or event time in replays",
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "orderwatch_api_requests_total",
+            "Ops API requests by view (route name) and HTTP status code",
+            ["view", "code"],
             registry=r,
         )
         self.breaker_state = Gauge(

@@ -10,12 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import IO, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from detectors.config import RulesConfig
+from handlers.config import HandlersConfig
 from streams.app import create_app, internal_topics
 from streams.publish import kafka_client_options
 from streams.settings import Settings
@@ -64,13 +66,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
 async def pin_start_offsets(settings: Settings) -> dict[str, int]:
     """Give every partition the worker group reads a committed offset before faust starts.
 
-    faust resumes fetching before it seeks stream partitions to their committed offsets, and
-    clears the agents' queues in between (faust-streaming issue #216): a partition with a
-    committed offset is re-read from it, but one without keeps the fetch position, so what was
-    fetched and cleared is never processed. Seen here as a restarted worker whose first run
-    never committed starting its order topics at offset 18. Committing the beginning (the end
-    for tick topics, which carry no data) closes that gap. Only possible while the group has no
-    members; a running group has committed offsets of its own by then, so refusal is fine.
+    faust resumes fetching before it seeks stream partitions to their committed offsets
+    (faust-streaming issue #216), so an agent can see a partition start past where it should.
+    The runtime detects that by comparing the first offset it gets with the committed one and
+    reads the gap again (streams.app), which needs a committed offset to compare with: a group
+    that never committed has none. Committing the beginning (the end for tick topics, which
+    carry no data) gives it one. Only possible while the group has no members; a running group
+    has committed offsets of its own by then, so refusal is fine.
 
     Returns the number of partitions pinned per topic."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -103,14 +105,23 @@ async def pin_start_offsets(settings: Settings) -> dict[str, int]:
         await consumer.stop()
 
 
-def run_worker(settings: Settings, rules: RulesConfig | None = None, loglevel: str = "info") -> None:
+def run_worker(
+    settings: Settings,
+    rules: RulesConfig | None = None,
+    loglevel: str = "info",
+    *,
+    detection: bool = True,
+    handlers: HandlersConfig | None = None,
+) -> None:
+    """Run a worker: the detector's agents (unless `detection` is False) and, given a handlers
+    config, the handlers and the ops API."""
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
     pinned = asyncio.run(pin_start_offsets(settings))
     if pinned:
         log.info("pinned start offsets of %s partitions without a commit", sum(pinned.values()))
-    ow = create_app(settings, rules)
+    ow = create_app(settings, rules, detection=detection, handlers=handlers)
     from faust import Worker
 
     Worker(ow.app, loglevel=loglevel).execute_from_commandline()
@@ -123,9 +134,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn_worker(settings: Settings, clock: str, log: IO[bytes] | Any) -> subprocess.Popen[bytes]:
-    """`orderwatch worker --clock CLOCK` as a child process configured by `settings` (the demo,
-    the runtime benchmark and the integration tests run a real worker this way)."""
+def spawn_worker(
+    settings: Settings, clock: str, log: IO[bytes] | Any, *, handlers: bool = False, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """`orderwatch worker --clock CLOCK [ARGS]` as a child process configured by `settings` (the
+    demo, the runtime benchmark and the integration tests run a real worker this way).
+
+    Detection only (`--no-handlers`) unless `handlers`: then the handlers run too, with the
+    settings' Redis URL and prefix, API token, handlers config file and dry run."""
     env = {
         **os.environ,
         "ORDERWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -133,9 +149,25 @@ def spawn_worker(settings: Settings, clock: str, log: IO[bytes] | Any) -> subpro
         "ORDERWATCH_APP_ID": settings.app_id,
         "ORDERWATCH_PARTITIONS": str(settings.partitions),
         "ORDERWATCH_WEB_PORT": str(settings.web_port),
+        "ORDERWATCH_REDIS_URL": settings.redis_url,
+        "ORDERWATCH_REDIS_PREFIX": settings.redis_prefix,
+        "ORDERWATCH_DRY_RUN": "1" if settings.dry_run else "0",
     }
+    for name, value in (("API_TOKEN", settings.api_token), ("HANDLERS_CONFIG", settings.handlers_config)):
+        env.pop(f"ORDERWATCH_{name}", None)  # the settings say, not whatever the parent had
+        if value is not None:
+            env[f"ORDERWATCH_{name}"] = value if isinstance(value, str) else value.get_secret_value()
     return subprocess.Popen(
-        [sys.executable, "-m", "orderwatch.cli", "worker", "--clock", clock],
+        [
+            sys.executable,
+            "-m",
+            "orderwatch.cli",
+            "worker",
+            "--clock",
+            clock,
+            *([] if handlers else ["--no-handlers"]),
+            *args,
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

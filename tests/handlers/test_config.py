@@ -30,11 +30,27 @@ def test_values_from_a_file(tmp_path: Path) -> None:
     path.write_text(
         "[escalation]\nlevel_2_factor = 3\nenabled = false\n\n"
         '[incidents]\nwindow_minutes = 10.5\nthreshold = 5\ndimensions = ["carrier"]\n\n'
-        "[webhooks]\nwhatever = 1\n"
+        '[actions.contact_carrier]\nmode = "off"\n\n'
+        '[[webhooks]]\nname = "ops"\nurl = "https://hooks.example.org/T0/B0/secret-token"\n'
     )
     cfg = load_handlers_config(path)
     assert cfg.escalation == EscalationConfig(enabled=False, level_2_factor=3.0)
     assert cfg.incidents == IncidentConfig(window_minutes=10.5, threshold=5, dimensions=["carrier"])
+    # one loader, every section
+    assert cfg.actions.rule("contact_carrier").mode == "off"
+    assert [c.name for c in cfg.webhooks] == ["ops"]
+    shown = cfg.describe()
+    assert shown["webhooks"][0]["url"] == "https://hooks.example.org/..."
+    assert "secret-token" not in str(shown)
+    assert shown["actions"]["contact_carrier"]["mode"] == "off"
+
+
+def test_an_unknown_section_is_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        HandlersConfig.from_toml({"webhook": [{"name": "x", "url": "http://x"}]})
+    assert str(err.value) == (
+        "handlers config [webhook]: unknown section, expected one of escalation, incidents, actions, webhooks"
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,3 +100,44 @@ def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
     bad.write_text("[escalation\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_handlers_config(bad)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "handlers.example.toml"
+
+
+def test_the_shipped_example_loads_and_sets_every_key() -> None:
+    import tomllib
+
+    from handlers.notify import Channel
+    from handlers.policy import ActionRule
+
+    cfg = load_handlers_config(EXAMPLE)
+    doc = tomllib.loads(EXAMPLE.read_text())
+    # every key each section knows appears in the example at least once: it documents them all
+    assert set(doc["escalation"]) == set(EscalationConfig.model_fields)
+    assert set(doc["incidents"]) == set(IncidentConfig.model_fields)
+    assert set().union(*(set(t) for t in doc["actions"].values())) == set(ActionRule.model_fields)
+    assert set().union(*(set(t) for t in doc["webhooks"])) == set(Channel.model_fields)
+    assert [c.name for c in cfg.webhooks] == ["ops-slack", "audit"]
+    assert cfg.actions.rule("contact_carrier").max_attempts == 5
+
+
+def test_handlers_config_command_prints_the_effective_settings_without_secrets(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from orderwatch.cli import main
+
+    assert main(["handlers-config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert set(shown) == {"escalation", "incidents", "actions", "webhooks"}
+    assert shown["webhooks"][0]["url"] == "https://hooks.slack.com/..."
+    assert shown["webhooks"][0]["headers"] == ["Authorization"]
+    assert shown["actions"]["refund_duplicate_payment"]["max_amount"] == "50.00"
+    assert "XXXXXXXX" not in out and "replace-me" not in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[webhooks]]\nname = "x"\nurl = "ftp://example.org"\n')
+    assert main(["handlers-config", str(bad)]) == 2
+    assert "[[webhooks]] 'x' url: expected an http:// or https:// URL" in capsys.readouterr().err

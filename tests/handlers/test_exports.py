@@ -10,7 +10,7 @@ import sys
 import pytest
 
 EXPORTS = {
-    "handlers.privacy": {"MASK", "PERSONAL_KEYS", "mask_evidence", "mask_text"},
+    "handlers.privacy": {"MASK", "PERSONAL_KEYS", "mask_evidence", "mask_summary", "mask_text"},
     "handlers.cases": {
         "ALLOWED_FROM",
         "MAX_LEVEL",
@@ -40,6 +40,7 @@ EXPORTS = {
         "EscalationConfig",
         "HandlersConfig",
         "IncidentConfig",
+        "SECTIONS",
         "load_handlers_config",
         "load_section",
         "read_toml",

@@ -64,6 +64,8 @@ async def test_ten_stalls_with_one_carrier_page_once(service: HandlerService, re
     assert [c.suppressed for c in changes] == [False] * 3 + [True] * 7
     pages = [c for c in changes if not c.suppressed and c.incident_count >= 3]
     assert len(pages) == 1
+    # the service marks that change as the page, and only that one
+    assert [c.paging for c in changes] == [False, False, True] + [False] * 7
     metrics = service.metrics
     assert metrics is not None
     assert metrics.registry.get_sample_value("orderwatch_incidents_opened_total", {"rule": "TRACKING_STALLED"}) == 1

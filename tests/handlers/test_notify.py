@@ -196,24 +196,28 @@ def test_a_suppressed_case_is_not_sent_its_incident_is() -> None:
     assert body["summary"] == "3 DELIVERY_FAILED exceptions share carrier dhl."
 
 
-def test_with_the_threshold_the_member_that_reaches_it_pages_instead_of_its_case() -> None:
+def test_the_paging_change_pages_instead_of_its_case() -> None:
     paging = _channel("paging")
     quiet = _channel("quiet", kinds=("opened",))
     data = _exception("DELIVERY_FAILED", evidence={"shipment_id": "s-1", "carrier": "dhl"})
 
     def sent(ch: CaseChange) -> list[tuple[str, str]]:
-        return [(m.channel.name, m.kind) for m in route(ch, [paging, quiet], incident_threshold=3)[0]]
+        return [(m.channel.name, m.kind) for m in route(ch, [paging, quiet])[0]]
 
     # forming (below the threshold): each case as usual
     assert sent(change(data, incident_id="inc-1", incident_count=2)) == [("paging", "opened"), ("quiet", "opened")]
-    # the member that reaches it: the page where incidents are wanted, the case elsewhere
-    assert sent(change(data, incident_id="inc-1", incident_count=3)) == [("paging", "incident"), ("quiet", "opened")]
+    # the member that reaches it (the service marks it paging): the page where incidents are
+    # wanted, the case elsewhere
+    reached = change(data, incident_id="inc-1", incident_count=3, paging=True)
+    assert sent(reached) == [("paging", "incident"), ("quiet", "opened")]
+    # the count alone decides nothing (the threshold is the service's business)
+    assert sent(change(data, incident_id="inc-1", incident_count=3)) == [("paging", "opened"), ("quiet", "opened")]
     # its later escalation is a case move, not a second page
     assert sent(change(data, "escalated", level=1, incident_id="inc-1", incident_count=9)) == [("paging", "escalated")]
     # members that join later are covered by the page
     assert sent(change(data, incident_id="inc-1", incident_count=4, suppressed=True)) == [("paging", "incident")]
-    # without an incident, the count means nothing
-    assert sent(change(data, incident_count=7)) == [("paging", "opened"), ("quiet", "opened")]
+    # without an incident, paging means nothing
+    assert sent(change(data, incident_count=7, paging=True)) == [("paging", "opened"), ("quiet", "opened")]
 
 
 def test_json_body_has_the_case_facts() -> None:
@@ -524,11 +528,11 @@ async def test_the_member_reaching_the_threshold_pages_once(
     redis_client: Redis, redis_prefix: str, session: aiohttp.ClientSession, hook: Hook, metrics: Metrics
 ) -> None:
     # What the case store hands over: forming members, the paging one, then suppressed ones.
-    notifier = Notifier(redis_client, redis_prefix, [_channel(url=hook.url)], session, metrics, incident_threshold=3)
+    notifier = Notifier(redis_client, redis_prefix, [_channel(url=hook.url)], session, metrics)
     members = [_exception(evidence={"shipment_id": f"s-{n}", "carrier": "ups"}) for n in range(5)]
     for n, data in enumerate(members, 1):
-        await notifier(change(data, incident_id="inc-8", incident_count=n, suppressed=n > 3))
-    await notifier(change(members[2], incident_id="inc-8", incident_count=3))  # re-delivered
+        await notifier(change(data, incident_id="inc-8", incident_count=n, suppressed=n > 3, paging=n == 3))
+    await notifier(change(members[2], incident_id="inc-8", incident_count=3, paging=True))  # re-delivered
     got = [(b["kind"], b["exception_id"], b.get("count")) for b in hook.bodies()]
     assert got == [
         ("opened", members[0].exception_id, None),

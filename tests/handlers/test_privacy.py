@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.privacy import MASK, mask_evidence, mask_text
+from handlers.privacy import MASK, mask_evidence, mask_summary, mask_text
 
 PHONE = "+4915123456789"
 ADDRESS = {"recipient": "Ada Lovelace", "line1": "12 Acacia Avenue", "line2": "Flat 3", "city": "Berlin",
@@ -113,3 +113,14 @@ def test_real_backtest_evidence_is_unchanged(tmp_path: Path) -> None:
     assert events
     for ev in events:
         assert mask_evidence(ev["data"]["evidence"]) == ev["data"]["evidence"], ev["data"]["rule"]
+
+
+def test_mask_summary_hides_the_evidence_personal_values_in_free_text() -> None:
+    evidence = {"contact_phone": PHONE, "shipping_address": ADDRESS, "order_id": "o-1", "carrier": "dhl"}
+    summary = f"Order o-1: dhl cannot deliver to Ada Lovelace, 12 Acacia Avenue, Berlin (call {PHONE})."
+    masked = mask_summary(summary, evidence)
+    assert masked == f"Order o-1: dhl cannot deliver to {MASK}, {MASK}, {MASK} (call {MASK})."
+    # nothing personal in the evidence: only phone- and email-shaped text goes
+    assert mask_summary("Order o-1 stalled at dhl; ada@example.org", {"carrier": "dhl"}) == (
+        f"Order o-1 stalled at dhl; {MASK}"
+    )
