@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 
+from handlers._lua import page_query
 from handlers.config import IncidentConfig
 from handlers.store import _UNAVAILABLE, case_key
 from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
@@ -280,27 +281,7 @@ return {'ok', redis.call('HGETALL', key)}
 """
 )
 
-_QUERY = r"""
-local P, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local keys = {}
-for i = 4, #ARGV do keys[#keys + 1] = ARGV[i] end
-if #keys == 0 then keys = {P .. 'incidents:all'} end
-local ids, total
-if #keys == 1 then
-  total = redis.call('ZCARD', keys[1])
-  if limit <= 0 then return {total} end
-  ids = redis.call('ZREVRANGE', keys[1], offset, offset + limit - 1)
-else
-  local all = redis.call('ZINTER', #keys, unpack(keys))
-  total = #all
-  ids = {}
-  local i = #all - offset
-  while i >= 1 and #ids < limit do ids[#ids + 1] = all[i] i = i - 1 end
-end
-local out = {total}
-for _, id in ipairs(ids) do out[#out + 1] = redis.call('HGETALL', P .. 'incident:' .. id) end
-return out
-"""
+_QUERY = page_query("incidents:all", "incident:")
 
 
 def _s(value: Any) -> str:

@@ -19,6 +19,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from handlers._lua import page_query
 from handlers.cases import (
     ALLOWED_FROM,
     MAX_LEVEL,
@@ -289,30 +290,7 @@ end
 return out
 """
 
-_QUERY = r"""
-local P, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local keys = {}
-for i = 4, #ARGV do keys[#keys + 1] = ARGV[i] end
-if #keys == 0 then keys = {P .. 'cases:all'} end
-local ids, total
-if #keys == 1 then
-  total = redis.call('ZCARD', keys[1])
-  if limit <= 0 then return {total} end
-  ids = redis.call('ZREVRANGE', keys[1], offset, offset + limit - 1)
-else
-  local all = redis.call('ZINTER', #keys, unpack(keys))
-  total = #all
-  ids = {}
-  local i = #all - offset
-  while i >= 1 and #ids < limit do
-    ids[#ids + 1] = all[i]
-    i = i - 1
-  end
-end
-local out = {total}
-for _, id in ipairs(ids) do out[#out + 1] = redis.call('HGETALL', P .. 'case:' .. id) end
-return out
-"""
+_QUERY = page_query("cases:all", "case:")
 
 _PENDING = r"""
 local P = ARGV[1]
