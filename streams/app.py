@@ -52,6 +52,10 @@ log = logging.getLogger("orderwatch.streams")
 
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
+WATERMARK_INTERVAL = 0.25  # seconds between watermark rounds (sent only when they moved)
+WATERMARK_REFRESH = 2.0  # resent unchanged this often, for a partition's new owner
+LIVE = float("inf")  # a watermark meaning "caught up, live": no bound
+LIVE_TTL = 3 * WATERMARK_REFRESH  # a live watermark older than this bounds like an unknown one
 
 
 def internal_topics(settings: Settings) -> list[str]:
@@ -109,6 +113,9 @@ class _Agent:
     runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
     held: dict[str, _Held] = field(default_factory=dict)  # "topic:partition" -> messages not acked yet
     bounded_by: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # topics whose every partition forwards to us
+    # our partition -> source partition -> (bound or LIVE, wall time received)
+    marks: dict[int, dict[tuple[str, int], tuple[float, float]]] = field(default_factory=dict)
     ready: asyncio.Event | None = None
 
 
@@ -169,6 +176,7 @@ def create_app(
         lateness=settings.lateness_seconds,
         highwater=lambda tp: _highwater(app, tp),
         committed=lambda tp: _committed(app, tp),
+        partitions=settings.partitions,
     )
     # The blocklist is global: every worker needs every entry, whatever partitions it owns. faust's
     # GlobalTable cannot adopt an existing compacted topic as its changelog (assignment hangs), so a
@@ -251,6 +259,11 @@ def create_app(
         ),
     }
     agents["orders"].bounded_by = ["customer"]
+    # Who forwards into each agent's repartition topics, from every partition, on any worker.
+    agents["orders"].sources = [prefix("inventory"), by["customer"]]
+    agents["address"].sources = [prefix("orders")]
+    agents["customer"].sources = [prefix("orders")]
+    agents["provider"].sources = [prefix("payments")]
     agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     ow = Orderwatch(app, settings, metrics, clock, agents)
@@ -350,6 +363,54 @@ def create_app(
         )
 
     tick_topics = {name: app.topic(spec.ticks, key_type=bytes, value_type=bytes) for name, spec in agents.items()}
+
+    # Watermarks: every source partition this worker owns tells every partition of the topics it
+    # forwards to how far it has forwarded. Sent through the same topic partitions as the
+    # forwards, after them, so a watermark never overtakes what it vouches for.
+    downstream = {
+        prefix("orders"): [by_topics["address"], by_topics["customer"]],
+        prefix("payments"): [by_topics["provider"]],
+        prefix("inventory"): [inbox_topic],
+        by["customer"]: [inbox_topic],
+    }
+    sent_marks: dict[tuple[str, int], tuple[float | None, float]] = {}  # source -> (bound, wall time sent)
+
+    async def send_watermarks() -> None:
+        wall = time.time()
+        for src, q in sorted(actives()):
+            targets = downstream.get(src)
+            if targets is None:
+                continue
+            bound: float | None
+            if src == by["customer"]:
+                # The customer agent sends DUPLICATE_ORDER records when it applies an event: its
+                # clock is how far it has forwarded, in either clock mode.
+                bound = _agent_now(actives, agents, clock, "customer", q)
+                applied = agents["customer"].runtimes.get(q)
+                if applied is not None:
+                    bound = min(bound, applied.clock)  # sent up to what it has applied
+                if clock.mode == "wall" and not clock.lagging((src, q)) and not (applied and applied.buffered):
+                    bound = None  # live and idle: nothing to wait for
+            else:
+                # Forwarded on receipt: bounded by what was received, like a local upstream.
+                bound = clock.source_bound((src, q))
+            last = sent_marks.get((src, q))
+            unmoved = last is not None and (
+                last[0] == bound or (bound is not None and last[0] is not None and last[0] >= bound)
+            )
+            if last is not None and unmoved and wall - last[1] < WATERMARK_REFRESH:
+                continue
+            sent_marks[(src, q)] = (bound, wall)
+            live = bound is None
+            t = None if live or bound == float("-inf") else bound
+            value = json.dumps({"wm": src, "p": q, "t": t, "live": live}).encode()
+            for topic in targets:
+                for r in range(partitions):
+                    await topic.send(key=b"wm", value=value, partition=r, force=True)
+
+    @app.timer(interval=WATERMARK_INTERVAL)  # type: ignore[untyped-decorator]
+    async def watermarks() -> None:
+        await send_watermarks()
 
     @app.timer(interval=TICK_INTERVAL)  # type: ignore[untyped-decorator]
     async def tick() -> None:
@@ -549,6 +610,27 @@ def _install_agent(
                 await manual.ack(event)
                 continue
             value = msg.value
+            tpkey = f"{msg.topic}:{partition}"
+            if tpkey not in rt.ledger.low:
+                await resume(rt, tpkey, msg.topic, partition, msg.offset)
+            if value and value.startswith(b'{"wm":'):
+                try:
+                    mark = json.loads(value)
+                    source = (str(mark["wm"]), int(mark["p"]))
+                    marks = spec.marks.setdefault(partition, {})
+                    if mark.get("live"):
+                        marks[source] = (LIVE, time.time())
+                    elif mark["t"] is not None:
+                        # A source that went from live back to lagging may bound us lower again.
+                        old = marks.get(source)
+                        keep = old is not None and old[0] != LIVE and old[0] > float(mark["t"])
+                        marks[source] = (old[0] if keep and old else float(mark["t"]), time.time())
+                except (ValueError, KeyError, TypeError):
+                    log.warning("%s: unreadable watermark at %s[%s]@%s", name, msg.topic, partition, msg.offset)
+                clock.observe((msg.topic, partition), msg.offset, None)
+                await settle(rt, manual, tpkey, msg.offset, event)
+                await flush(rt, partition, manual, _agent_now(ow.actives, ow.agents, clock, name, partition))
+                continue
             try:
                 if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
                     ev: Any = _Adopt(json.loads(value))
@@ -566,9 +648,6 @@ def _install_agent(
                 metrics.events_in.labels(msg.topic, ev.type).inc()
                 if forward is not None and msg.topic in forward_inputs:
                     await forward(ev, value)
-            tpkey = f"{msg.topic}:{partition}"
-            if tpkey not in rt.ledger.low:
-                await resume(rt, tpkey, msg.topic, partition, msg.offset)
             if rt.waiting(tpkey, msg.offset):
                 hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
                 continue
@@ -661,6 +740,18 @@ def _agent_now(
     actives = ow_actives()
     tps, frozen = _clock_tps(spec, partition, clock, actives)
     now = clock.now(tps, (name, partition), frozen)
+    if spec.sources:
+        # Never past what every source partition, on this worker or another, has vouched for.
+        marks = spec.marks.get(partition, {})
+        wall = time.time()
+        for src in spec.sources:
+            for q in range(clock.partitions):
+                bound, at = marks.get((src, q), (float("-inf"), 0.0))
+                if bound == LIVE:
+                    if wall - at < LIVE_TTL:
+                        continue  # caught up, and said so recently: no bound
+                    bound = float("-inf")  # silent for too long: its worker may be gone
+                now = min(now, bound)
     for other in spec.bounded_by:
         ospec = agents[other]
         for topic, q in actives:
