@@ -54,8 +54,6 @@ AGENTS = ("orders", "inventory", "address", "customer", "provider")
 TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
 WATERMARK_INTERVAL = 0.25  # seconds between watermark rounds (sent only when they moved)
 WATERMARK_REFRESH = 2.0  # resent unchanged this often, for a partition's new owner
-LIVE = float("inf")  # a watermark meaning "caught up, live": no bound
-LIVE_TTL = 3 * WATERMARK_REFRESH  # a live watermark older than this bounds like an unknown one
 
 
 def internal_topics(settings: Settings) -> list[str]:
@@ -114,8 +112,7 @@ class _Agent:
     held: dict[str, _Held] = field(default_factory=dict)  # "topic:partition" -> messages not acked yet
     bounded_by: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # topics whose every partition forwards to us
-    # our partition -> source partition -> (bound or LIVE, wall time received)
-    marks: dict[int, dict[tuple[str, int], tuple[float, float]]] = field(default_factory=dict)
+    marks: dict[int, dict[tuple[str, int], float]] = field(default_factory=dict)  # our partition -> source -> bound
     ready: asyncio.Event | None = None
 
 
@@ -373,37 +370,37 @@ def create_app(
         prefix("inventory"): [inbox_topic],
         by["customer"]: [inbox_topic],
     }
-    sent_marks: dict[tuple[str, int], tuple[float | None, float]] = {}  # source -> (bound, wall time sent)
+    sent_marks: dict[tuple[str, int], tuple[float, float]] = {}  # source -> (bound, wall time sent)
 
     async def send_watermarks() -> None:
+        if clock.mode != "event":
+            # Live, with the measured cost (p99 deadline latency 117 -> 250-340 ms in
+            # bench_runtime) and the wall clock bounding every agent alike, they are not used.
+            return
         wall = time.time()
         for src, q in sorted(actives()):
             targets = downstream.get(src)
             if targets is None:
                 continue
-            bound: float | None
             if src == by["customer"]:
                 # The customer agent sends DUPLICATE_ORDER records when it applies an event: its
-                # clock is how far it has forwarded, in either clock mode.
+                # clock is how far it has forwarded.
                 bound = _agent_now(actives, agents, clock, "customer", q)
                 applied = agents["customer"].runtimes.get(q)
                 if applied is not None:
-                    bound = min(bound, applied.clock)  # sent up to what it has applied
-                if clock.mode == "wall" and not clock.lagging((src, q)) and not (applied and applied.buffered):
-                    bound = None  # live and idle: nothing to wait for
+                    # A buffered event sends its record when applied, at its event time; with
+                    # nothing buffered, everything received was applied and its records sent.
+                    bound = min(bound, applied.oldest)
             else:
                 # Forwarded on receipt: bounded by what was received, like a local upstream.
                 bound = clock.source_bound((src, q))
+            if bound == float("-inf"):
+                continue  # vouches for nothing yet
             last = sent_marks.get((src, q))
-            unmoved = last is not None and (
-                last[0] == bound or (bound is not None and last[0] is not None and last[0] >= bound)
-            )
-            if last is not None and unmoved and wall - last[1] < WATERMARK_REFRESH:
+            if last is not None and last[0] >= bound and wall - last[1] < WATERMARK_REFRESH:
                 continue
             sent_marks[(src, q)] = (bound, wall)
-            live = bound is None
-            t = None if live or bound == float("-inf") else bound
-            value = json.dumps({"wm": src, "p": q, "t": t, "live": live}).encode()
+            value = json.dumps({"wm": src, "p": q, "t": bound}).encode()
             for topic in targets:
                 for r in range(partitions):
                     await topic.send(key=b"wm", value=value, partition=r, force=True)
@@ -618,13 +615,9 @@ def _install_agent(
                     mark = json.loads(value)
                     source = (str(mark["wm"]), int(mark["p"]))
                     marks = spec.marks.setdefault(partition, {})
-                    if mark.get("live"):
-                        marks[source] = (LIVE, time.time())
-                    elif mark["t"] is not None:
-                        # A source that went from live back to lagging may bound us lower again.
-                        old = marks.get(source)
-                        keep = old is not None and old[0] != LIVE and old[0] > float(mark["t"])
-                        marks[source] = (old[0] if keep and old else float(mark["t"]), time.time())
+                    # Kept at its largest: a source's new owner starts lower, but what the old
+                    # one vouched for was forwarded all the same.
+                    marks[source] = max(marks.get(source, float("-inf")), float(mark["t"]))
                 except (ValueError, KeyError, TypeError):
                     log.warning("%s: unreadable watermark at %s[%s]@%s", name, msg.topic, partition, msg.offset)
                 clock.observe((msg.topic, partition), msg.offset, None)
@@ -740,18 +733,12 @@ def _agent_now(
     actives = ow_actives()
     tps, frozen = _clock_tps(spec, partition, clock, actives)
     now = clock.now(tps, (name, partition), frozen)
-    if spec.sources:
+    if spec.sources and clock.mode == "event":
         # Never past what every source partition, on this worker or another, has vouched for.
         marks = spec.marks.get(partition, {})
-        wall = time.time()
         for src in spec.sources:
             for q in range(clock.partitions):
-                bound, at = marks.get((src, q), (float("-inf"), 0.0))
-                if bound == LIVE:
-                    if wall - at < LIVE_TTL:
-                        continue  # caught up, and said so recently: no bound
-                    bound = float("-inf")  # silent for too long: its worker may be gone
-                now = min(now, bound)
+                now = min(now, marks.get((src, q), float("-inf")))
     for other in spec.bounded_by:
         ospec = agents[other]
         for topic, q in actives:

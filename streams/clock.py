@@ -130,16 +130,13 @@ class LagAwareClock:
         self._last_now[who] = now
         return now
 
-    def source_bound(self, tp: TP) -> float | None:
-        """How far an agent downstream may let its clock go as far as `tp` is concerned, when
-        this worker forwards what it reads from `tp` on receipt: its progress minus the
-        lateness while it lags; once caught up, the worker's watermark (event clock), or None
-        (wall clock: live, no bound beyond the downstream's own wall clock)."""
+    def source_bound(self, tp: TP) -> float:
+        """Event clock: how far an agent downstream may let its clock go as far as `tp` is
+        concerned, when this worker forwards what it reads from `tp` on receipt: its progress
+        minus the lateness while it lags, the worker's watermark once caught up."""
         if self.lagging(tp):
             return self._max_of(tp) - self.lateness
-        if self.mode == "event":
-            return max(self._max_of(tp), self.max_event_time) - self.lateness
-        return None
+        return max(self._max_of(tp), self.max_event_time) - self.lateness
 
     def _now(self, tps: list[TP], who: object, wall: float) -> float:
         lagging = [tp for tp in tps if self.lagging(tp)]

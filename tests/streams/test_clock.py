@@ -132,13 +132,10 @@ def test_a_partition_with_a_hole_lags_until_the_re_read_reaches_its_end() -> Non
     assert not clock.lagging(A)
 
 
-def test_a_source_partition_vouches_for_its_progress_then_the_watermark_or_live() -> None:
+def test_a_source_partition_vouches_for_its_progress_then_the_watermark() -> None:
     clock, _hw, _ = make(highwaters={A: 10, B: 1})
     clock.observe(A, 3, 5000.0)
     clock.observe(B, 0, 9000.0)
     assert clock.source_bound(A) == 5000.0 - 60  # lagging: what it has received, minus lateness
     clock.observe(A, 9, 5100.0)
     assert clock.source_bound(A) == 9000.0 - 60  # caught up: the worker's watermark
-    wall, _, _ = make(mode="wall", highwaters={A: 10}, wall=10_000.0)
-    wall.observe(A, 9, 9_000.0)
-    assert wall.source_bound(A) is None  # caught up, live: no bound beyond the downstream's wall clock
