@@ -100,8 +100,10 @@ async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[st
             if first is None and done > 0:
                 first = (now, done)
             # The last minute of event time stays in the reorder buffer (within the lateness), so
-            # the committed total stops just short of `total`: done when it stops moving.
-            if done >= total or (first is not None and now - last_change > 5) or now - started > 900:
+            # the committed total stops just short of `total`: done when it stops moving. It can
+            # also pause mid-replay while agents wait for their slowest source partition's
+            # watermark (the inventory agent, here), hence the long quiet period.
+            if done >= total or (first is not None and now - last_change > 30) or now - started > 900:
                 break
         end = last_change
     finally:

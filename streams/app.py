@@ -446,9 +446,19 @@ def create_app(
             for partition, rt in sorted(spec.runtimes.items()):
                 tps, frozen = _clock_tps(spec, partition, clock, actives)
                 now = _agent_now(ow.actives, agents, clock, name, partition)
+                marks = spec.marks.get(partition, {})
+                sources = [(src, q) for src in spec.sources for q in range(partitions)]
+                lowest = min(sources, key=lambda sq: marks.get(sq, float("-inf")), default=None)
                 parts[str(partition)] = {
                     "clock": iso(now) if now > 0 else None,
                     "buffered": rt.buffered,
+                    # The source partition whose watermark holds this clock lowest (event clock).
+                    "watermark_low": None
+                    if lowest is None
+                    else {
+                        "source": f"{lowest[0]}[{lowest[1]}]",
+                        "mark": iso(marks[lowest]) if marks.get(lowest, float("-inf")) > 0 else None,
+                    },
                     "holding": [
                         {
                             "tp": f"{t}[{p}]",
