@@ -101,8 +101,8 @@ async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[st
                 first = (now, done)
             # The last minute of event time stays in the reorder buffer (within the lateness), so
             # the committed total stops just short of `total`: done when it stops moving. It can
-            # also pause mid-replay while agents wait for their slowest source partition's
-            # watermark (the inventory agent, here), hence the long quiet period.
+            # also pause mid-replay while agents wait for their slowest input
+            # (the inventory topic, here), hence the long quiet period.
             if done >= total or (first is not None and now - last_change > 30) or now - started > 900:
                 break
         end = last_change

@@ -52,8 +52,6 @@ log = logging.getLogger("orderwatch.streams")
 
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
-WATERMARK_INTERVAL = 0.25  # seconds between watermark rounds (sent only when they moved)
-WATERMARK_REFRESH = 2.0  # resent unchanged this often, for a partition's new owner
 
 
 def internal_topics(settings: Settings) -> list[str]:
@@ -111,8 +109,6 @@ class _Agent:
     runtimes: dict[int, PartitionRuntime[Any]] = field(default_factory=dict)
     held: dict[str, _Held] = field(default_factory=dict)  # "topic:partition" -> messages not acked yet
     bounded_by: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)  # topics whose every partition forwards to us
-    marks: dict[int, dict[tuple[str, int], float]] = field(default_factory=dict)  # our partition -> source -> bound
     ready: asyncio.Event | None = None
 
 
@@ -173,7 +169,6 @@ def create_app(
         lateness=settings.lateness_seconds,
         highwater=lambda tp: _highwater(app, tp),
         committed=lambda tp: _committed(app, tp),
-        partitions=settings.partitions,
     )
     # The blocklist is global: every worker needs every entry, whatever partitions it owns. faust's
     # GlobalTable cannot adopt an existing compacted topic as its changelog (assignment hangs), so a
@@ -256,11 +251,6 @@ def create_app(
         ),
     }
     agents["orders"].bounded_by = ["customer"]
-    # Who forwards into each agent's repartition topics, from every partition, on any worker.
-    agents["orders"].sources = [prefix("inventory"), by["customer"]]
-    agents["address"].sources = [prefix("orders")]
-    agents["customer"].sources = [prefix("orders")]
-    agents["provider"].sources = [prefix("payments")]
     agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     ow = Orderwatch(app, settings, metrics, clock, agents)
@@ -361,54 +351,6 @@ def create_app(
 
     tick_topics = {name: app.topic(spec.ticks, key_type=bytes, value_type=bytes) for name, spec in agents.items()}
 
-    # Watermarks: every source partition this worker owns tells every partition of the topics it
-    # forwards to how far it has forwarded. Sent through the same topic partitions as the
-    # forwards, after them, so a watermark never overtakes what it vouches for.
-    downstream = {
-        prefix("orders"): [by_topics["address"], by_topics["customer"]],
-        prefix("payments"): [by_topics["provider"]],
-        prefix("inventory"): [inbox_topic],
-        by["customer"]: [inbox_topic],
-    }
-    sent_marks: dict[tuple[str, int], tuple[float, float]] = {}  # source -> (bound, wall time sent)
-
-    async def send_watermarks() -> None:
-        if clock.mode != "event":
-            # Live, with the measured cost (p99 deadline latency 117 -> 250-340 ms in
-            # bench_runtime) and the wall clock bounding every agent alike, they are not used.
-            return
-        wall = time.time()
-        for src, q in sorted(actives()):
-            targets = downstream.get(src)
-            if targets is None:
-                continue
-            if src == by["customer"]:
-                # The customer agent sends DUPLICATE_ORDER records when it applies an event: its
-                # clock is how far it has forwarded.
-                bound = _agent_now(actives, agents, clock, "customer", q)
-                applied = agents["customer"].runtimes.get(q)
-                if applied is not None:
-                    # A buffered event sends its record when applied, at its event time; with
-                    # nothing buffered, everything received was applied and its records sent.
-                    bound = min(bound, applied.oldest)
-            else:
-                # Forwarded on receipt: bounded by what was received, like a local upstream.
-                bound = clock.source_bound((src, q))
-            if bound == float("-inf"):
-                continue  # vouches for nothing yet
-            last = sent_marks.get((src, q))
-            if last is not None and last[0] >= bound and wall - last[1] < WATERMARK_REFRESH:
-                continue
-            sent_marks[(src, q)] = (bound, wall)
-            value = json.dumps({"wm": src, "p": q, "t": bound}).encode()
-            for topic in targets:
-                for r in range(partitions):
-                    await topic.send(key=b"wm", value=value, partition=r, force=True)
-
-    @app.timer(interval=WATERMARK_INTERVAL)  # type: ignore[untyped-decorator]
-    async def watermarks() -> None:
-        await send_watermarks()
-
     @app.timer(interval=TICK_INTERVAL)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         # Events already move the clock: a tick is only sent to an actively owned partition that
@@ -446,19 +388,9 @@ def create_app(
             for partition, rt in sorted(spec.runtimes.items()):
                 tps, frozen = _clock_tps(spec, partition, clock, actives)
                 now = _agent_now(ow.actives, agents, clock, name, partition)
-                marks = spec.marks.get(partition, {})
-                sources = [(src, q) for src in spec.sources for q in range(partitions)]
-                lowest = min(sources, key=lambda sq: marks.get(sq, float("-inf")), default=None)
                 parts[str(partition)] = {
                     "clock": iso(now) if now > 0 else None,
                     "buffered": rt.buffered,
-                    # The source partition whose watermark holds this clock lowest (event clock).
-                    "watermark_low": None
-                    if lowest is None
-                    else {
-                        "source": f"{lowest[0]}[{lowest[1]}]",
-                        "mark": iso(marks[lowest]) if marks.get(lowest, float("-inf")) > 0 else None,
-                    },
                     "holding": [
                         {
                             "tp": f"{t}[{p}]",
@@ -617,23 +549,6 @@ def _install_agent(
                 await manual.ack(event)
                 continue
             value = msg.value
-            tpkey = f"{msg.topic}:{partition}"
-            if tpkey not in rt.ledger.low:
-                await resume(rt, tpkey, msg.topic, partition, msg.offset)
-            if value and value.startswith(b'{"wm":'):
-                try:
-                    mark = json.loads(value)
-                    source = (str(mark["wm"]), int(mark["p"]))
-                    marks = spec.marks.setdefault(partition, {})
-                    # Kept at its largest: a source's new owner starts lower, but what the old
-                    # one vouched for was forwarded all the same.
-                    marks[source] = max(marks.get(source, float("-inf")), float(mark["t"]))
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s: unreadable watermark at %s[%s]@%s", name, msg.topic, partition, msg.offset)
-                clock.observe((msg.topic, partition), msg.offset, None)
-                await settle(rt, manual, tpkey, msg.offset, event)
-                await flush(rt, partition, manual, _agent_now(ow.actives, ow.agents, clock, name, partition))
-                continue
             try:
                 if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
                     ev: Any = _Adopt(json.loads(value))
@@ -651,6 +566,9 @@ def _install_agent(
                 metrics.events_in.labels(msg.topic, ev.type).inc()
                 if forward is not None and msg.topic in forward_inputs:
                     await forward(ev, value)
+            tpkey = f"{msg.topic}:{partition}"
+            if tpkey not in rt.ledger.low:
+                await resume(rt, tpkey, msg.topic, partition, msg.offset)
             if rt.waiting(tpkey, msg.offset):
                 hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
                 continue
@@ -743,12 +661,6 @@ def _agent_now(
     actives = ow_actives()
     tps, frozen = _clock_tps(spec, partition, clock, actives)
     now = clock.now(tps, (name, partition), frozen)
-    if spec.sources and clock.mode == "event":
-        # Never past what every source partition, on this worker or another, has vouched for.
-        marks = spec.marks.get(partition, {})
-        for src in spec.sources:
-            for q in range(clock.partitions):
-                now = min(now, marks.get((src, q), float("-inf")))
     for other in spec.bounded_by:
         ospec = agents[other]
         for topic, q in actives:

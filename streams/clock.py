@@ -41,8 +41,6 @@ class LagAwareClock:
     committed: Callable[[TP], int | None] = lambda tp: None
     """Next offset to read of a partition nothing was consumed from yet (its committed offset)."""
     wall: Callable[[], float] = time.time
-    partitions: int = 1
-    """Partitions per topic (all topics are co-partitioned)."""
     idle_grace: float = 1.0
     """Seconds every input must have been caught up before the event clock jumps to the worker's
     watermark (covers events forwarded through a repartition topic that are still in flight)."""
@@ -129,14 +127,6 @@ class LagAwareClock:
             now = last  # a clock never runs backwards (a partition catching up lowers the bound)
         self._last_now[who] = now
         return now
-
-    def source_bound(self, tp: TP) -> float:
-        """Event clock: how far an agent downstream may let its clock go as far as `tp` is
-        concerned, when this worker forwards what it reads from `tp` on receipt: its progress
-        minus the lateness while it lags, the worker's watermark once caught up."""
-        if self.lagging(tp):
-            return self._max_of(tp) - self.lateness
-        return max(self._max_of(tp), self.max_event_time) - self.lateness
 
     def _now(self, tps: list[TP], who: object, wall: float) -> float:
         lagging = [tp for tp in tps if self.lagging(tp)]

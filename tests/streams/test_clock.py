@@ -130,12 +130,3 @@ def test_a_partition_with_a_hole_lags_until_the_re_read_reaches_its_end() -> Non
         assert clock.lagging(A)
     clock.observe(A, 5, 100.0)
     assert not clock.lagging(A)
-
-
-def test_a_source_partition_vouches_for_its_progress_then_the_watermark() -> None:
-    clock, _hw, _ = make(highwaters={A: 10, B: 1})
-    clock.observe(A, 3, 5000.0)
-    clock.observe(B, 0, 9000.0)
-    assert clock.source_bound(A) == 5000.0 - 60  # lagging: what it has received, minus lateness
-    clock.observe(A, 9, 5100.0)
-    assert clock.source_bound(A) == 9000.0 - 60  # caught up: the worker's watermark
