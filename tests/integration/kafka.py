@@ -1,17 +1,36 @@
-"""Reading topics back in the integration tests: everything from the beginning up to the end
-offsets as of the call (one helper instead of one per test file)."""
+"""Kafka helpers of the integration tests: publish a simulated stream with its backtest (the
+outcome a live worker must reproduce), and read topics back from the beginning up to the end
+offsets as of the call."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from orderwatch.backtest import BacktestResult, open_lines, run_backtest
+from orderwatch.simulate import simulate
+from streams.publish import publish_lines
 from streams.settings import Settings
+from streams.worker import ensure_topics
 
-__all__ = ["read_json", "read_records"]
+__all__ = ["publish_simulation", "read_json", "read_records"]
+
+
+async def publish_simulation(
+    tmp_path: Path, settings: Settings, *, orders: int, seed: int
+) -> tuple[Path, BacktestResult]:
+    """Simulate `orders` orders into `tmp_path/sim.jsonl`, backtest them (emissions kept), create
+    the topics of `settings` and publish the stream to them. Returns the file and the backtest."""
+    path = tmp_path / "sim.jsonl"
+    simulate(orders=orders, seed=seed, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
+    res = run_backtest(open_lines(path), keep=True)
+    await ensure_topics(settings)
+    await publish_lines(open_lines(path), settings)
+    return path, res
 
 
 async def read_records(settings: Settings, topics: list[str]) -> list[ConsumerRecord[bytes, bytes]]:

@@ -29,11 +29,10 @@ from orderwatch.simulate import simulate
 from schemas.exception_event import ExceptionData, ExceptionEvent
 from streams.app import create_app
 from streams.metrics import Metrics
-from streams.publish import publish_lines
 from streams.settings import Settings
 from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
-from tests.integration.kafka import read_json
+from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration]
 
@@ -124,9 +123,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_the_ops_api_of_a_running_worker(
     tmp_path: Path, kafka_settings: Settings, redis_client: aioredis.Redis, session: aiohttp.ClientSession
 ) -> None:
-    path = tmp_path / "sim.jsonl"
-    simulate(orders=300, seed=3, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
-    expected = {em.record.exception_id for em in run_backtest(open_lines(path), keep=True).emissions}
+    path, res = await publish_simulation(tmp_path, kafka_settings, orders=300, seed=3)
+    expected = {em.record.exception_id for em in res.emissions}
     personal, order = _personal(path)
     assert len(personal) > 300 and order
     leaky = _with_personal_evidence(order)
@@ -136,8 +134,6 @@ async def test_the_ops_api_of_a_running_worker(
     settings = kafka_settings.model_copy(
         update={"web_port": free_port(), "redis_prefix": redis_prefix, "api_token": token}
     )
-    await ensure_topics(settings)
-    await publish_lines(open_lines(path), settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:

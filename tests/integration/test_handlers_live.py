@@ -23,14 +23,11 @@ from aiohttp import web
 from handlers.actions import plan
 from handlers.changes import CaseChange
 from handlers.policy import ActionPolicy
-from orderwatch.backtest import open_lines, run_backtest
-from orderwatch.simulate import simulate
 from schemas.exception_event import ExceptionData
-from streams.publish import publish_lines
 from streams.settings import Settings
 from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
-from tests.integration.kafka import read_json
+from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -127,9 +124,7 @@ def _latest_resolved(events: list[dict[str, Any]]) -> set[str]:
 async def test_replay_then_a_new_consumer_group_doubles_nothing(
     tmp_path: Path, kafka_settings: Settings, redis_client: aioredis.Redis, hook: Hook
 ) -> None:
-    path = tmp_path / "sim.jsonl"
-    simulate(orders=300, seed=3, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
-    res = run_backtest(open_lines(path), keep=True)
+    _path, res = await publish_simulation(tmp_path, kafka_settings, orders=300, seed=3)
     final: dict[str, str] = {}
     for em in res.emissions:
         final[em.record.exception_id] = (
@@ -144,8 +139,6 @@ async def test_replay_then_a_new_consumer_group_doubles_nothing(
         update={"web_port": free_port(), "redis_prefix": redis_prefix, "handlers_config": str(config)}
     )
     topic, actions_topic = settings.topic("order-exceptions"), settings.topic("order-actions")
-    await ensure_topics(settings)
-    await publish_lines(open_lines(path), settings)
 
     session = aiohttp.ClientSession()
     try:

@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 
 from detectors.records import to_cloudevent
-from orderwatch.backtest import open_lines, run_backtest
-from orderwatch.simulate import simulate
-from streams.publish import publish_lines
 from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
-from tests.integration.kafka import read_json
+from streams.worker import free_port, spawn_worker, stop_worker
+from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -32,7 +29,7 @@ def _owned(log: Path) -> set[tuple[str, int]]:
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "known, intermittent: passed 5 of 6 runs of this code on 2026-11-22. In the failure the worker that keeps"
+        "known, intermittent: passed 5 of 7 runs of this code on 2026-11-22. In the failure the worker that keeps"
         " partitions through the rebalance drops their runtimes on revocation, gets the partitions"
         " back with faust's fetch position past the committed offset, logs 'reading the gap again'"
         " and seeks back, but the re-read never completes and its clock stays held: the replay"
@@ -43,14 +40,10 @@ def _owned(log: Path) -> set[tuple[str, int]]:
 async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_changes_no_outcome(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:
-    path = tmp_path / "sim.jsonl"
-    simulate(orders=600, seed=8, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
-    res = run_backtest(open_lines(path), keep=True)
+    _path, res = await publish_simulation(tmp_path, kafka_settings, orders=600, seed=8)
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
     deadline_rules = {"PAYMENT_TIMEOUT", "PAYMENT_NOT_CONFIRMED", "STOCK_NOT_RESERVED", "SHIPMENT_NOT_CREATED"}
     assert {em.record.rule for em in res.emissions} & deadline_rules, "the stream must have pending deadlines"
-    await ensure_topics(kafka_settings)
-    await publish_lines(open_lines(path), kafka_settings)
     topic = kafka_settings.topic("order-exceptions")
 
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]

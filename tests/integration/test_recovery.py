@@ -12,12 +12,9 @@ from pathlib import Path
 import pytest
 
 from detectors.records import to_cloudevent
-from orderwatch.backtest import open_lines, run_backtest
-from orderwatch.simulate import simulate
-from streams.publish import publish_lines
 from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
-from tests.integration.kafka import read_json
+from streams.worker import free_port, spawn_worker, stop_worker
+from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -26,7 +23,7 @@ def _keys(events: list[dict[str, object]]) -> set[tuple[str, str]]:
     return {(e["data"]["exception_id"], str(e["type"]).split(".")[1]) for e in events}  # type: ignore[index]
 
 
-async def _wait_for(settings: Settings, topic: str, enough: int, timeout: float, proc: object = None) -> list[dict]:  # type: ignore[type-arg]
+async def _wait_for(settings: Settings, topic: str, enough: int, timeout: float) -> list[dict]:  # type: ignore[type-arg]
     deadline = time.monotonic() + timeout
     got: list[dict] = []  # type: ignore[type-arg]
     while time.monotonic() < deadline:
@@ -40,13 +37,9 @@ async def _wait_for(settings: Settings, topic: str, enough: int, timeout: float,
 async def test_kill_9_mid_stream_then_restart_loses_nothing_and_doubles_nothing(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:
-    path = tmp_path / "sim.jsonl"
-    simulate(orders=600, seed=8, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
-    res = run_backtest(open_lines(path), keep=True)
+    _path, res = await publish_simulation(tmp_path, kafka_settings, orders=600, seed=8)
     expected = {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
-    await ensure_topics(kafka_settings)
-    await publish_lines(open_lines(path), kafka_settings)
     topic = kafka_settings.topic("order-exceptions")
     settings = kafka_settings.model_copy(update={"web_port": free_port()})
 

@@ -13,12 +13,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from orderwatch.backtest import open_lines, run_backtest
-from orderwatch.simulate import simulate
-from streams.publish import publish_lines
 from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
-from tests.integration.kafka import read_json
+from streams.worker import free_port, spawn_worker, stop_worker
+from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,14 +50,10 @@ MALFORMED = {
 async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:
-    path = tmp_path / "sim.jsonl"
-    simulate(orders=300, seed=3, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
-    res = run_backtest(open_lines(path), keep=True)
+    _path, res = await publish_simulation(tmp_path, kafka_settings, orders=300, seed=3)
     expected = {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
     assert len(expected) > 30
 
-    await ensure_topics(kafka_settings)
-    await publish_lines(open_lines(path), kafka_settings)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap)
     await producer.start()
     try:
