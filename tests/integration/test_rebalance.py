@@ -29,7 +29,7 @@ def _owned(log: Path) -> set[tuple[str, int]]:
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "known, intermittent: passed 5 of 7 runs of this code on 2026-11-22. In the failures the worker that keeps"
+        "known, intermittent: passed 6 of 8 runs of this code on 2026-11-22. In the failures the worker that keeps"
         " partitions through the rebalance drops their runtimes on revocation, gets the partitions"
         " back with faust's fetch position past the committed offset, logs 'reading the gap again'"
         " and seeks back, but the re-read never completes and its clock stays held: the replay"
