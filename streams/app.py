@@ -52,6 +52,8 @@ log = logging.getLogger("orderwatch.streams")
 
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
+FLUSH_SECONDS = 0.02  # under load, an agent flushes at most this often
+FLUSH_EVERY = 500  # events an agent buffers at most before it flushes, under load
 
 
 def internal_topics(settings: Settings) -> list[str]:
@@ -535,65 +537,82 @@ def _install_agent(
         if spec.ready is not None:
             # Orders are checked against the blocklist as they are applied: read it all first.
             await spec.ready.wait()
+        # A flush (apply what the clock allows, emit, write the changed keys and the ledger, ack)
+        # costs several produced messages, and faust hands the agent one message per loop turn
+        # whatever is queued, so under load events are flushed together: at most once per
+        # FLUSH_SECONDS, or after FLUSH_EVERY events. The first event after a quiet spell is
+        # flushed at once, so a lone event is judged without delay; the tail of a burst is
+        # flushed by the next tick (the timer sends one while buffered events are due).
+        unflushed: dict[int, PartitionRuntime[Any]] = {}
+        loop_time = asyncio.get_running_loop().time
+        count = 0
+        last_flush = 0.0
         async for event in manual.events():
             msg = event.message
             partition = msg.partition
             rt = runtime(partition)
             if msg.topic == spec.ticks:
-                await flush(
-                    rt,
-                    partition,
-                    manual,
-                    _agent_now(ow.actives, ow.agents, clock, name, partition),
-                )
+                unflushed[partition] = rt
+                await flush_all(unflushed, manual)
+                count, last_flush = 0, loop_time()
                 await manual.ack(event)
                 continue
-            value = msg.value
-            try:
-                if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
-                    ev: Any = _Adopt(json.loads(value))
-                    t = ev.time_ts
-                else:
-                    ev = parse_event(value or b"")
-                    t = ev.time.timestamp()
-            except InvalidEvent as exc:
-                clock.observe((msg.topic, partition), msg.offset, None)
-                await dead_letter(event, exc)
-                await settle(rt, manual, f"{msg.topic}:{partition}", msg.offset, event)
-                continue
-            clock.observe((msg.topic, partition), msg.offset, t)
-            if not isinstance(ev, _Adopt):
-                metrics.events_in.labels(msg.topic, ev.type).inc()
-                if forward is not None and msg.topic in forward_inputs:
-                    await forward(ev, value)
-            tpkey = f"{msg.topic}:{partition}"
-            if tpkey not in rt.ledger.low:
-                await resume(rt, tpkey, msg.topic, partition, msg.offset)
-            if rt.waiting(tpkey, msg.offset):
-                hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
-                continue
-            if not rt.offer(ev, t, tpkey, msg.offset, event):
-                metrics.duplicates.labels(name).inc()
-                await settle(rt, manual, tpkey, msg.offset, event)
-                continue
-            if t < rt.clock:
-                # The clock promised nothing older would come: deadlines may have fired without it.
-                metrics.late.labels(name, msg.topic).inc()
-                log.warning(
-                    "%s: late event %s[%s]@%s, %.1f s behind the clock",
-                    name,
-                    msg.topic,
-                    partition,
-                    msg.offset,
-                    rt.clock - t,
-                )
-            hold(tpkey, msg.offset, event)
-            await flush(
-                rt,
+            if await offer(rt, manual, event, msg, partition):
+                unflushed[partition] = rt
+                count += 1
+            if count and (count >= FLUSH_EVERY or loop_time() - last_flush >= FLUSH_SECONDS):
+                await flush_all(unflushed, manual)
+                count, last_flush = 0, loop_time()
+
+    async def flush_all(unflushed: dict[int, PartitionRuntime[Any]], stream: Any) -> None:
+        for partition, rt in unflushed.items():
+            if spec.runtimes.get(partition) is rt:  # not revoked meanwhile
+                await flush(rt, partition, stream, _agent_now(ow.actives, ow.agents, clock, name, partition))
+        unflushed.clear()
+
+    async def offer(rt: PartitionRuntime[Any], manual: Any, event: Any, msg: Any, partition: int) -> bool:
+        """Decode one message and buffer it; True when it entered the reorder buffer."""
+        value = msg.value
+        try:
+            if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
+                ev: Any = _Adopt(json.loads(value))
+                t = ev.time_ts
+            else:
+                ev = parse_event(value or b"")
+                t = ev.time.timestamp()
+        except InvalidEvent as exc:
+            clock.observe((msg.topic, partition), msg.offset, None)
+            await dead_letter(event, exc)
+            await settle(rt, manual, f"{msg.topic}:{partition}", msg.offset, event)
+            return False
+        clock.observe((msg.topic, partition), msg.offset, t)
+        if not isinstance(ev, _Adopt):
+            metrics.events_in.labels(msg.topic, ev.type).inc()
+            if forward is not None and msg.topic in forward_inputs:
+                await forward(ev, value)
+        tpkey = f"{msg.topic}:{partition}"
+        if tpkey not in rt.ledger.low:
+            await resume(rt, tpkey, msg.topic, partition, msg.offset)
+        if rt.waiting(tpkey, msg.offset):
+            hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
+            return False
+        if not rt.offer(ev, t, tpkey, msg.offset, event):
+            metrics.duplicates.labels(name).inc()
+            await settle(rt, manual, tpkey, msg.offset, event)
+            return False
+        if t < rt.clock:
+            # The clock promised nothing older would come: deadlines may have fired without it.
+            metrics.late.labels(name, msg.topic).inc()
+            log.warning(
+                "%s: late event %s[%s]@%s, %.1f s behind the clock",
+                name,
+                msg.topic,
                 partition,
-                manual,
-                _agent_now(ow.actives, ow.agents, clock, name, partition),
+                msg.offset,
+                rt.clock - t,
             )
+        hold(tpkey, msg.offset, event)
+        return True
 
     process.__name__ = process.__qualname__ = f"{name}_agent"
     app.agent(channel, name=f"orderwatch.{name}")(process)
