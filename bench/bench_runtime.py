@@ -1,5 +1,6 @@
 """Runtime benchmark on the local stack: worker throughput against a raw aiokafka consumer reading
-the same topics in the same run, detection latency after a deadline (wall clock), broker start.
+the same topics in the same run and to a bare faust agent (decode and ack only: faust's own
+ceiling), detection latency after a deadline (wall clock), broker start.
 
     make stack-up && .venv/bin/python bench/bench_runtime.py [--orders 5000] [--deadlines 200]
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -71,6 +73,28 @@ async def raw_consume_seconds(settings: Settings, total: int) -> float:
         return time.perf_counter() - started
     finally:
         await consumer.stop()
+
+
+def faust_bare_events_per_s(settings: Settings, total: int) -> float | None:
+    """The ceiling of any faust agent here: bench/faust_bare.py (decode and ack, nothing else)
+    reading the same topics in the same run."""
+    env = {
+        **os.environ,
+        "BARE_TOPICS": ",".join(settings.topic(t) for t in INPUTS),
+        "BARE_GROUP": f"{settings.app_id}-bare",
+        "BARE_TOTAL": str(total),
+        "BARE_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "faust_bare.py"), "worker", "-l", "info"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    m = re.search(r"faust bare agent: \d+ events, (\d+) events/s", out.stdout + out.stderr)
+    return float(m.group(1)) if m else None
 
 
 async def committed_total(settings: Settings) -> int:
@@ -181,6 +205,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print(f"published {total:,} events", flush=True)
         raw = await raw_consume_seconds(settings, total)
         print(f"raw aiokafka consumer: {total / raw:,.0f} events/s", flush=True)
+        bare = faust_bare_events_per_s(settings, total)
+        print(f"faust bare agent: {bare or 0:,.0f} events/s", flush=True)
         with (Path(tmp) / "worker.log").open("wb") as log:
             wt = await worker_throughput(settings, total, log)
         print(f"worker: {wt}", flush=True)
@@ -195,10 +221,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "worker_events_per_s_after_first_commit": round(
             wt["events_after_first_commit"] / wt["seconds_from_first_commit"]
         ),
+        "faust_bare_agent_events_per_s": round(bare) if bare else None,
         "worker_seconds_from_start": round(wt["seconds_from_start"], 1),
         "ratio_worker_to_raw": round(
             (wt["events_after_first_commit"] / wt["seconds_from_first_commit"]) / (total / raw), 3
         ),
+        "ratio_worker_to_faust_bare": round(
+            (wt["events_after_first_commit"] / wt["seconds_from_first_commit"]) / bare, 3
+        )
+        if bare
+        else None,
         "latency_samples": len(lat),
         "latency_expected": args.deadlines,
         "latency_p50_ms": round(statistics.median(lat) * 1000) if lat else None,
