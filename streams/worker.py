@@ -88,7 +88,8 @@ async def pin_start_offsets(settings: Settings) -> dict[str, int]:
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
         consumer.assign(tps)
-        missing = [tp for tp in tps if await consumer.committed(tp) is None]
+        committed = await _group_offsets(settings)  # one request, not one per partition
+        missing = [tp for tp in tps if tp not in committed]
         if not missing:
             return pinned
         starts = await consumer.beginning_offsets([tp for tp in missing if tp.topic not in ticks])
@@ -103,6 +104,17 @@ async def pin_start_offsets(settings: Settings) -> dict[str, int]:
         return pinned
     finally:
         await consumer.stop()
+
+
+async def _group_offsets(settings: Settings) -> set[Any]:
+    """The partitions the worker group has a committed offset for."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return {tp for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 def run_worker(
