@@ -144,6 +144,7 @@ def create_app(
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         store=settings.store,
+        **_datadir(settings),
         topic_partitions=settings.partitions,
         key_serializer="raw",
         value_serializer="raw",
@@ -762,6 +763,11 @@ def _lags(app: faust.App) -> list[tuple[tuple[str, int], int]]:
     except Exception:  # metrics must never break a scrape
         return out
     return out
+
+
+def _datadir(settings: Settings) -> dict[str, Any]:
+    """faust's `datadir` (where rocksdb:// keeps its files) when set; faust's default otherwise."""
+    return {"datadir": settings.data_dir} if settings.data_dir else {}
 
 
 def _credentials(settings: Settings) -> Any:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="prepended to every topic name")
     partitions: int = Field(4, ge=1, description="partitions of the co-partitioned input topics")
     store: str = Field("memory://", description="table store: memory:// or rocksdb://")
+    data_dir: str | None = Field(
+        None, description="where a rocksdb:// store keeps its files (default: ./<app_id>-data in the working directory)"
+    )
     app_id: str = Field("orderwatch", min_length=1, description="consumer group and internal topic prefix")
     lateness_seconds: float = Field(60.0, ge=0, description="allowed lateness behind the newest event")
     clock: Literal["wall", "event"] = Field("wall", description="wall clock (live) or watermark (replay)")

@@ -160,12 +160,17 @@ def spawn_worker(
         "ORDERWATCH_TOPIC_PREFIX": settings.topic_prefix,
         "ORDERWATCH_APP_ID": settings.app_id,
         "ORDERWATCH_PARTITIONS": str(settings.partitions),
+        "ORDERWATCH_STORE": settings.store,
         "ORDERWATCH_WEB_PORT": str(settings.web_port),
         "ORDERWATCH_REDIS_URL": settings.redis_url,
         "ORDERWATCH_REDIS_PREFIX": settings.redis_prefix,
         "ORDERWATCH_DRY_RUN": "1" if settings.dry_run else "0",
     }
-    for name, value in (("API_TOKEN", settings.api_token), ("HANDLERS_CONFIG", settings.handlers_config)):
+    for name, value in (
+        ("API_TOKEN", settings.api_token),
+        ("HANDLERS_CONFIG", settings.handlers_config),
+        ("DATA_DIR", settings.data_dir),
+    ):
         env.pop(f"ORDERWATCH_{name}", None)  # the settings say, not whatever the parent had
         if value is not None:
             env[f"ORDERWATCH_{name}"] = value if isinstance(value, str) else value.get_secret_value()

@@ -1,5 +1,6 @@
 """Crash recovery on the real broker: a worker killed with SIGKILL mid-replay and started again
-loses no exception and opens none twice, its state coming back from the table changelogs."""
+loses no exception and opens none twice, its state coming back from the table changelogs (the
+in-memory store) or from the local RocksDB files and the changelogs (the rocksdb:// store)."""
 
 from __future__ import annotations
 
@@ -34,14 +35,17 @@ async def _wait_for(settings: Settings, topic: str, enough: int, timeout: float)
     return got
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 async def test_kill_9_mid_stream_then_restart_loses_nothing_and_doubles_nothing(
-    tmp_path: Path, kafka_settings: Settings
+    tmp_path: Path, kafka_settings: Settings, store: str
 ) -> None:
     _path, res = await publish_simulation(tmp_path, kafka_settings, orders=600, seed=8)
     expected = {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
     topic = kafka_settings.topic("order-exceptions")
-    settings = kafka_settings.model_copy(update={"web_port": free_port()})
+    settings = kafka_settings.model_copy(
+        update={"web_port": free_port(), "store": store, "data_dir": str(tmp_path / "data")}
+    )
 
     first_log = tmp_path / "worker-1.log"
     with first_log.open("wb") as log:
@@ -76,6 +80,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing_and_doubles_nothing(
     # and event id: the compacted topic and every consumer dedupe on them. Never a second id.
     ids = Counter(e["id"] for e in events)
     assert set(ids) == expected_ids
-    # The restarted worker rebuilt its state from the changelog, not from scratch.
+    # The restarted worker rebuilt its state (from the changelog, or RocksDB's files plus the
+    # changelog past what they hold), not from scratch.
     restored = [int(n) for n in re.findall(rb"partition \d+ ready, (\d+) keys restored", second_log.read_bytes())]
     assert sum(restored) > 0, second_log.read_text()[-3000:]
