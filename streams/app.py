@@ -368,8 +368,8 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        for tp, hw in _lags(app):
-            metrics.consumer_lag.labels(tp[0], str(tp[1])).set(hw)
+        for tp, lag in _lags(clock, ow.actives(), {spec.ticks for spec in agents.values()}):
+            metrics.consumer_lag.labels(tp[0], str(tp[1])).set(lag)
         for spec in agents.values():
             rts = list(spec.runtimes.values())
             metrics.deadline_queue.labels(spec.name).set(sum(rt.detector.timers() for rt in rts))
@@ -752,16 +752,21 @@ def _committed(app: faust.App, tp: tuple[str, int]) -> int | None:
     return int(off) if off >= 0 else None
 
 
-def _lags(app: faust.App) -> list[tuple[tuple[str, int], int]]:
+def _lags(
+    clock: LagAwareClock, actives: frozenset[tuple[str, int]], skip: set[str]
+) -> list[tuple[tuple[str, int], int]]:
+    """Messages behind the highwater per actively owned partition, from what the agents consumed
+    (the clock's progress) or, before the first message, the committed offset."""
     out = []
-    try:
-        for tp in app.assignor.assigned_actives():
-            hw = app.consumer.highwater(tp)
-            pos = app.consumer._last_offset.get(tp) if hasattr(app.consumer, "_last_offset") else None
-            if hw is not None:
-                out.append(((tp.topic, tp.partition), max(0, int(hw) - int(pos or 0) - 1)))
-    except Exception:  # metrics must never break a scrape
-        return out
+    for tp in sorted(actives):
+        if tp[0] in skip:
+            continue  # the runtime's own tick topics: no backlog worth a series
+        hw = clock.highwater(tp)
+        if hw is None:
+            continue
+        p = clock.progress.get(tp)
+        position = p.offset + 1 if p is not None and p.offset >= 0 else (clock.committed(tp) or 0)
+        out.append((tp, max(0, hw - position)))
     return out
 
 

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -78,6 +79,20 @@ async def _committed(settings: Settings, topic: str, partition: int) -> int:
     return next((m.offset for tp, m in offsets.items() if (tp.topic, tp.partition) == (topic, partition)), -1)
 
 
+async def _lag_gauge(port: int, topic: str, partition: int) -> float | None:
+    """orderwatch_consumer_lag_messages for one partition, from the worker's /metrics."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return None  # not serving yet
+    labels = f'partition="{partition}",topic="{topic}"'  # prometheus-client sorts labels by name
+    for line in text.splitlines():
+        if line.startswith(f"orderwatch_consumer_lag_messages{{{labels}}}"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 async def test_a_lag_spike_does_not_fire_deadlines_whose_clearing_events_wait_in_kafka(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:
@@ -114,11 +129,16 @@ async def test_a_lag_spike_does_not_fire_deadlines_whose_clearing_events_wait_in
         proc = spawn_worker(settings, "wall", log)
         try:
             deadline = time.monotonic() + 150
+            lags: list[float] = []
             while time.monotonic() < deadline and await _committed(settings, orders_topic, p) < end:
                 assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+                lag = await _lag_gauge(settings.web_port, orders_topic, p)
+                if lag is not None:
+                    lags.append(lag)
                 await asyncio.sleep(0.5)
             assert await _committed(settings, orders_topic, p) == end, "the backlog was not read in time"
             await asyncio.sleep(2)  # an exception fired by mistake would be out by now
+            after = await _lag_gauge(settings.web_port, orders_topic, p)
             events = await read_json(settings, settings.topic("order-exceptions"))
         finally:
             stop_worker(proc)
@@ -126,3 +146,6 @@ async def test_a_lag_spike_does_not_fire_deadlines_whose_clearing_events_wait_in
     fired = {e["data"]["order_id"] for e in events if e["data"]["rule"] == "PAYMENT_WITHOUT_ORDER"}
     assert orphan in fired, "the worker judged nothing: the control payment without an order must fire"
     assert fired & set(cleared) == set(), "fired while the clearing order still waited in Kafka"
+    # The spike showed on the consumer-lag gauge, and went away.
+    assert lags and max(lags) > 0, lags
+    assert after == 0
