@@ -29,6 +29,7 @@ from handlers.store import CaseStore
 from schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
 from streams.metrics import Metrics
 from streams.settings import Settings
+from tests.kafka_topics import BOOTSTRAP, fresh_topics
 
 REDIS_URL = os.environ.get("ORDERWATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -264,8 +265,6 @@ def service(store: CaseStore, incidents: IncidentStore, recorder: Recorder) -> H
 
 # -- actions and notifications: a prefix of their own, Kafka topics --------------------------------
 
-BOOTSTRAP = os.environ.get("ORDERWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-
 
 @pytest.fixture
 async def redis_prefix(prefix: str) -> str:
@@ -277,30 +276,8 @@ async def redis_prefix(prefix: str) -> str:
 async def kafka_topics() -> AsyncIterator[Settings]:
     """Settings with a fresh topic prefix under which `order-actions` and the compacted
     `blocklist` exist (one partition each); both are deleted at the end."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError
-
-    topic_prefix = f"t{uuid.uuid4().hex[:10]}-"
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    try:
-        await admin.start()
-    except KafkaConnectionError:
-        await admin.close()
-        if os.environ.get("CI"):
-            pytest.fail(f"Kafka at {BOOTSTRAP} is not reachable: .ci/run starts it with `make stack-up`")
-        pytest.skip(f"Kafka at {BOOTSTRAP} is not reachable; run `make stack-up` first")
-    names = [topic_prefix + "order-actions", topic_prefix + "blocklist"]
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names[0], 1, 1),
-                NewTopic(names[1], 1, 1, topic_configs={"cleanup.policy": "compact"}),
-            ]
-        )
+    async with fresh_topics(["order-actions", "blocklist"], compacted=["blocklist"]) as topic_prefix:
         yield Settings(kafka_bootstrap=BOOTSTRAP, topic_prefix=topic_prefix, partitions=1)
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ Also the pure pieces the ops API shows: `OrderDetector.describe`."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from detectors.config import RulesConfig
@@ -29,11 +27,10 @@ from streams.settings import Settings
 from tests.factories import at, created, paid
 from tests.handlers.conftest import _require_redis, delete_prefix, exception_data, opened, redis_client, resolved
 from tests.integration.kafka import read_json, read_records
+from tests.kafka_topics import BOOTSTRAP, fresh_topics
 
 # The Redis fixtures of the handler tests (a client on the local stack; skip when it is down).
 __fixtures__ = (_require_redis, redis_client)
-
-BOOTSTRAP = os.environ.get("ORDERWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
 def _escalated(data: Any, level: int) -> ExceptionEvent:
@@ -54,20 +51,7 @@ def _raw(event: ExceptionEvent) -> bytes:
 @pytest.fixture
 async def settings(redis_client: aioredis.Redis) -> AsyncIterator[Settings]:
     """A topic prefix whose `order-exceptions` exists (one partition), a Redis prefix of its own."""
-    from aiokafka.errors import KafkaConnectionError
-
-    topic_prefix = f"t{uuid.uuid4().hex[:10]}-"
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    try:
-        await admin.start()
-    except KafkaConnectionError:
-        await admin.close()
-        if os.environ.get("CI"):
-            pytest.fail(f"Kafka at {BOOTSTRAP} is not reachable")
-        pytest.skip(f"Kafka at {BOOTSTRAP} is not reachable; run `make stack-up` first")
-    name = f"{topic_prefix}order-exceptions"
-    try:
-        await admin.create_topics([NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    async with fresh_topics(["order-exceptions"], compacted=["order-exceptions"]) as topic_prefix:
         redis_prefix = f"t{uuid.uuid4().hex}:"
         yield Settings(
             kafka_bootstrap=BOOTSTRAP,
@@ -78,9 +62,6 @@ async def settings(redis_client: aioredis.Redis) -> AsyncIterator[Settings]:
             web_port=1,  # never started
         )
         await delete_prefix(redis_client, redis_prefix)
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
 
 
 @pytest.fixture
