@@ -14,13 +14,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from streams.settings import Settings
 from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 from tests.factories import ADDRESS, raw
-from tests.integration.kafka import read_json
+from tests.integration.kafka import committed_offsets, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -70,13 +69,7 @@ def _created(order: str, when: datetime) -> bytes:
 
 
 async def _committed(settings: Settings, topic: str, partition: int) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    return next((m.offset for tp, m in offsets.items() if (tp.topic, tp.partition) == (topic, partition)), -1)
+    return (await committed_offsets(settings)).get((topic, partition), -1)
 
 
 async def _lag_gauge(port: int, topic: str, partition: int) -> float | None:

@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.app import internal_topics
 from streams.settings import Settings
 from streams.worker import ensure_topics, pin_start_offsets
+from tests.integration.kafka import committed_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-
-async def _committed(settings: Settings) -> dict[tuple[str, int], int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
 
 
 async def test_a_new_group_is_pinned_at_the_start_of_data_and_the_end_of_ticks(kafka_settings: Settings) -> None:
@@ -42,7 +32,7 @@ async def test_a_new_group_is_pinned_at_the_start_of_data_and_the_end_of_ticks(k
     topics = [kafka_settings.topic(t) for t in ("orders", "payments", "inventory", "logistics")]
     topics += internal_topics(kafka_settings)
     assert pinned == dict.fromkeys(topics, kafka_settings.partitions)
-    committed = await _committed(kafka_settings)
+    committed = await committed_offsets(kafka_settings)
     assert committed[(kafka_settings.topic("orders"), 1)] == 0  # data: read from the beginning
     assert committed[(ticks, 1)] == 3  # ticks carry nothing to replay: start at the end
     assert len(committed) == len(topics) * kafka_settings.partitions
@@ -51,7 +41,7 @@ async def test_a_new_group_is_pinned_at_the_start_of_data_and_the_end_of_ticks(k
 async def test_a_group_with_commits_keeps_them(kafka_settings: Settings) -> None:
     await ensure_topics(kafka_settings)
     await pin_start_offsets(kafka_settings)
-    before = await _committed(kafka_settings)
+    before = await committed_offsets(kafka_settings)
 
     assert await pin_start_offsets(kafka_settings) == {}
-    assert await _committed(kafka_settings) == before
+    assert await committed_offsets(kafka_settings) == before
