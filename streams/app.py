@@ -52,6 +52,7 @@ log = logging.getLogger("orderwatch.streams")
 
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
+WATERMARK_HEARTBEAT = 1.0  # seconds: an unchanged watermark is sent again this often
 FLUSH_SECONDS = 0.02  # under load, an agent flushes at most this often
 FLUSH_EVERY = 500  # events an agent buffers at most before it flushes, under load
 
@@ -112,6 +113,7 @@ class _Agent:
     held: dict[str, _Held] = field(default_factory=dict)  # "topic:partition" -> messages not acked yet
     bounded_by: list[str] = field(default_factory=list)
     ready: asyncio.Event | None = None
+    partitions: int = 1  # of every topic (co-partitioned): the upstream partitions there are
 
 
 @dataclass
@@ -254,6 +256,8 @@ def create_app(
         ),
     }
     agents["orders"].bounded_by = ["customer"]
+    for spec in agents.values():
+        spec.partitions = settings.partitions
     agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     ow = Orderwatch(app, settings, metrics, clock, agents)
@@ -366,6 +370,45 @@ def create_app(
                 if (rt.buffered and rt.oldest < now) or (nxt is not None and nxt < now):
                     await tick_topics[name].send(key=None, value=b"tick", partition=partition, force=True)
 
+    # Watermarks: an agent fed through a repartition topic is bounded by the upstream partitions
+    # this worker owns through their progress (the clock sees them), but it cannot see those
+    # another worker owns. So each owned upstream partition tells the repartition partitions
+    # other workers own how far it has forwarded (and whether it is caught up), on the same
+    # producer as its forwards, hence after them in every partition. A worker that owns every
+    # partition sends none, and its clocks are exactly what they were without them.
+    feeds = {
+        prefix("orders"): [by_topics["address"], by_topics["customer"]],
+        prefix("payments"): [by_topics["provider"]],
+        prefix("inventory"): [inbox_topic],
+    }
+    sent_marks: dict[tuple[str, int, str, int], tuple[float, bool, float]] = {}
+
+    @app.timer(interval=TICK_INTERVAL)  # type: ignore[untyped-decorator]
+    async def send_watermarks() -> None:
+        owned_now = actives()
+        wall = time.monotonic()
+        for upstream, targets in feeds.items() if detection else ():
+            for q in range(partitions):
+                if (upstream, q) not in owned_now:
+                    continue
+                progress = clock.progress.get((upstream, q))
+                t = progress.max_event_time if progress is not None else float("-inf")
+                idle = not clock.lagging((upstream, q))
+                for target in targets:
+                    dest = target.get_topic_name()
+                    for p in range(partitions):
+                        if (dest, p) in owned_now:
+                            continue  # our own agent reads the source's progress directly
+                        key = (upstream, q, dest, p)
+                        last = sent_marks.get(key)
+                        if last is not None and last[:2] == (t, idle) and wall - last[2] < WATERMARK_HEARTBEAT:
+                            continue
+                        sent_marks[key] = (t, idle, wall)
+                        mark = {"wm": upstream, "q": q, "t": t if t > float("-inf") else None, "idle": idle}
+                        await target.send(
+                            key=None, value=json.dumps(mark, separators=(",", ":")).encode(), partition=p, force=True
+                        )
+
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
         for tp, lag in _lags(clock, ow.actives(), {spec.ticks for spec in agents.values()}):
@@ -391,9 +434,15 @@ def create_app(
             for partition, rt in sorted(spec.runtimes.items()):
                 tps, frozen = _clock_tps(spec, partition, clock, actives)
                 now = _agent_now(ow.actives, agents, clock, name, partition)
+                marks = {src: mark for dest in frozen for src, mark in clock.foreign.get(dest, {}).items()}
                 parts[str(partition)] = {
                     "clock": iso(now) if now > 0 else None,
                     "buffered": rt.buffered,
+                    # upstream partitions other workers own: how far they say they have forwarded
+                    "watermarks": {
+                        f"{u}[{q}]": {"forwarded_upto": iso(t) if t > 0 else None, "caught_up": idle}
+                        for (u, q), (t, idle) in sorted(marks.items())
+                    },
                     "holding": [
                         {
                             "tp": f"{t}[{p}]",
@@ -422,12 +471,14 @@ def create_app(
                     spec.runtimes.pop(tp.partition, None)
                 spec.held.pop(f"{tp.topic}:{tp.partition}", None)
         clock.forget((tp.topic, tp.partition) for tp in revoked)
+        sent_marks.clear()  # the receivers forget theirs: tell them again
         owned["now"] = _actives(app)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         # Progress starts over: reading resumes at the committed offset, which the clock asks for.
         clock.forget((tp.topic, tp.partition) for tp in assigned)
+        sent_marks.clear()
         owned["now"] = _actives(app)
 
     if handlers is not None:
@@ -498,6 +549,18 @@ def _install_agent(
             if box is not None and box.offsets and box.offsets[0] < low:
                 for event in box.below(low):
                     await stream.ack(event)
+
+    repartitioned = set(spec.repartitioned)
+
+    def watermark(topic: str, partition: int, value: bytes, offset: int) -> None:
+        try:
+            mark = json.loads(value)
+            source = (str(mark["wm"]), int(mark["q"]))
+            t = None if mark["t"] is None else float(mark["t"])
+            clock.watermark((topic, partition), source, t, bool(mark["idle"]))
+        except (ValueError, KeyError, TypeError):
+            # Only workers write here; a bad one is skipped (it carried no event to lose).
+            log.warning("%s: %s[%s]@%s: not a watermark, skipped", name, topic, partition, offset)
 
     async def settle(rt: PartitionRuntime[Any], stream: Any, tpkey: str, offset: int, event: Any) -> None:
         """A message handled without entering the buffer (dead letter, re-delivery)."""
@@ -574,6 +637,14 @@ def _install_agent(
     async def offer(rt: PartitionRuntime[Any], manual: Any, event: Any, msg: Any, partition: int) -> bool:
         """Decode one message and buffer it; True when it entered the reorder buffer."""
         value = msg.value
+        tpkey = f"{msg.topic}:{partition}"
+        if tpkey not in rt.ledger.low:
+            await resume(rt, tpkey, msg.topic, partition, msg.offset)
+        if msg.topic in repartitioned and value and value.startswith(b'{"wm":'):
+            watermark(msg.topic, partition, value, msg.offset)
+            clock.observe((msg.topic, partition), msg.offset, None)
+            await settle(rt, manual, tpkey, msg.offset, event)
+            return False
         try:
             if msg.topic == inbox_name and value and value.startswith(b'{"id":"adopt:'):
                 ev: Any = _Adopt(json.loads(value))
@@ -584,16 +655,15 @@ def _install_agent(
         except InvalidEvent as exc:
             clock.observe((msg.topic, partition), msg.offset, None)
             await dead_letter(event, exc)
-            await settle(rt, manual, f"{msg.topic}:{partition}", msg.offset, event)
+            await settle(rt, manual, tpkey, msg.offset, event)
             return False
-        clock.observe((msg.topic, partition), msg.offset, t)
         if not isinstance(ev, _Adopt):
             metrics.events_in.labels(msg.topic, ev.type).inc()
             if forward is not None and msg.topic in forward_inputs:
                 await forward(ev, value)
-        tpkey = f"{msg.topic}:{partition}"
-        if tpkey not in rt.ledger.low:
-            await resume(rt, tpkey, msg.topic, partition, msg.offset)
+        # After the forward: the progress the clock (and the watermarks) report covers only
+        # events already handed to the producer.
+        clock.observe((msg.topic, partition), msg.offset, t)
         if rt.waiting(tpkey, msg.offset):
             hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
@@ -676,11 +746,18 @@ def _agent_now(
 ) -> float:
     """The clock of one agent partition; an agent whose inbox another agent feeds (the orders
     agent gets DUPLICATE_ORDER records from the customer agent) never runs ahead of that agent's
-    clocks on this worker, or a record could reach an order that finished and was dropped."""
+    clocks on this worker, or a record could reach an order that finished and was dropped. An
+    agent fed through a repartition topic is also capped by the watermarks of the upstream
+    partitions other workers own."""
     spec = agents[name]
     actives = ow_actives()
     tps, frozen = _clock_tps(spec, partition, clock, actives)
-    now = clock.now(tps, (name, partition), frozen)
+    bound = float("inf")
+    for dest in frozen:
+        foreign = [(u, q) for u in spec.upstream for q in range(spec.partitions) if (u, q) not in actives]
+        if foreign:
+            bound = min(bound, clock.foreign_bound(dest, foreign))
+    now = clock.now(tps, (name, partition), frozen, bound)
     for other in spec.bounded_by:
         ospec = agents[other]
         for topic, q in actives:

@@ -51,6 +51,9 @@ class LagAwareClock:
     """Offsets (first, last) of a partition skipped by the consumer and being read again."""
     forwarded: dict[TP, int] = field(default_factory=dict)
     """Largest offset the broker acked for a message this worker forwarded, per partition."""
+    foreign: dict[TP, dict[TP, tuple[float, bool]]] = field(default_factory=dict)
+    """Per repartition partition, the last watermark each upstream partition another worker owns
+    sent to it: (largest event time forwarded, caught up)."""
     max_event_time: float = float("-inf")
     _last_lag: dict[object, float] = field(default_factory=dict)
     _last_now: dict[object, float] = field(default_factory=dict)
@@ -109,19 +112,42 @@ class LagAwareClock:
         # Nothing consumed here yet (a fresh assignment): reading resumes at the committed offset.
         return (self.committed(tp) or 0) < hw
 
-    def now(self, tps: Iterable[TP] = (), who: object = None, repartitioned: Iterable[TP] = ()) -> float:
+    def watermark(self, dest: TP, source: TP, event_time: float | None, idle: bool) -> None:
+        """A watermark read from repartition partition `dest`: upstream partition `source`, owned
+        by another worker, has forwarded everything up to `event_time` (`idle`: and is caught up)."""
+        self.foreign.setdefault(dest, {})[source] = (float("-inf") if event_time is None else event_time, idle)
+
+    def foreign_bound(self, dest: TP, sources: Iterable[TP]) -> float:
+        """How far an agent fed through `dest` may go given upstream `sources` other workers own:
+        a caught-up source bounds nothing, a busy one its watermark minus the lateness, a source
+        not heard from yet everything (it may have anything in flight to us)."""
+        marks = self.foreign.get(dest, {})
+        bound = float("inf")
+        for src in sources:
+            mark = marks.get(src)
+            if mark is None:
+                return float("-inf")
+            t, idle = mark
+            if not idle and t - self.lateness < bound:
+                bound = t - self.lateness
+        return bound
+
+    def now(
+        self, tps: Iterable[TP] = (), who: object = None, repartitioned: Iterable[TP] = (), bound: float = float("inf")
+    ) -> float:
         """The clock for an agent partition (`who`) whose events come from `tps` (its own input
         partitions and the upstream partitions that feed it through a repartition topic).
 
         A repartition topic mixes several upstream partitions, so its event times are not in
         order and its progress bounds nothing: while one of `repartitioned` lags (messages sent
-        to it not consumed yet), the clock of `who` does not move at all."""
+        to it not consumed yet), the clock of `who` does not move at all. `bound` caps it (the
+        watermarks of upstream partitions other workers own, `foreign_bound`)."""
         tps = list(tps)
         wall = self.wall()
         if any(self.lagging(tp) for tp in repartitioned):
             self._last_lag[who] = wall
             return self._last_now.get(who, float("-inf"))
-        now = self._now(tps, who, wall)
+        now = min(self._now(tps, who, wall), bound)
         last = self._last_now.get(who, float("-inf"))
         if now < last:
             now = last  # a clock never runs backwards (a partition catching up lowers the bound)
@@ -161,3 +187,4 @@ class LagAwareClock:
             self.pending.pop(tp, None)
             self.forwarded.pop(tp, None)
             self.holes.pop(tp, None)
+            self.foreign.pop(tp, None)  # the new owners of the sources send fresh watermarks

@@ -130,3 +130,30 @@ def test_a_partition_with_a_hole_lags_until_the_re_read_reaches_its_end() -> Non
         assert clock.lagging(A)
     clock.observe(A, 5, 100.0)
     assert not clock.lagging(A)
+
+
+def test_watermarks_of_upstream_partitions_other_workers_own_bound_the_clock() -> None:
+    clock = LagAwareClock(mode="wall", lateness=60.0, wall=lambda: 10_000.0)
+    dest = ("inbox", 2)
+    sources = [("inventory", 1), ("inventory", 3)]
+
+    # Not heard from a source yet: it may have anything in flight to us.
+    assert clock.foreign_bound(dest, sources) == float("-inf")
+    clock.watermark(dest, ("inventory", 1), 5_000.0, idle=False)
+    assert clock.foreign_bound(dest, sources) == float("-inf")
+    clock.watermark(dest, ("inventory", 3), 7_000.0, idle=False)
+    assert clock.foreign_bound(dest, sources) == 5_000.0 - 60.0  # the slowest busy source decides
+    clock.watermark(dest, ("inventory", 1), None, idle=True)
+    assert clock.foreign_bound(dest, sources) == 7_000.0 - 60.0  # a caught-up source bounds nothing
+    clock.watermark(dest, ("inventory", 3), 7_500.0, idle=True)
+    assert clock.foreign_bound(dest, sources) == float("inf")
+    assert clock.foreign_bound(dest, []) == float("inf")  # this worker owns every source
+
+    # Applied as a cap on the clock, which still never runs backwards.
+    assert clock.now([], "w", [], bound=6_000.0) == 6_000.0
+    assert clock.now([], "w", [], bound=float("-inf")) == 6_000.0
+    assert clock.now([], "w", [], bound=float("inf")) == 10_000.0
+
+    # Revoked or reassigned: the marks are forgotten, the new owners send fresh ones.
+    clock.forget([dest])
+    assert clock.foreign_bound(dest, sources) == float("-inf")
