@@ -354,7 +354,7 @@ def create_app(
     # inputs again from the committed offsets (streams.rebalance).
     if detection:
         inputs = {t for spec in agents.values() for t in spec.inputs}
-        app.sensors.add(RewindAfterRebalance(app, inputs, lambda tp: _committed(app, tp)))
+        app.sensors.add(RewindAfterRebalance(app, inputs, lambda tp: _committed(app, tp), clock.delivered_run))
 
     tick_topics = {name: app.topic(spec.ticks, key_type=bytes, value_type=bytes) for name, spec in agents.items()}
 

@@ -1,4 +1,4 @@
-"""After every rebalance, read each owned input partition again from its committed offset:
+"""After every rebalance, read again what the agents did not get of their owned input partitions:
 faust can drop what it fetched while the rebalance was in progress (see `RewindAfterRebalance`).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import faust
 
-__all__ = ["RewindAfterRebalance", "rewind_targets"]
+__all__ = ["RewindAfterRebalance", "read_again_from", "rewind_targets"]
 
 log = logging.getLogger("orderwatch.streams")
 
@@ -38,9 +38,19 @@ def rewind_targets(
     return targets, unknown
 
 
+def read_again_from(start: int, delivered: tuple[int, int] | None) -> int:
+    """The offset to read a partition from again, given where reading should have started
+    (`start`, its committed offset) and the unbroken run of offsets (first, last) the agent got
+    since the assignment: only what follows the run if it began at `start` or before, else
+    everything from `start`. Re-reading less means fewer events forwarded twice downstream."""
+    if delivered is not None and delivered[0] <= start:
+        return max(start, delivered[1] + 1)
+    return start
+
+
 class RewindAfterRebalance(faust.Sensor):
-    """Seeks the agents' input partitions back to their committed offsets once faust says a
-    rebalance is over (stream flow resumed, recovery done).
+    """Seeks the agents' input partitions back to the first offset their agents have not got
+    once faust says a rebalance is over (stream flow resumed, recovery done).
 
     faust loses messages it fetched during a rebalance in two ways: while recovery pauses
     every partition, its fetch asks aiokafka for an empty set of partitions, which aiokafka
@@ -54,14 +64,23 @@ class RewindAfterRebalance(faust.Sensor):
     stays held and the replay stalls. Seen in test_rebalance as a worker whose order topics
     were read to their end while its agent received none of it.
 
-    Re-reading from the committed offset is safe: the runtime drops what it already applied
-    or buffered (Ledger, PartitionRuntime.waiting)."""
+    A partition is read again from its committed offset, or from just after what its agent
+    already got if that was one unbroken run from there (`read_again_from`, `delivered`: the
+    clock's `delivered_run`). Re-reading is safe: the runtime drops what it already applied or
+    buffered (Ledger, PartitionRuntime.waiting)."""
 
-    def __init__(self, app: faust.App, topics: Iterable[str], committed: Callable[[TP], int | None]) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        topics: Iterable[str],
+        committed: Callable[[TP], int | None],
+        delivered: Callable[[TP], tuple[int, int] | None],
+    ) -> None:
         super().__init__()
         self._app = app
         self._topics = frozenset(topics)
         self._committed = committed
+        self._delivered = delivered
         self._rewinds: set[asyncio.Future[dict[TP, int]]] = set()
 
     def on_rebalance_end(self, app: Any, state: Any) -> None:
@@ -71,8 +90,8 @@ class RewindAfterRebalance(faust.Sensor):
         task.add_done_callback(self._rewinds.discard)
 
     async def rewind(self, generation: int) -> dict[TP, int]:
-        """Seek every actively owned input partition to its committed offset (unless another
-        rebalance started since: it ends with its own rewind). Returns the offsets sought."""
+        """Seek every actively owned input partition back (unless another rebalance started
+        since: it ends with its own rewind). Returns the offsets sought."""
         app = self._app
         if app.rebalancing or app.consumer_generation_id != generation:
             return {}
@@ -87,13 +106,15 @@ class RewindAfterRebalance(faust.Sensor):
                 targets.update({(tp.topic, tp.partition): int(off) for tp, off in earliest.items()})
             if app.rebalancing or app.consumer_generation_id != generation:
                 return {}
+            targets = {tp: read_again_from(off, self._delivered(tp)) for tp, off in targets.items()}
             await consumer.seek_wait({FaustTP(t, p): off for (t, p), off in targets.items()})
         except Exception as exc:  # a new rebalance took partitions away: it rewinds on its end
             log.warning("rewind after rebalance (generation %s) failed: %r", generation, exc)
             return {}
         log.info(
-            "rebalance %s done: %s input partitions read again from their committed offsets",
+            "rebalance %s done: %s input partitions sought to what their agents have not got yet: %s",
             generation,
             len(targets),
+            ", ".join(f"{t}[{p}]@{off}" for (t, p), off in sorted(targets.items())),
         )
         return targets

@@ -3,7 +3,7 @@ targets out (no Kafka; the integration test test_rebalance runs it against the b
 
 from __future__ import annotations
 
-from streams.rebalance import rewind_targets
+from streams.rebalance import read_again_from, rewind_targets
 
 INPUTS = ["orders", "payments", "app-order-inbox"]
 
@@ -30,3 +30,11 @@ def test_an_owned_input_without_a_commit_is_returned_apart() -> None:
     targets, unknown = rewind_targets(actives, INPUTS, {("orders", 1): 3}.get)
     assert targets == {("orders", 1): 3}
     assert unknown == [("payments", 1)]  # read from its earliest offset, as the consumer resets
+
+
+def test_reading_again_starts_after_an_unbroken_run_delivered_from_the_committed_offset() -> None:
+    assert read_again_from(0, None) == 0  # nothing delivered: all of it (the stalled replay)
+    assert read_again_from(0, (0, 740)) == 741  # all delivered: nothing is read twice
+    assert read_again_from(10, (4, 30)) == 31  # the run started below the commit: still unbroken
+    assert read_again_from(10, (12, 30)) == 10  # the run started past the commit: 10 and 11 are lost
+    assert read_again_from(50, (0, 20)) == 50  # committed past what was delivered (acked since)
