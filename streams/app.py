@@ -43,6 +43,7 @@ from orderwatch.errors import InvalidEvent
 from schemas.events import parse_event
 from streams.clock import LagAwareClock
 from streams.metrics import Metrics
+from streams.rebalance import RewindAfterRebalance
 from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
 from streams.settings import Settings
 
@@ -355,6 +356,12 @@ def create_app(
         _install_agent(
             ow, spec, forward if spec.name in ("orders", "inventory") else None, forward_inputs, emit, dead_letter
         )
+
+    # faust can drop what it fetched during a rebalance: once one is over, the agents read their
+    # inputs again from the committed offsets (streams.rebalance).
+    if detection:
+        inputs = {t for spec in agents.values() for t in spec.inputs}
+        app.sensors.add(RewindAfterRebalance(app, inputs, lambda tp: _committed(app, tp), clock.delivered_run))
 
     tick_topics = {name: app.topic(spec.ticks, key_type=bytes, value_type=bytes) for name, spec in agents.items()}
 

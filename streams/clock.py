@@ -21,6 +21,10 @@ TP = tuple[str, int]
 class PartitionProgress:
     max_event_time: float = float("-inf")
     offset: int = -1
+    first: int = -1
+    """First offset delivered since the partition was assigned."""
+    skipped: bool = False
+    """An offset arrived more than one past the largest before it: some were not delivered."""
 
 
 @dataclass
@@ -66,13 +70,25 @@ class LagAwareClock:
         hole = self.holes.get(tp)
         if hole is not None and offset == hole[1]:
             del self.holes[tp]  # the re-read reached the end of the gap
+        if p.first < 0:
+            p.first = offset
         if offset > p.offset:
+            if offset > p.offset + 1 and p.offset >= 0:
+                p.skipped = True
             p.offset = offset
         if event_time is not None:
             if event_time > p.max_event_time:
                 p.max_event_time = event_time
             if event_time > self.max_event_time:
                 self.max_event_time = event_time
+
+    def delivered_run(self, tp: TP) -> tuple[int, int] | None:
+        """(first, last) offsets delivered from `tp` since it was assigned, if they were one
+        unbroken run; None when nothing was delivered or offsets were skipped."""
+        p = self.progress.get(tp)
+        if p is None or p.first < 0 or p.skipped:
+            return None
+        return p.first, p.offset
 
     def hole(self, tp: TP, first: int, last: int) -> None:
         """Offsets first..last of `tp` were skipped and will be delivered again: lagging until then."""

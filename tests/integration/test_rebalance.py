@@ -26,17 +26,6 @@ def _owned(log: Path) -> set[tuple[str, int]]:
     return {(m.group(1).decode(), int(m.group(2))) for m in READY.finditer(log.read_bytes())}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known, intermittent: passed 6 of 8 runs of this code on 2026-11-22. In the failures the worker that keeps"
-        " partitions through the rebalance drops their runtimes on revocation, gets the partitions"
-        " back with faust's fetch position past the committed offset, logs 'reading the gap again'"
-        " and seeks back, but the re-read never completes and its clock stays held: the replay"
-        " stalls (lost ids). Needs a fix in the revoke/reassign path (keep a partition's runtime"
-        " across an eager rebalance that gives it back, or re-seek until the hole is filled)."
-    ),
-)
 async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_changes_no_outcome(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:

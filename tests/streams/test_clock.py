@@ -157,3 +157,16 @@ def test_watermarks_of_upstream_partitions_other_workers_own_bound_the_clock() -
     # Revoked or reassigned: the marks are forgotten, the new owners send fresh ones.
     clock.forget([dest])
     assert clock.foreign_bound(dest, sources) == float("-inf")
+
+
+def test_the_delivered_run_is_what_came_since_the_assignment_without_a_skipped_offset() -> None:
+    clock, _hw, _ = make(highwaters={A: 100})
+    assert clock.delivered_run(A) is None
+    for offset in (3, 4, 5, 4, 5, 6):  # a re-delivery (seek back) does not break the run
+        clock.observe(A, offset, 5000.0)
+    assert clock.delivered_run(A) == (3, 6)
+    clock.observe(A, 9, None)  # 7 and 8 never came (dropped by the consumer)
+    assert clock.delivered_run(A) is None
+    clock.forget([A])  # reassigned: a new run
+    clock.observe(A, 7, 5000.0)
+    assert clock.delivered_run(A) == (7, 7)
