@@ -357,12 +357,6 @@ def create_app(
             ow, spec, forward if spec.name in ("orders", "inventory") else None, forward_inputs, emit, dead_letter
         )
 
-    # faust can drop what it fetched during a rebalance: once one is over, the agents read their
-    # inputs again from the committed offsets (streams.rebalance).
-    if detection:
-        inputs = {t for spec in agents.values() for t in spec.inputs}
-        app.sensors.add(RewindAfterRebalance(app, inputs, lambda tp: _committed(app, tp), clock.delivered_run))
-
     tick_topics = {name: app.topic(spec.ticks, key_type=bytes, value_type=bytes) for name, spec in agents.items()}
 
     @app.timer(interval=TICK_INTERVAL)  # type: ignore[untyped-decorator]
@@ -492,6 +486,13 @@ def create_app(
         from streams.handling import install_handlers
 
         ow.handlers = install_handlers(ow, handlers, detection=detection)
+    # faust can drop what it fetched during a rebalance: once one is over, the agents read their
+    # inputs again from the first offset they did not get (streams.rebalance). The handlers'
+    # topic too: the handlers are idempotent, so a re-read from the committed offset is safe.
+    rewound = {t for spec in agents.values() for t in spec.inputs} if detection else set()
+    if ow.handlers is not None:
+        rewound.add(ow.handlers.topic)
+    app.sensors.add(RewindAfterRebalance(app, rewound, lambda tp: _committed(app, tp), clock.delivered_run))
     return ow
 
 
@@ -666,18 +667,22 @@ def _install_agent(
             return False
         if not isinstance(ev, _Adopt):
             metrics.events_in.labels(msg.topic, ev.type).inc()
-            if forward is not None and msg.topic in forward_inputs:
-                await forward(ev, value)
-        # After the forward: the progress the clock (and the watermarks) report covers only
-        # events already handed to the producer.
-        clock.observe((msg.topic, partition), msg.offset, t)
         if rt.waiting(tpkey, msg.offset):
+            clock.observe((msg.topic, partition), msg.offset, t)
             hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
         if not rt.offer(ev, t, tpkey, msg.offset, event):
+            # Already applied or buffered, so already forwarded: a re-read after a rebalance
+            # or restart must not hand agents downstream a copy they may take for a late event.
+            clock.observe((msg.topic, partition), msg.offset, t)
             metrics.duplicates.labels(name).inc()
             await settle(rt, manual, tpkey, msg.offset, event)
             return False
+        if forward is not None and msg.topic in forward_inputs:
+            await forward(ev, value)
+        # After the forward: the progress the clock (and the watermarks) report covers only
+        # events already handed to the producer.
+        clock.observe((msg.topic, partition), msg.offset, t)
         if t < rt.clock:
             # The clock promised nothing older would come: deadlines may have fired without it.
             metrics.late.labels(name, msg.topic).inc()
