@@ -275,7 +275,7 @@ def create_app(
 
     ow.actives = actives
 
-    async def send_forward(topic: Any, key: str, raw: bytes) -> None:
+    async def send_forward(topic: Any, key: str, raw: bytes) -> Any:
         # The partition is computed here (Kafka's default murmur2, as every client uses) so the
         # clock can count what is in flight to it until the agent downstream consumes it.
         kb = key.encode()
@@ -289,19 +289,23 @@ def create_app(
             # and then until we have consumed past that offset, the partition lags.
             clock.sent(tp)
             fut.add_done_callback(lambda f: clock.delivered(tp, _offset_of(f)))
+        return fut
 
-    async def forward(ev: Any, raw: bytes) -> None:
+    async def forward(ev: Any, raw: bytes) -> list[Any]:
         """Regroup what other keys need: the repartition step of the design (explicit sends of
-        the original bytes, keyed for the agent downstream)."""
+        the original bytes, keyed for the agent downstream). Returns the sends' futures."""
         kind = ev.type
         if kind == "order.created":
             a = ev.data.shipping_address
-            await send_forward(by_topics["address"], address_fingerprint(a.line1, a.postal_code, a.country), raw)
-            await send_forward(by_topics["customer"], ev.data.customer_id, raw)
-        elif kind in ("payment.succeeded", "payment.failed"):
-            await send_forward(by_topics["provider"], ev.data.provider, raw)
-        elif kind in ("inventory.reserved", "inventory.reservation_failed", "inventory.released"):
-            await send_forward(inbox_topic, ev.data.order_id, raw)
+            return [
+                await send_forward(by_topics["address"], address_fingerprint(a.line1, a.postal_code, a.country), raw),
+                await send_forward(by_topics["customer"], ev.data.customer_id, raw),
+            ]
+        if kind in ("payment.succeeded", "payment.failed"):
+            return [await send_forward(by_topics["provider"], ev.data.provider, raw)]
+        if kind in ("inventory.reserved", "inventory.reservation_failed", "inventory.released"):
+            return [await send_forward(inbox_topic, ev.data.order_id, raw)]
+        return []
 
     async def emit(agent: str, emissions: list[Emission]) -> None:
         """Publish and wait for the broker's ack: the caller writes state only afterwards, so a
@@ -412,7 +416,7 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        for tp, lag in _lags(clock, ow.actives(), {spec.ticks for spec in agents.values()}):
+        for tp, lag in _lags(clock, ow.actives(), {t for spec in agents.values() for t in spec.inputs}):
             metrics.consumer_lag.labels(tp[0], str(tp[1])).set(lag)
         for spec in agents.values():
             rts = list(spec.runtimes.values())
@@ -523,10 +527,19 @@ def _install_agent(
             log.info("%s: partition %s ready, %s keys restored", name, partition, len(det.states))
         return rt
 
-    async def flush(rt: PartitionRuntime[Any], partition: int, stream: Any, clock_now: float) -> None:
-        released = rt.release(clock_now)
+    async def flush(rt: PartitionRuntime[Any], partition: int, stream: Any) -> None:
+        if spec.runtimes.get(partition) is not rt:
+            return  # revoked meanwhile: its new owner reads what was not acked
+        released = rt.release(_agent_now(ow.actives, ow.agents, clock, name, partition))
+        forwards = pending_forwards.pop(partition, [])
         if released.emissions:
             await emit(name, released.emissions)  # before the state that says they happened
+        # The forwards of the events applied here, before the ledger that says they were: a
+        # re-read skips applied events, so a forward lost in a crash would never be sent again.
+        for fut in forwards:
+            await fut
+        if spec.runtimes.get(partition) is not rt:
+            return  # revoked while waiting for the broker: the table partition is not ours now
         tag = f"{partition}|".encode()
         for key, blob in rt.take_dirty():
             kb = str(key).encode()
@@ -559,6 +572,7 @@ def _install_agent(
                     await stream.ack(event)
 
     repartitioned = set(spec.repartitioned)
+    pending_forwards: dict[int, list[Any]] = {}  # partition -> forwards sent since its last flush
 
     def watermark(topic: str, partition: int, value: bytes, offset: int) -> None:
         try:
@@ -611,36 +625,31 @@ def _install_agent(
             await spec.ready.wait()
         # A flush (apply what the clock allows, emit, write the changed keys and the ledger, ack)
         # costs several produced messages, and faust hands the agent one message per loop turn
-        # whatever is queued, so under load events are flushed together: at most once per
-        # FLUSH_SECONDS, or after FLUSH_EVERY events. The first event after a quiet spell is
-        # flushed at once, so a lone event is judged without delay; the tail of a burst is
-        # flushed by the next tick (the timer sends one while buffered events are due).
-        unflushed: dict[int, PartitionRuntime[Any]] = {}
+        # whatever is queued, so under load a partition's events are flushed together: at most
+        # once per FLUSH_SECONDS, or after FLUSH_EVERY events. The first event after a quiet
+        # spell is flushed at once, so a lone event is judged without delay; the tail of a burst
+        # is flushed by the next tick (the timer sends one while buffered events are due).
+        # A partition is only ever flushed while its own message is processed: faust sends a
+        # table write to the changelog partition of the current message.
         loop_time = asyncio.get_running_loop().time
-        count = 0
-        last_flush = 0.0
+        batches: dict[int, list[float]] = {}  # partition -> [events offered since its flush, its flush time]
         async for event in manual.events():
             msg = event.message
             partition = msg.partition
             rt = runtime(partition)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = [0, 0.0]
             if msg.topic == spec.ticks:
-                unflushed[partition] = rt
-                await flush_all(unflushed, manual)
-                count, last_flush = 0, loop_time()
+                await flush(rt, partition, manual)
+                batch[0], batch[1] = 0, loop_time()
                 await manual.ack(event)
                 continue
             if await offer(rt, manual, event, msg, partition):
-                unflushed[partition] = rt
-                count += 1
-            if count and (count >= FLUSH_EVERY or loop_time() - last_flush >= FLUSH_SECONDS):
-                await flush_all(unflushed, manual)
-                count, last_flush = 0, loop_time()
-
-    async def flush_all(unflushed: dict[int, PartitionRuntime[Any]], stream: Any) -> None:
-        for partition, rt in unflushed.items():
-            if spec.runtimes.get(partition) is rt:  # not revoked meanwhile
-                await flush(rt, partition, stream, _agent_now(ow.actives, ow.agents, clock, name, partition))
-        unflushed.clear()
+                batch[0] += 1
+            if batch[0] and (batch[0] >= FLUSH_EVERY or loop_time() - batch[1] >= FLUSH_SECONDS):
+                await flush(rt, partition, manual)
+                batch[0], batch[1] = 0, loop_time()
 
     async def offer(rt: PartitionRuntime[Any], manual: Any, event: Any, msg: Any, partition: int) -> bool:
         """Decode one message and buffer it; True when it entered the reorder buffer."""
@@ -648,6 +657,8 @@ def _install_agent(
         tpkey = f"{msg.topic}:{partition}"
         if tpkey not in rt.ledger.low:
             await resume(rt, tpkey, msg.topic, partition, msg.offset)
+            if spec.runtimes.get(partition) is not rt:
+                return False  # revoked while seeking: the new owner reads it again
         if msg.topic in repartitioned and value and value.startswith(b'{"wm":'):
             watermark(msg.topic, partition, value, msg.offset)
             clock.observe((msg.topic, partition), msg.offset, None)
@@ -679,7 +690,11 @@ def _install_agent(
             await settle(rt, manual, tpkey, msg.offset, event)
             return False
         if forward is not None and msg.topic in forward_inputs:
-            await forward(ev, value)
+            sends = await forward(ev, value)
+            if sends:
+                pending_forwards.setdefault(partition, []).extend(sends)
+            if spec.runtimes.get(partition) is not rt:
+                return False  # revoked while sending: the new owner reads it again (not acked)
         # After the forward: the progress the clock (and the watermarks) report covers only
         # events already handed to the producer.
         clock.observe((msg.topic, partition), msg.offset, t)
@@ -774,8 +789,9 @@ def _agent_now(
         ospec = agents[other]
         for topic, q in actives:
             if topic == ospec.inputs[0]:
-                otps, ofrozen = _clock_tps(ospec, q, clock, actives)
-                now = min(now, clock.now(otps, (other, q), ofrozen))
+                # That agent's own clock, watermark cap included: asking the clock without the
+                # cap would also move the remembered, never-backwards value past it.
+                now = min(now, _agent_now(ow_actives, agents, clock, other, q))
     return now
 
 
@@ -842,14 +858,14 @@ def _committed(app: faust.App, tp: tuple[str, int]) -> int | None:
 
 
 def _lags(
-    clock: LagAwareClock, actives: frozenset[tuple[str, int]], skip: set[str]
+    clock: LagAwareClock, actives: frozenset[tuple[str, int]], inputs: set[str]
 ) -> list[tuple[tuple[str, int], int]]:
     """Messages behind the highwater per actively owned partition, from what the agents consumed
     (the clock's progress) or, before the first message, the committed offset."""
     out = []
     for tp in sorted(actives):
-        if tp[0] in skip:
-            continue  # the runtime's own tick topics: no backlog worth a series
+        if tp[0] not in inputs:
+            continue  # ticks, changelogs, the handlers' topic: not what the agents consume
         hw = clock.highwater(tp)
         if hw is None:
             continue

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.app import AGENTS
+from streams.runtime import LEDGER_KEY
 from streams.settings import Settings
 from streams.worker import free_port, spawn_worker, stop_worker
-from tests.integration.kafka import publish_simulation, read_json
+from tests.integration.kafka import publish_simulation, read_json, read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -84,6 +86,16 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
         stop_worker(proc)
         log.close()
     assert got == expected
+    # Every state write sits in its own partition's changelog (a batched flush of another
+    # partition's keys would have put them wherever the message being processed came from).
+    changelogs = [f"{kafka_settings.app_id}-{agent}-state-changelog" for agent in AGENTS]
+    writes = await read_records(kafka_settings, changelogs)
+    assert writes
+    for rec in writes:
+        if rec.key and rec.key.startswith(LEDGER_KEY.encode()):
+            assert rec.key.endswith(f":{rec.partition}".encode()), (rec.topic, rec.partition, rec.key)
+        elif rec.value:
+            assert rec.value.startswith(f"{rec.partition}|".encode()), (rec.topic, rec.partition, rec.key)
     by_topic_reason = {(d["topic"], d["reason"]) for d in dlq}
     assert by_topic_reason == {
         (kafka_settings.topic(t), r) for t in ("orders", "payments", "inventory", "logistics") for r in MALFORMED

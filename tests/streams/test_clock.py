@@ -170,3 +170,30 @@ def test_the_delivered_run_is_what_came_since_the_assignment_without_a_skipped_o
     clock.forget([A])  # reassigned: a new run
     clock.observe(A, 7, 5000.0)
     assert clock.delivered_run(A) == (7, 7)
+
+
+def test_an_agent_bounded_by_another_never_lifts_that_agents_watermark_cap() -> None:
+    from streams.app import _Agent, _agent_now
+
+    def agent(name: str, inputs: list[str], upstream: list[str], repartitioned: list[str]) -> _Agent:
+        spec = _Agent(name, inputs, f"ticks-{name}", upstream, repartitioned, lambda: None, lambda d, e, t: [])  # type: ignore[arg-type, return-value]
+        spec.partitions = 2
+        return spec
+
+    agents = {
+        "orders": agent("orders", ["orders", "inbox"], ["inventory"], ["inbox"]),
+        "customer": agent("customer", ["by-customer"], ["orders"], ["by-customer"]),
+    }
+    agents["orders"].bounded_by = ["customer"]
+    clock = LagAwareClock(mode="wall", lateness=60.0, wall=lambda: 5_000.0, highwater=lambda tp: 0)
+    # This worker owns partition 0 of everything; partition 1 is another worker's.
+    actives = frozenset({("orders", 0), ("inbox", 0), ("by-customer", 0), ("inventory", 0)})
+    clock.watermark(("inbox", 0), ("inventory", 1), None, idle=True)
+    clock.watermark(("by-customer", 0), ("orders", 1), 2_000.0, idle=False)  # busy, behind
+
+    def now(name: str) -> float:
+        return _agent_now(lambda: actives, agents, clock, name, 0)
+
+    assert now("customer") == 2_000.0 - 60.0
+    assert now("orders") == 2_000.0 - 60.0  # bounded by the customer agent's capped clock
+    assert now("customer") == 2_000.0 - 60.0  # and asking did not move the cap
