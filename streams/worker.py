@@ -108,10 +108,21 @@ async def pin_start_offsets(settings: Settings) -> dict[str, int]:
 
 async def _group_offsets(settings: Settings) -> set[Any]:
     """The partitions the worker group has a committed offset for."""
+    from aiokafka.errors import KafkaError
+
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        for attempt in range(60):
+            try:
+                offsets = await admin.list_consumer_group_offsets(settings.app_id)
+                break
+            except KafkaError as exc:
+                # A new broker has no group coordinator until it has created its offsets
+                # topic (GroupCoordinatorNotAvailable): retriable, for a while.
+                if not exc.retriable or attempt == 59:
+                    raise
+                await asyncio.sleep(0.5)
     finally:
         await admin.close()
     return {tp for tp, meta in offsets.items() if meta.offset >= 0}
