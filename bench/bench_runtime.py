@@ -28,14 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from bench.bench_backtest import machine  # noqa: E402
 from orderwatch.backtest import open_lines  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from streams.publish import publish_lines  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.worker import ensure_topics, spawn_worker, stop_worker  # noqa: E402
+from streams.worker import committed_offsets, ensure_topics, spawn_worker, stop_worker  # noqa: E402
 
 INPUTS = ("orders", "payments", "inventory", "logistics")
 
@@ -98,15 +97,8 @@ def faust_bare_events_per_s(settings: Settings, total: int) -> float | None:
 
 
 async def committed_total(settings: Settings) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        offs = await admin.list_consumer_group_offsets(settings.app_id)
-        return sum(
-            o.offset for tp, o in offs.items() if tp.topic in {settings.topic(t) for t in INPUTS} and o.offset > 0
-        )
-    finally:
-        await admin.close()
+    inputs = {settings.topic(t) for t in INPUTS}
+    return sum(off for (topic, _), off in (await committed_offsets(settings)).items() if topic in inputs)
 
 
 async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[str, float]:

@@ -54,8 +54,8 @@ log = logging.getLogger("orderwatch.streams")
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
 WATERMARK_HEARTBEAT = 1.0  # seconds: an unchanged watermark is sent again this often
-FLUSH_SECONDS = 0.02  # under load, an agent flushes at most this often
-FLUSH_EVERY = 500  # events an agent buffers at most before it flushes, under load
+FLUSH_SECONDS = 0.02  # under load, an agent partition flushes at most this often
+FLUSH_EVERY = 500  # events an agent partition buffers at most before it flushes, under load
 
 
 def internal_topics(settings: Settings) -> list[str]:
@@ -261,6 +261,7 @@ def create_app(
         spec.partitions = settings.partitions
     agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
+    agent_inputs = {t for spec in agents.values() for t in spec.inputs}
     ow = Orderwatch(app, settings, metrics, clock, agents)
 
     partitions = settings.partitions
@@ -416,7 +417,7 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        for tp, lag in _lags(clock, ow.actives(), {t for spec in agents.values() for t in spec.inputs}):
+        for tp, lag in _lags(clock, ow.actives(), agent_inputs):
             metrics.consumer_lag.labels(tp[0], str(tp[1])).set(lag)
         for spec in agents.values():
             rts = list(spec.runtimes.values())
@@ -496,8 +497,7 @@ def create_app(
     # do not skip offsets they have handled (harmless to their state, they are idempotent, but
     # processed and counted again). Their own exposure to the loss is an open question.
     if detection:
-        inputs = {t for spec in agents.values() for t in spec.inputs}
-        app.sensors.add(RewindAfterRebalance(app, inputs, lambda tp: _committed(app, tp), clock.delivered_run))
+        app.sensors.add(RewindAfterRebalance(app, agent_inputs, lambda tp: _committed(app, tp), clock.delivered_run))
     return ow
 
 
@@ -781,9 +781,9 @@ def _agent_now(
     actives = ow_actives()
     tps, frozen = _clock_tps(spec, partition, clock, actives)
     bound = float("inf")
-    for dest in frozen:
-        foreign = [(u, q) for u in spec.upstream for q in range(spec.partitions) if (u, q) not in actives]
-        if foreign:
+    foreign = [(u, q) for u in spec.upstream for q in range(spec.partitions) if (u, q) not in actives]
+    if foreign:
+        for dest in frozen:
             bound = min(bound, clock.foreign_bound(dest, foreign))
     now = clock.now(tps, (name, partition), frozen, bound)
     for other in spec.bounded_by:

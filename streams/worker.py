@@ -22,7 +22,15 @@ from streams.app import create_app, internal_topics
 from streams.publish import kafka_client_options
 from streams.settings import Settings
 
-__all__ = ["ensure_topics", "free_port", "pin_start_offsets", "run_worker", "spawn_worker", "stop_worker"]
+__all__ = [
+    "committed_offsets",
+    "ensure_topics",
+    "free_port",
+    "pin_start_offsets",
+    "run_worker",
+    "spawn_worker",
+    "stop_worker",
+]
 
 log = logging.getLogger("orderwatch.worker")
 
@@ -88,8 +96,8 @@ async def pin_start_offsets(settings: Settings) -> dict[str, int]:
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
         consumer.assign(tps)
-        committed = await _group_offsets(settings)  # one request, not one per partition
-        missing = [tp for tp in tps if tp not in committed]
+        committed = await committed_offsets(settings)  # one request, not one per partition
+        missing = [tp for tp in tps if (tp.topic, tp.partition) not in committed]
         if not missing:
             return pinned
         starts = await consumer.beginning_offsets([tp for tp in missing if tp.topic not in ticks])
@@ -106,8 +114,8 @@ async def pin_start_offsets(settings: Settings) -> dict[str, int]:
         await consumer.stop()
 
 
-async def _group_offsets(settings: Settings) -> set[Any]:
-    """The partitions the worker group has a committed offset for."""
+async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """The worker group's committed offsets, per (topic, partition), in one request."""
     from aiokafka.errors import KafkaError
 
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
@@ -125,7 +133,7 @@ async def _group_offsets(settings: Settings) -> set[Any]:
                 await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    return {tp for tp, meta in offsets.items() if meta.offset >= 0}
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 def run_worker(

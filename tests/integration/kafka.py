@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from orderwatch.backtest import BacktestResult, open_lines, run_backtest
@@ -18,7 +17,7 @@ from streams.publish import publish_lines
 from streams.settings import Settings
 from streams.worker import ensure_topics
 
-__all__ = ["committed_offsets", "publish_simulation", "read_json", "read_records"]
+__all__ = ["publish_simulation", "read_json", "read_records"]
 
 
 async def publish_simulation(
@@ -55,14 +54,3 @@ async def read_records(settings: Settings, topics: list[str]) -> list[ConsumerRe
 async def read_json(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """The values of one topic (full name), decoded as JSON."""
     return [json.loads(r.value) for r in await read_records(settings, [topic]) if r.value is not None]
-
-
-async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    """The worker group's committed offsets, per (topic, partition)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}

@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
 from tests.factories import ADDRESS, raw
-from tests.integration.kafka import committed_offsets, read_json
+from tests.integration.kafka import read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 

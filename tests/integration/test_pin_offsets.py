@@ -9,8 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.app import internal_topics
 from streams.settings import Settings
-from streams.worker import ensure_topics, pin_start_offsets
-from tests.integration.kafka import committed_offsets
+from streams.worker import committed_offsets, ensure_topics, pin_start_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
