@@ -1,6 +1,7 @@
-"""Rule configuration: defaults from RULES.md, one TOML file, overrides per merchant and channel.
+"""Rule configuration: defaults from RULES.md, one TOML file, overrides per segment (merchant,
+payment method, carrier, channel, country).
 
-Lookups on the hot path go through `RulesConfig.profile(merchant, channel)`, a cached plain dict.
+Lookups on the hot path go through `RulesConfig.profile(merchant, channel, ...)`, a cached dict.
 
     [rules.PAYMENT_TIMEOUT]            # defaults for everyone
     threshold = "45m"
@@ -9,7 +10,9 @@ Lookups on the hot path go through `RulesConfig.profile(merchant, channel)`, a c
     min_orders = 5
     [channel.marketplace.rules.SHIPMENT_NOT_CREATED]
     threshold = "72h"
-    [merchant."m-42".rules.PAYMENT_TIMEOUT]   # merchant beats channel beats defaults
+    [payment_method.bank_transfer.rules.PAYMENT_TIMEOUT]
+    threshold = "4d"
+    [merchant."m-42".rules.PAYMENT_TIMEOUT]   # see SEGMENTS for who beats whom
     enabled = false
 """
 
@@ -24,7 +27,7 @@ from typing import Any
 from detectors.catalog import RULES
 from orderwatch.errors import ConfigError
 
-__all__ = ["DEFAULT_THRESHOLDS", "GLOBAL_PARAMS", "Profile", "RulesConfig", "parse_duration"]
+__all__ = ["DEFAULT_THRESHOLDS", "GLOBAL_PARAMS", "SEGMENTS", "Profile", "ProfileKey", "RulesConfig", "parse_duration"]
 
 H = 3600.0
 D = 86400.0
@@ -51,11 +54,23 @@ GLOBAL_PARAMS: dict[str, dict[str, float]] = {
     "PAYMENT_FAILURE_SPIKE": {"window": 5 * 60.0, "min_failures": 20, "min_rate": 0.30},
 }
 CHANNELS = ("web", "app", "marketplace", "pos")
+# Override scopes, strongest first: for each rule the first scope that names the order's value and
+# sets the rule decides. The merchant's own contract beats everything; the payment method and the
+# carrier describe the very step a deadline times, so they beat the broad channel and country.
+# `carrier` is known only from shipment.created on: it applies to episodes started after it.
+SEGMENTS = ("merchant", "payment_method", "carrier", "channel", "country")
+# The order of ProfileKey (and of `profile`'s arguments): the first two keep the old call shape.
+KEY_ORDER = ("merchant", "channel", "payment_method", "country", "carrier")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_SEGMENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 _DURATION_PARAMS = {"threshold", "window", "account_age"}
 _COUNT_PARAMS = {"min_orders", "min_customers", "min_failures"}
 
 # A profile maps rule code -> threshold seconds, or None when the rule is disabled for it.
 Profile = dict[str, float | None]
+# (merchant, channel, payment_method, country, carrier), each None when no override names it.
+ProfileKey = tuple[str | None, str | None, str | None, str | None, str | None]
+Override = tuple[bool | None, float | None]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": H, "d": D, "w": 7 * D}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -82,10 +97,13 @@ class RulesConfig:
     params: dict[str, dict[str, float]] = field(default_factory=lambda: {k: dict(v) for k, v in GLOBAL_PARAMS.items()})
     amount_tolerance: float = 0.01
     """Money sums closer than this count as equal (RULES.md: within 0.01)."""
-    merchant_overrides: dict[str, dict[str, tuple[bool | None, float | None]]] = field(default_factory=dict)
-    channel_overrides: dict[str, dict[str, tuple[bool | None, float | None]]] = field(default_factory=dict)
-    _profiles: dict[tuple[str | None, str | None], Profile] = field(default_factory=dict, repr=False)
-    _profile_keys: dict[int, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
+    merchant_overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
+    channel_overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
+    payment_method_overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
+    carrier_overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
+    country_overrides: dict[str, dict[str, Override]] = field(default_factory=dict)
+    _profiles: dict[ProfileKey, Profile] = field(default_factory=dict, repr=False)
+    _profile_keys: dict[int, ProfileKey] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, path: str | Path) -> RulesConfig:
@@ -104,8 +122,8 @@ class RulesConfig:
     def from_dict(cls, doc: dict[str, Any]) -> RulesConfig:
         cfg = cls()
         for key in doc:
-            if key not in ("rules", "merchant", "channel", "amount_tolerance"):
-                msg = f"config key {key}: unknown; expected one of rules, merchant, channel, amount_tolerance"
+            if key not in ("rules", "amount_tolerance", *SEGMENTS):
+                msg = f"config key {key}: unknown; expected one of rules, {', '.join(SEGMENTS)}, amount_tolerance"
                 raise ConfigError(msg)
         if "amount_tolerance" in doc:
             tol = doc["amount_tolerance"]
@@ -115,11 +133,10 @@ class RulesConfig:
             cfg.amount_tolerance = float(tol)
         for code, table in _table(doc, "rules").items():
             cfg._apply_default(code, _table({"t": table}, "t", f"rules.{code}"))
-        for scope, target in (("merchant", cfg.merchant_overrides), ("channel", cfg.channel_overrides)):
+        for scope in SEGMENTS:
+            target = cfg.overrides(scope)
             for name, section in _table(doc, scope).items():
-                if scope == "channel" and name not in CHANNELS:
-                    msg = f"config key channel.{name}: unknown channel; expected one of {', '.join(CHANNELS)}"
-                    raise ConfigError(msg)
+                _segment_name(scope, name)
                 section = _table({"s": section}, "s", f"{scope}.{name}")
                 extra = set(section) - {"rules"}
                 if extra:
@@ -153,13 +170,29 @@ class RulesConfig:
                 msg = f"config key {path}: unknown; expected one of {', '.join(allowed)}"
                 raise ConfigError(msg)
 
-    def profile(self, merchant: str | None = None, channel: str | None = None) -> Profile:
-        """Thresholds for an order of this merchant and channel (None = disabled)."""
-        key = (merchant, channel)
+    def overrides(self, scope: str) -> dict[str, dict[str, Override]]:
+        """The overrides of one segment scope (`merchant`, `payment_method`, ...): name -> rule -> override."""
+        table: dict[str, dict[str, Override]] = getattr(self, f"{scope}_overrides")
+        return table
+
+    def profile(
+        self,
+        merchant: str | None = None,
+        channel: str | None = None,
+        payment_method: str | None = None,
+        country: str | None = None,
+        carrier: str | None = None,
+    ) -> Profile:
+        """Thresholds for an order of these segments (None = disabled). A value no override
+        names counts as None, so the cache holds one profile per configured combination, not
+        one per merchant id or carrier string an upstream ever sends."""
+        key = self._key(merchant, channel, payment_method, country.upper() if country else None, carrier)
         prof = self._profiles.get(key)
         if prof is None:
             prof = {c: (self.thresholds.get(c, 0.0) if self.enabled[c] else None) for c in RULES}
-            layers = [self.channel_overrides.get(channel or ""), self.merchant_overrides.get(merchant or "")]
+            values = dict(zip(KEY_ORDER, key, strict=True))
+            # Weakest first, so a stronger scope's setting is applied last and wins.
+            layers = [self.overrides(scope).get(values[scope] or "") for scope in reversed(SEGMENTS)]
             for layer in layers:
                 for code, (enabled, threshold) in (layer or {}).items():
                     if enabled is False:
@@ -173,9 +206,25 @@ class RulesConfig:
             self._profile_keys[id(prof)] = key
         return prof
 
-    def profile_key(self, profile: Profile) -> tuple[str | None, str | None]:
-        """The (merchant, channel) a profile was built for: what a state snapshot stores instead."""
+    def _key(self, *values: str | None) -> ProfileKey:
+        m, ch, pm, co, ca = (
+            v if v is not None and v in self.overrides(scope) else None
+            for scope, v in zip(KEY_ORDER, values, strict=True)
+        )
+        return (m, ch, pm, co, ca)
+
+    def profile_key(self, profile: Profile) -> ProfileKey:
+        """The segments a profile was built for: what a state snapshot stores instead."""
         return self._profile_keys[id(profile)]
+
+    def with_carrier(self, profile: Profile, carrier: str | None) -> Profile:
+        """The profile of the same order once its carrier is known (shipment.created)."""
+        m, ch, pm, co, _ = self.profile_key(profile)
+        return self.profile(m, ch, pm, co, carrier)
+
+    def segment_layers(self) -> list[dict[str, Override]]:
+        """Every override layer of every scope (for rules that need the largest window set anywhere)."""
+        return [layer for scope in SEGMENTS for layer in self.overrides(scope).values()]
 
     def is_enabled(self, code: str) -> bool:
         return self.enabled[code]
@@ -187,7 +236,19 @@ def _known_rule(code: str, path: str) -> None:
         raise ConfigError(msg)
 
 
-def _override(code: str, table: dict[str, Any], path: str) -> tuple[bool | None, float | None]:
+def _segment_name(scope: str, name: str) -> None:
+    if scope == "channel" and name not in CHANNELS:
+        msg = f"config key channel.{name}: unknown channel; expected one of {', '.join(CHANNELS)}"
+        raise ConfigError(msg)
+    if scope == "country" and not _COUNTRY.match(name):
+        msg = f"config key country.{name}: expected an ISO 3166 alpha-2 code in capitals, e.g. DE"
+        raise ConfigError(msg)
+    if not _SEGMENT_NAME.match(name):
+        msg = f"config key {scope}.{name!r}: expected 1 to 128 printable characters"
+        raise ConfigError(msg)
+
+
+def _override(code: str, table: dict[str, Any], path: str) -> Override:
     _known_rule(code, path)
     if code in GLOBAL_PARAMS:
         msg = f"config key {path}: {code} is keyed by address/customer/provider; set it under [rules.{code}] only"

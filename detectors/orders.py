@@ -422,7 +422,9 @@ class OrderDetector(KeyedDetector):
         d = ev.data
         st.flags |= CREATED
         st.total = milli(d.total_amount)
-        st.profile = prof = self.config.profile(d.merchant_id, d.channel)
+        st.profile = prof = self.config.profile(
+            d.merchant_id, d.channel, d.payment_method, d.shipping_address.country or None
+        )
         if st.early is not None:
             self._replay_early_payments(st, now, out)
         self._end(st, "PAYMENT_WITHOUT_ORDER")
@@ -737,6 +739,8 @@ class OrderDetector(KeyedDetector):
                 ref=d.shipment_id,
             )
         st.flags |= SHIPPED
+        # From here on the carrier is known: episodes started below follow its overrides too.
+        st.profile = self.config.with_carrier(st.profile, d.carrier)
         self._end(st, "SHIPMENT_NOT_CREATED")
         self._resolve(st, "SHIPMENT_NOT_CREATED", ev, t, now, out)
         self._tracking_event(st, ev, t, now, out, restart=True)

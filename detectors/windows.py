@@ -162,7 +162,7 @@ class CustomerDetector(_SlidingDetector):
         # Keep orders as long as the longest DUPLICATE_ORDER window of any merchant or channel.
         overrides = [
             threshold
-            for layer in (*self.config.merchant_overrides.values(), *self.config.channel_overrides.values())
+            for layer in self.config.segment_layers()
             for code, (_, threshold) in layer.items()
             if code == "DUPLICATE_ORDER" and threshold is not None
         ]
@@ -174,7 +174,7 @@ class CustomerDetector(_SlidingDetector):
 
     def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
         d = ev.data
-        profile = self.config.profile(d.merchant_id, d.channel)
+        profile = self.config.profile(d.merchant_id, d.channel, d.payment_method, d.shipping_address.country or None)
         st = self._state(d.customer_id)
         self._evict(st, t)
         if any(e[1] == d.order_id for e in st.entries):

@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_timestamp,
         help="event time of the first order (default 2026-03-02T08:00:00+00:00)",
     )
+    sim.add_argument(
+        "--payment-methods",
+        action="store_true",
+        help="add payment_method (card, wallet, bank_transfer) to order.created (default: no such field)",
+    )
+    sim.add_argument(
+        "--slow-method",
+        metavar="METHOD",
+        choices=["card", "wallet", "bank_transfer"],
+        help="healthy orders paid with METHOD clear in 1 to 4 days instead of minutes (implies --payment-methods)",
+    )
 
     sc = sub.add_parser(
         "schema",
@@ -322,7 +333,14 @@ def _simulate(args: argparse.Namespace) -> int:
     labels = args.labels or f"{stem}.labels.jsonl"
     blocklist = args.blocklist or f"{stem}.blocklist.jsonl"
     stats = simulate(
-        orders=args.orders, seed=args.seed, output=out, labels=Path(labels), blocklist=Path(blocklist), start=args.start
+        orders=args.orders,
+        seed=args.seed,
+        output=out,
+        labels=Path(labels),
+        blocklist=Path(blocklist),
+        start=args.start,
+        payment_methods=args.payment_methods,
+        slow_method=args.slow_method,
     )
     print(
         f"wrote {stats['lines']:,} lines ({stats['orders']:,} orders, {stats['anomalies']:,} labelled "

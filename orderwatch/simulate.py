@@ -22,7 +22,7 @@ from typing import IO, Any
 from detectors.ids import address_fingerprint
 from schemas.events import TOPIC_OF_TYPE
 
-__all__ = ["ANOMALIES", "simulate"]
+__all__ = ["ANOMALIES", "PAYMENT_METHODS", "simulate"]
 
 MIN = 60.0
 HOUR = 3600.0
@@ -39,6 +39,12 @@ COUNTRIES = {
     "GB": ("SW1A {}AA", 1, 9, "+4474{:08d}", ["High Street", "Station Road"], "London"),
     "US": ("{:05d}", 10001, 99950, "+1201555{:04d}", ["Main Street", "Oak Avenue"], "Newark"),
 }
+
+# With --payment-methods: the share of orders paid each way (order.created's payment_method).
+PAYMENT_METHODS: dict[str, float] = {"card": 0.55, "wallet": 0.25, "bank_transfer": 0.20}
+# With --slow-method: healthy orders of that method are paid this many days after creation, as
+# bank transfers and invoices are, instead of minutes.
+SLOW_CLEARING_DAYS = (1.0, 4.0)
 
 # Share of orders that carry each anomaly (the windowed/fraud ones are injected as whole groups).
 ANOMALIES: dict[str, float] = {
@@ -87,12 +93,17 @@ class Order:
     promise_days: float = 6.0
     ship_by: float | None = None
     provider: str = "stripe"
+    payment_method: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Sim:
-    def __init__(self, seed: int, start: float) -> None:
+    def __init__(self, seed: int, start: float, payment_methods: bool = False, slow_method: str | None = None) -> None:
         self.rng = random.Random(seed)
+        # Payment methods draw from their own generator: the stream without them stays the very
+        # stream the docs and tests quote, and with them it differs only where methods matter.
+        self.methods_rng = random.Random(seed * 1_000_003 + 17) if payment_methods or slow_method else None
+        self.slow_method = slow_method
         self.start = start
         self.events: list[tuple[float, int, str]] = []  # malformed lines, placed as they are
         self._pending: list[tuple[float, int, str, str, str]] = []
@@ -220,7 +231,11 @@ class _Sim:
             items = [(sku, rng.randrange(1, 4), price) for sku, price in rng.sample(self.skus, rng.randrange(1, 4))]
         total = sum((q * p for _, q, p in items), Decimal("0"))
         customer.last_order = max(customer.last_order, t0)
-        return Order(f"o-{self.n_orders:07d}", t0, customer, items, total, anomaly, provider=rng.choice(PROVIDERS))
+        order = Order(f"o-{self.n_orders:07d}", t0, customer, items, total, anomaly, provider=rng.choice(PROVIDERS))
+        if self.methods_rng is not None:
+            names = list(PAYMENT_METHODS)
+            order.payment_method = self.methods_rng.choices(names, [PAYMENT_METHODS[n] for n in names])[0]
+        return order
 
     # -- journey stages ---------------------------------------------------------------------------
     def created(self, o: Order, t: float) -> None:
@@ -240,6 +255,8 @@ class _Sim:
         }
         if o.ship_by is not None:
             data["promised_ship_by"] = self.ts(o.ship_by)
+        if o.payment_method is not None:
+            data["payment_method"] = o.payment_method
         self.emit("order.created", o.oid, t, data)
 
     def reserve(self, o: Order, t: float, fail_sku: str | None = None) -> None:
@@ -267,6 +284,8 @@ class _Sim:
 
     def pay(self, o: Order, t: float, amount: Decimal | None = None, provider: str | None = None) -> str:
         pid = f"pay-{self.uid()[:12]}"
+        # Drawn even when the order names its method, so the stream's randomness does not shift.
+        method = self.rng.choice(["card", "wallet", "sepa"])
         self.emit(
             "payment.succeeded",
             o.oid,
@@ -277,7 +296,7 @@ class _Sim:
                 "amount": str(o.total if amount is None else amount),
                 "currency": "EUR",
                 "provider": provider or o.provider,
-                "method": self.rng.choice(["card", "wallet", "sepa"]),
+                "method": o.payment_method or method,
             },
         )
         return pid
@@ -408,6 +427,8 @@ class _Sim:
         rng, a, t0, oid = self.rng, o.anomaly, o.t0, o.oid
         # "plain" journeys take no random detours (cancellations, split tenders, returns).
         odds = 0.0 if o.extra.get("plain") else 1.0
+        delay = self._clearing_delay(o)
+        o.promise_days += delay / DAY
         if a == "DELIVERY_OVERDUE":
             o.promise_days = 2.5
         if a == "TRACKING_STALLED":
@@ -461,7 +482,7 @@ class _Sim:
             self.release(o, cancel + 5)
             return
         # Payment: sometimes a failed attempt first, sometimes split across two tenders.
-        p = t0 + rng.uniform(0.5, 8) * MIN
+        p = t0 + rng.uniform(0.5, 8) * MIN + delay
         if o.extra.get("spike_fail") is not None:
             self.fail_payment(o, o.extra["spike_fail"], o.provider)
             p = o.extra["spike_fail"] + rng.uniform(6, 9) * MIN
@@ -555,6 +576,15 @@ class _Sim:
                 self.refund(o, r, (o.total / 2).quantize(Decimal("0.01")), settle_after=rng.uniform(1, 20) * HOUR)
             if a is not None:
                 self.label(a, oid, oid)
+
+    def _clearing_delay(self, o: Order) -> float:
+        """Seconds a slow method's payment takes beyond the usual minutes: only for healthy
+        journeys (an injected anomaly keeps the timing its label was written for)."""
+        if self.methods_rng is None or o.payment_method is None or o.payment_method != self.slow_method:
+            return 0.0
+        if o.anomaly is not None or o.extra.get("plain") or o.extra.get("spike_fail") is not None:
+            return 0.0
+        return self.methods_rng.uniform(*SLOW_CLEARING_DAYS) * DAY
 
     def _duplicate_order(self, o: Order) -> None:
         """The customer clicks 'buy' twice: a second order with the same items minutes later,
@@ -654,10 +684,17 @@ def simulate(
     blocklist: Path,
     start: float | None = None,
     progress: Callable[[str], None] | None = None,
+    payment_methods: bool = False,
+    slow_method: str | None = None,
 ) -> dict[str, Any]:
-    """Write the stream, the labels and the blocklist; returns counts for the caller to report."""
+    """Write the stream, the labels and the blocklist; returns counts for the caller to report.
+    `payment_methods` adds `payment_method` to order.created; `slow_method` (implies it) makes
+    that method's healthy orders clear in days."""
+    if slow_method is not None and slow_method not in PAYMENT_METHODS:
+        msg = f"slow method {slow_method!r}: expected one of {', '.join(PAYMENT_METHODS)}"
+        raise ValueError(msg)
     t_start = start if start is not None else DEFAULT_START
-    sim = _Sim(seed, t_start)
+    sim = _Sim(seed, t_start, payment_methods, slow_method)
     rng = sim.rng
     sim.snapshots(t_start - HOUR)
     # Orders arrive as a Poisson process: about ten a minute.

@@ -103,6 +103,8 @@ class OrderCreatedData(_Data):
     contact_phone: str = ""
     promised_ship_by: AwareDatetime | None = None
     promised_delivery_by: AwareDatetime | None = None
+    # How the customer chose to pay (card, wallet, bank_transfer, ...): a segment for overrides.
+    payment_method: str | None = None
 
 
 class OrderStatusChangedData(_Data):
