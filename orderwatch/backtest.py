@@ -10,7 +10,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -95,9 +95,11 @@ def run_backtest(
     dead_letter: IO[str] | None = None,
     keep: bool = False,
     progress: Any = None,
+    sink: Callable[[list[Emission]], None] | None = None,
 ) -> BacktestResult:
     """Replay `lines`; write exception CloudEvents to `output` and bad lines to `dead_letter`.
-    `keep` also returns the emissions in the result (tests, scoring)."""
+    `keep` also returns the emissions in the result (tests, scoring); `sink` is handed each batch
+    as it happens (calibrate measures from them without keeping them all)."""
     engine = Engine(config, blocklist)
     replay = EventTimeReplay(engine, lateness=lateness)
     res = BacktestResult()
@@ -115,6 +117,8 @@ def run_backtest(
                 output.write(json.dumps(to_cloudevent(em), separators=(",", ":")) + "\n")
         if keep:
             res.emissions.extend(emissions)
+        if sink is not None:
+            sink(emissions)
 
     def reject(n: int, raw: bytes, exc: InvalidEvent) -> None:
         res.invalid[exc.reason] += 1

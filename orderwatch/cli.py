@@ -202,7 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--timeout", type=_seconds, default=300.0, help="give up after this many seconds (default 300)")
 
     sub.add_parser("rules", help="list the rule catalog with its defaults")
+    _add_review_commands(sub)
     return parser
+
+
+def _add_review_commands(sub: Any) -> None:
+    from orderwatch import calibrate_cli
+
+    calibrate_cli.add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
             return _worker(args)
         if args.command == "handlers-config":
             return _handlers_config(args)
+        if args.command == "calibrate":
+            from orderwatch import calibrate_cli
+
+            return calibrate_cli.run(args)
         if args.command == "demo":
             from streams.demo import run_demo
 
