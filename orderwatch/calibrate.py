@@ -31,6 +31,7 @@ __all__ = [
     "Calibration",
     "History",
     "Proposal",
+    "SegmentSniffer",
     "SegmentStat",
     "ShadowResult",
     "calibrate",
@@ -97,7 +98,7 @@ class History:
         return self.orders.get(oid) or [None] * len(KEY_ORDER)
 
 
-class _SegmentSniffer:
+class SegmentSniffer:
     """Wraps the history's lines: notes each order's segment values on the way to the replay,
     reading only the two event types that carry them."""
 
@@ -197,7 +198,7 @@ def measure(lines: Iterable[bytes], *, blocklist: Blocklist | None = None, laten
     hist = History()
     clock = _EpisodeClock()
     res = run_backtest(
-        iter(_SegmentSniffer(lines, hist)), config=probe, blocklist=blocklist, lateness=lateness, sink=clock
+        iter(SegmentSniffer(lines, hist)), config=probe, blocklist=blocklist, lateness=lateness, sink=clock
     )
     hist.episodes = clock.finish(hist.terminal)
     hist.lines, hist.invalid = res.lines, res.invalid.total()
