@@ -50,3 +50,15 @@ demo-backtest: install ## simulate 40,000 orders and backtest them with labels
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
+
+REVIEW_SIM = out/review/sim.jsonl.gz
+example-report: install ## regenerate docs/examples/report.{html,md}: a simulated run (bank transfers clear in days), backtest, calibrate, report
+	mkdir -p out/review docs/examples
+	$(BIN)/orderwatch simulate --orders 40000 --seed 7 --slow-method bank_transfer --output $(REVIEW_SIM)
+	$(BIN)/orderwatch backtest $(REVIEW_SIM) --blocklist out/review/sim.blocklist.jsonl --output out/review/exceptions.jsonl -q
+	$(BIN)/orderwatch calibrate $(REVIEW_SIM) --blocklist out/review/sim.blocklist.jsonl --labels out/review/sim.labels.jsonl \
+		--budget 1% --output docs/examples/calibrated-rules.toml --json out/review/calibration.json > docs/examples/calibrate.txt
+	$(BIN)/orderwatch report --cases out/review/exceptions.jsonl --history $(REVIEW_SIM) \
+		--calibration out/review/calibration.json --period 1d --end 2026-03-05T00:00:00Z \
+		--title "Order exceptions review (simulated shop, seed 7)" \
+		--html docs/examples/report.html --markdown docs/examples/report.md

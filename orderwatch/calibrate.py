@@ -37,6 +37,7 @@ __all__ = [
     "calibrate",
     "config_to_toml",
     "format_duration",
+    "human_duration",
     "load_labels",
     "measure",
     "shadow_backtest",
@@ -79,6 +80,22 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+def human_duration(seconds: float | None) -> str:
+    """`45s`, `5m16s`, `3h20m`, `2d9h`: two units at most, for people."""
+    if seconds is None:
+        return "-"
+    if math.isinf(seconds):
+        return "never"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s % 60 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m" if s % 3600 // 60 else f"{s // 3600}h"
+    return f"{s // 86400}d{s % 86400 // 3600}h" if s % 86400 // 3600 else f"{s // 86400}d"
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -569,9 +586,15 @@ class ShadowResult:
     """Per proposal: its segment's exceptions per order under each config (exact, not estimated)."""
     opened_current: set[tuple[str, str]]
     opened_proposed: set[tuple[str, str]]
+    lost_outside: list[str] = field(default_factory=list)
+    """Orders of labelled anomalies lost outside every proposal's segment: a proposal's side effect."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rules": [r.to_dict() for r in self.rules.values()], "segments": self.segments}
+        return {
+            "rules": [r.to_dict() for r in self.rules.values()],
+            "segments": self.segments,
+            "lost_outside": self.lost_outside,
+        }
 
 
 def shadow_backtest(
@@ -622,11 +645,16 @@ def shadow_backtest(
         )
     segments = []
     ev = _Evaluator(hist)
+    lost_orders = {
+        (lab["rule"], lab.get("order_id"))
+        for lab in labels or []
+        if (lab["rule"], lab["subject"]) in opened[0] and (lab["rule"], lab["subject"]) not in opened[1]
+    }
     for p in proposals:
-        i = KEY_ORDER.index(p.scope) if p.scope != ALL else None
-        members = [oid for oid, row in hist.orders.items() if i is None or row[i] == p.value]
+        members = _members(hist, p.scope, p.value)
         n = ev.segment_orders.get((p.scope, p.value), 0)
         counts = [sum(1 for oid in members if orders[(p.rule, oid)]) for orders in per_order]
+        lost_here = sum(1 for oid in members if (p.rule, oid) in lost_orders)
         segments.append(
             {
                 "rule": p.rule,
@@ -637,9 +665,17 @@ def shadow_backtest(
                 "proposed": counts[1],
                 "current_rate": counts[0] / n if n else 0.0,
                 "proposed_rate": counts[1] / n if n else 0.0,
+                "lost_labelled": lost_here,
             }
         )
-    return ShadowResult(rules, segments, opened[0], opened[1])
+    inside = {(p.rule, oid) for p in proposals for oid in _members(hist, p.scope, p.value)}
+    outside = sorted(oid or "" for key in lost_orders if key not in inside for oid in [key[1]])
+    return ShadowResult(rules, segments, opened[0], opened[1], outside)
+
+
+def _members(hist: History, scope: str, value: str) -> list[str]:
+    i = KEY_ORDER.index(scope) if scope != ALL else None
+    return [oid for oid, row in hist.orders.items() if i is None or row[i] == value]
 
 
 def load_labels(path: str | Path) -> list[dict[str, Any]]:

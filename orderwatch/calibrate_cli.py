@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tomllib
 from pathlib import Path
 from typing import IO, Any
 
 from detectors.config import RulesConfig
+from orderwatch.cli import _positive_int
 from orderwatch.errors import InputError
 
-__all__ = ["add_parser", "human_duration", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def _fraction(value: str) -> float:
@@ -26,13 +26,6 @@ def _fraction(value: str) -> float:
         msg = f"expected a fraction in (0, 1) such as 0.01 or 1%, got {value!r}"
         raise argparse.ArgumentTypeError(msg)
     return v
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        msg = f"expected a whole number >= 1, got {value!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return int(value)
 
 
 def add_parser(sub: Any) -> None:
@@ -57,7 +50,9 @@ def add_parser(sub: Any) -> None:
         help="most exceptions per order a rule may raise in a segment, e.g. 1%% or 0.01 (default 1%%)",
     )
     goal.add_argument("--quantile", type=_fraction, help="cover this quantile of cleared episodes, e.g. 0.99")
-    cal.add_argument("--min-orders", type=_count, default=100, help="ignore segments with fewer orders (default 100)")
+    cal.add_argument(
+        "--min-orders", type=_positive_int, default=100, help="ignore segments with fewer orders (default 100)"
+    )
     cal.add_argument("--output", "-o", metavar="FILE", help="write the proposed rules TOML here (default: stdout)")
     cal.add_argument("--json", metavar="FILE", help="write distributions, proposals and the shadow result as JSON")
     cal.add_argument("--distributions", action="store_true", help="print every segment's distribution, not only *")
@@ -66,19 +61,9 @@ def add_parser(sub: Any) -> None:
 
 
 def human_duration(seconds: float | None) -> str:
-    """`45s`, `5m16s`, `3h20m`, `2d9h`: two units at most, for people."""
-    if seconds is None:
-        return "-"
-    if math.isinf(seconds):
-        return "never"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s" if s % 60 else f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m" if s % 3600 // 60 else f"{s // 3600}h"
-    return f"{s // 86400}d{s % 86400 // 3600}h" if s % 86400 // 3600 else f"{s // 86400}d"
+    from orderwatch.calibrate import human_duration as hd  # lazily: `orderwatch --help` stays quick
+
+    return hd(seconds)
 
 
 def _segment(scope: str, value: str) -> str:
@@ -200,5 +185,10 @@ def _print_shadow(shadow: Any, with_labels: bool, out: IO[str]) -> None:
     for s in shadow.segments:
         w(
             f"  {s['rule']} for {_segment(s['scope'], s['value'])}: {s['current']:,} of {s['orders']:,} orders "
-            f"({s['current_rate']:.2%}) -> {s['proposed']:,} ({s['proposed_rate']:.2%})\n"
+            f"({s['current_rate']:.2%}) -> {s['proposed']:,} ({s['proposed_rate']:.2%})"
+            + (f"; labelled anomalies no longer caught there: {s['lost_labelled']:,}" if with_labels else "")
+            + "\n"
         )
+    if with_labels:
+        n = len(shadow.lost_outside)
+        w(f"  labelled anomalies lost outside the proposals' segments: {n:,}" + (" (none)" if not n else "") + "\n")

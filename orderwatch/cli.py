@@ -1,4 +1,5 @@
-"""The `orderwatch` command line: backtest, simulate, schema, publish, worker, handlers-config.
+"""The `orderwatch` command line: backtest, simulate, schema, publish, worker, handlers-config,
+calibrate, report.
 
 Exit codes: 0 done, 1 an input could not be read, 2 bad usage or configuration.
 """
@@ -208,8 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_review_commands(sub: Any) -> None:
     from orderwatch import calibrate_cli
+    from orderwatch.review import command
 
     calibrate_cli.add_parser(sub)
+    command.add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             from orderwatch import calibrate_cli
 
             return calibrate_cli.run(args)
+        if args.command == "report":
+            from orderwatch.review import command
+
+            return command.run(args)
         if args.command == "demo":
             from streams.demo import run_demo
 

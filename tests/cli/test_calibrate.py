@@ -20,11 +20,11 @@ from orderwatch.calibrate import (
     calibrate,
     config_to_toml,
     format_duration,
+    human_duration,
     load_labels,
     measure,
     shadow_backtest,
 )
-from orderwatch.calibrate_cli import human_duration
 from orderwatch.cli import main
 from orderwatch.errors import ConfigError
 from orderwatch.simulate import simulate
@@ -105,6 +105,11 @@ def test_calibrate_fixes_the_slow_method_and_still_catches_every_other_payment_a
     assert {lab["rule"] for lab in payment} >= {"PAYMENT_TIMEOUT", "PAYMENT_NOT_CONFIRMED", "PAYMENT_AMOUNT_MISMATCH"}
     missed = [lab for lab in payment if (lab["rule"], lab["subject"]) not in shadow.opened_proposed]
     assert missed == []
+    assert shadow.lost_outside == []
+    # What it gives up is inside its own segment: bank transfers left unpaid for hours.
+    lost = [lab for lab in labels if lab["order_id"] in set(shadow.rules["PAYMENT_TIMEOUT"].lost)]
+    assert all(methods[lab["order_id"]] == "bank_transfer" for lab in lost)
+    assert seg["lost_labelled"] == len(shadow.rules["PAYMENT_TIMEOUT"].lost)
     # Nothing else moved: every other rule raises the same exceptions under both configs.
     for code, r in shadow.rules.items():
         if code != "PAYMENT_TIMEOUT":

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from detectors.config import SEGMENTS, RulesConfig
+from detectors.config import SEGMENTS
 from detectors.engine import Engine
 from orderwatch.errors import ConfigError
+from tests.detectors.test_config import load
 from tests.factories import T0, at, created, opened, paid, run, shipment
 
 MIN = 60.0
@@ -33,12 +34,6 @@ ALL_SCOPES = """
     [payment_method.invoice.rules.PAYMENT_TIMEOUT]
     enabled = false
 """
-
-
-def load(tmp_path: Path, text: str) -> RulesConfig:
-    path = tmp_path / "rules.toml"
-    path.write_text(text)
-    return RulesConfig.load(path)
 
 
 @pytest.mark.parametrize(

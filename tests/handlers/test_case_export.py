@@ -3,9 +3,11 @@ masked, read back by the review's analytics; and what happens when Redis is gone
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,10 +20,11 @@ from handlers.incidents import IncidentStore
 from handlers.policy import ActionPolicy
 from handlers.service import HandlerService
 from handlers.store import CaseStore, open_redis
+from orderwatch.cli import main
 from orderwatch.errors import StoreUnavailable
 from orderwatch.review import Analytics, Period, read_case_set
 from streams.metrics import Metrics
-from tests.handlers.conftest import T0, PrivateRedis, exception_data, opened, resolved
+from tests.handlers.conftest import REDIS_URL, T0, PrivateRedis, exception_data, opened, resolved
 
 PHONE = "+4915112345678"
 
@@ -90,3 +93,34 @@ async def test_export_with_redis_gone_raises_store_unavailable(private_redis: Pr
             await export_case_store(client, "ow:", io.StringIO())
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+async def test_report_on_the_live_case_store(
+    redis_client: aioredis.Redis, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = Clock()
+    service = HandlerService(CaseStore(redis_client, prefix), IncidentStore(redis_client, prefix), clock=clock)
+    datas = [exception_data(order_id=f"o-{i}", detected_at=T0 + timedelta(minutes=i)) for i in range(4)]
+    for d in datas:
+        await service.handle(opened(d), d.detected_at)
+    clock.now = T0 + timedelta(minutes=20)
+    await service.acknowledge(datas[0].exception_id, "ana")
+    md = tmp_path / "r.md"
+    argv = ["report", "--redis", REDIS_URL, "--prefix", prefix, "--period", "1h"]
+    argv += ["--end", (T0 + timedelta(hours=1)).isoformat(), "--markdown", str(md)]
+    assert await asyncio.to_thread(main, argv) == 0
+    text = md.read_text()
+    assert "| Exceptions | 4 | 0 | +4 |" in text
+    assert "| Time to acknowledge, median | 20m | - |  |" in text
+    assert "Source: exception events only" not in text
+
+
+@pytest.mark.integration
+async def test_report_with_the_case_store_gone_exits_1(
+    private_redis: PrivateRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    private_redis.stop()
+    argv = ["report", "--redis", private_redis.url, "--prefix", "ow:"]
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "case store unavailable while listing cases" in capsys.readouterr().err
