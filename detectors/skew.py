@@ -5,8 +5,9 @@ The rule (docs/rules.md, "A clock no single event can hijack"): a guard watches 
 whole file in a backtest, the input partitions of one agent partition live) and keeps its
 progress, the largest event time it *accepted*. An event more than `max_skew` seconds ahead of
 that progress is a *jump*: it is held aside and moves nothing. It is accepted when the input
-catches up (the progress comes within `max_skew` of it) or confirms it (another jump within
-`max_skew` of it: the input really moved on, e.g. after a quiet night). Once `refute_after`
+catches up (the progress comes within `max_skew` of it) or confirms it (`confirm` jumps in a row,
+no ordinary event between them, all within `max_skew` of the last: the input really moved on,
+e.g. after a quiet night; scattered jumps among ordinary events never confirm). Once `refute_after`
 ordinary events arrived while it was held, it was one event from the future: it is refused
 (`from_future`). The first event is always accepted. Progress is the input's, not each topic's,
 because a sparse topic (a few shipments an hour) jumps ahead of its own last event all the time.
@@ -25,6 +26,8 @@ Item = TypeVar("Item")
 DEFAULT_MAX_SKEW = 3600.0
 """Seconds an event may be ahead of the input's progress before it must be confirmed."""
 REFUTE_AFTER = 20
+CONFIRM = 3
+"""Jumps in a row, close together, that show the input itself moved on."""
 """Ordinary events after which the jumps held are refused as `from_future`."""
 
 
@@ -39,13 +42,20 @@ class Verdict(Generic[Item]):
 class JumpGuard(Generic[Item]):
     """Holds events far ahead of the input's progress until it confirms or refutes them."""
 
-    def __init__(self, max_skew: float | None = DEFAULT_MAX_SKEW, refute_after: int = REFUTE_AFTER) -> None:
+    def __init__(
+        self, max_skew: float | None = DEFAULT_MAX_SKEW, refute_after: int = REFUTE_AFTER, confirm: int = CONFIRM
+    ) -> None:
         if max_skew is not None and max_skew <= 0:
             msg = f"max_skew: expected seconds > 0 or None (off), got {max_skew!r}"
             raise ValueError(msg)
         if refute_after < 1:
             msg = f"refute_after: expected an integer >= 1, got {refute_after!r}"
             raise ValueError(msg)
+        if confirm < 2:
+            msg = f"confirm: expected an integer >= 2, got {confirm!r}"
+            raise ValueError(msg)
+        self.confirm = confirm
+        self._streak = 0  # jumps since the last ordinary event
         self.max_skew = max_skew
         self.refute_after = refute_after
         self.progress = float("-inf")
@@ -59,6 +69,7 @@ class JumpGuard(Generic[Item]):
         skew = self.max_skew
         if skew is None or self.progress == float("-inf") or t <= self.progress + skew:
             out.accepted.append(item)
+            self._streak = 0
             if t > self.progress:
                 self.progress = t
                 if self._held and skew is not None:
@@ -71,22 +82,35 @@ class JumpGuard(Generic[Item]):
                     self.refused += len(out.refused)
                     self._held.clear()
             return out
-        close = self._take(lambda ht: abs(ht - t) <= skew)
-        if not close:
-            self._held.append((t, item))
-            self._ordinary = 0
+        self._held.append((t, item))
+        self._ordinary = 0
+        self._streak += 1
+        if self._streak < self.confirm:
             return out
-        # Confirmed: the input moved on. What was held near it goes through, in arrival order.
-        out.accepted = [*(it for _, it in close), item]
-        self.progress = max(t, *(ht for ht, _ in close))
+        run = self._held[-self._streak :]
+        close = [(ht, it) for ht, it in run if abs(ht - t) <= skew]
+        if len(close) < self.confirm:
+            return out
+        # Confirmed: the input moved on. The run goes through, in arrival order.
+        ids = {id(it) for _, it in close}
+        taken = self._take(lambda ht: False, ids)
+        out.accepted = [it for _, it in taken]
+        self.progress = max(ht for ht, _ in taken)
         limit = self.progress + skew
         out.accepted += [it for _, it in self._take(lambda ht: ht <= limit)]
+        self._streak = 0
         return out
 
-    def _take(self, keep: Callable[[float], bool]) -> list[tuple[float, Item]]:
-        taken = [(ht, it) for ht, it in self._held if keep(ht)]
+    def _take(self, keep: Callable[[float], bool], ids: set[int] | None = None) -> list[tuple[float, Item]]:
+        """Remove and return (in arrival order) what was held that `keep` selects by time, or
+        whose item is one of `ids`."""
+
+        def chosen(ht: float, it: Item) -> bool:
+            return keep(ht) or (ids is not None and id(it) in ids)
+
+        taken = [(ht, it) for ht, it in self._held if chosen(ht, it)]
         if taken:
-            self._held = [(ht, it) for ht, it in self._held if not keep(ht)]
+            self._held = [(ht, it) for ht, it in self._held if not chosen(ht, it)]
             if not self._held:
                 self._ordinary = 0
         return taken
@@ -100,4 +124,5 @@ class JumpGuard(Generic[Item]):
         out = [it for _, it in self._held]
         self._held.clear()
         self._ordinary = 0
+        self._streak = 0
         return out

@@ -381,6 +381,11 @@ def _publish(args: argparse.Namespace) -> int:
         f"published {total:,} events in {res.seconds:.1f} s ({rate:,.0f}/s): "
         + ", ".join(f"{t} {n:,}" for t, n in sorted(res.sent.items()))
     )
+    if res.key_mismatch:
+        print(
+            f"{res.key_mismatch:,} lines refused: their subject is not the entity in their data (key_mismatch)",
+            file=sys.stderr,
+        )
     if res.unroutable:
         print(
             f"{res.unroutable:,} lines had no known type or subject and were "

@@ -35,14 +35,25 @@ def test_a_lone_jump_is_held_then_refused_by_the_ordinary_events_after_it() -> N
     assert guard.held == 0 and guard.refused == 1
 
 
-def test_a_second_jump_near_the_first_confirms_both() -> None:
-    # A quiet night: the first morning event is a jump, the next one confirms it.
-    guard: JumpGuard[str] = JumpGuard(max_skew=H)
+def test_a_run_of_close_jumps_confirms_them() -> None:
+    # A quiet night: the first morning events are jumps, three in a row confirm the move.
+    guard: JumpGuard[str] = JumpGuard(max_skew=H, confirm=3)
     guard.offer(t0, "evening")
     assert guard.offer(t0 + 9 * H, "morning-1").accepted == []
-    got = guard.offer(t0 + 9 * H + 60, "morning-2")
-    assert got.accepted == ["morning-1", "morning-2"]
-    assert guard.progress == t0 + 9 * H + 60
+    assert guard.offer(t0 + 9 * H + 60, "morning-2").accepted == []
+    got = guard.offer(t0 + 9 * H + 90, "morning-3")
+    assert got.accepted == ["morning-1", "morning-2", "morning-3"]
+    assert guard.progress == t0 + 9 * H + 90
+
+
+def test_jumps_scattered_among_ordinary_events_never_confirm() -> None:
+    # Many bad clocks at once: close jumps, but ordinary events between them.
+    guard: JumpGuard[str] = JumpGuard(max_skew=H, confirm=3, refute_after=50)
+    guard.offer(t0, "a")
+    for k in range(30):
+        assert guard.offer(t0 + 24 * H + k, f"jump-{k}").accepted == []
+        assert guard.offer(t0 + k, f"ok-{k}").accepted == [f"ok-{k}"]
+    assert guard.progress == t0 + 29 and guard.held == 30
 
 
 def test_a_held_jump_is_accepted_once_the_input_catches_up() -> None:
@@ -70,6 +81,8 @@ def test_off_and_bad_settings() -> None:
         JumpGuard(max_skew=0)
     with pytest.raises(ValueError, match="refute_after"):
         JumpGuard(max_skew=H, refute_after=0)
+    with pytest.raises(ValueError, match="confirm"):
+        JumpGuard(max_skew=H, confirm=1)
 
 
 def _topic(ev: object) -> str:
@@ -108,15 +121,18 @@ def test_one_snapshot_a_day_ahead_changes_nothing_and_is_refused() -> None:
 
 
 def test_a_producer_whose_clock_is_a_day_ahead_moves_only_its_own_topic() -> None:
-    # Every inventory event a day ahead (confirmed, so accepted): the clock follows the slowest
-    # active topic, so no order's deadline fires early.
+    # A warehouse system a day fast sends its snapshots in runs, so the guard accepts them; the
+    # clock follows the slowest active topic, so no order's deadline fires early.
     clean, _ = _replay(_stream(60))
     skewed = _stream(60)
-    for k in range(10):
-        skewed.insert(5 + 5 * k, _snapshot(24 + k / 60, sku=f"sku-far-{k}"))
+    skus = [f"sku-far-{k}" for k in range(12)]
+    for k in range(4):
+        run = [_snapshot(24 + (3 * k + j) / 60, sku=skus[3 * k + j]) for j in range(3)]
+        skewed[5 + 30 * k : 5 + 30 * k] = run
     got, replay = _replay(skewed)
     assert replay.refused == []
-    assert [g for g in got if not g.endswith(tuple(f"sku-far-{k}" for k in range(10)))] == clean
+    assert replay.guard.progress > t0 + 23 * H  # accepted: the guard alone would not have helped
+    assert [g for g in got if not g.endswith(tuple(skus))] == clean
 
 
 def test_without_the_per_source_clock_the_same_stream_floods() -> None:
