@@ -1,7 +1,7 @@
 """Structure-aware fuzzing of the backtest (issue 9): mutated lines interleaved with a clean
 simulated stream. Every run reads to the end, every mutated line is either applied (to entities
-of its own) or dead-lettered with a reason, and the clean entities' exceptions are byte for byte
-those of the clean run."""
+of its own) or dead-lettered with a reason, and the clean entities' exceptions are those of the
+clean run, byte for byte but for when a deadline fired (see `_clean_exceptions`)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,20 @@ def _is_event(raw: bytes) -> bool:
 
 
 def _clean_exceptions(text: str) -> list[str]:
-    return [line for line in text.splitlines() if '"fz-' not in line]
+    """The exceptions of clean entities, byte for byte but for the firing moment: on the event
+    clock a deadline fires at the first clock step past it, and the events of fuzz entities add
+    steps (seen: 0.38 s on one DELIVERY_OVERDUE of 100k mutations), so `detected_at` and what is
+    derived from it (`time`, `handle_by`) are blanked; every other byte must match."""
+    out = []
+    for line in text.splitlines():
+        if '"fz-' in line:
+            continue
+        doc = json.loads(line)
+        doc["data"]["detected_at"] = doc["data"]["handle_by"] = None
+        if doc["type"] == "exception.opened":
+            doc["time"] = None
+        out.append(json.dumps(doc, sort_keys=True))
+    return out
 
 
 def _fuzz(tmp_path: Path, mutated: int, seed: int) -> None:
