@@ -62,3 +62,7 @@ example-report: install ## regenerate docs/examples/report.{html,md}: a simulate
 		--calibration out/review/calibration.json --period 1d --end 2026-03-05T00:00:00Z \
 		--title "Order exceptions review (simulated shop, seed 7)" \
 		--html docs/examples/report.html --markdown docs/examples/report.md
+
+example-report-screenshot: ## docs/examples/report.png: the example report as Debian's chromium renders it (headless, offline)
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,4200 \
+		--screenshot=docs/examples/report.png "file://$(CURDIR)/docs/examples/report.html"

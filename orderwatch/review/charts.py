@@ -12,6 +12,12 @@ PALETTE = ("#3b6ea8", "#e08a2c", "#4c9a5b", "#c4483e", "#7d5ba6", "#8c6d46", "#d
 _FONT = 'font-family="sans-serif" font-size="11"'
 
 
+def _label_width(rows: list[tuple[str, float]]) -> int:
+    """Room for the longest label (capitals take about 7.5 px a character at 11 px), 120 to 440 px."""
+    longest = max((len(label) for label, _ in rows), default=0)
+    return int(min(440, max(120, 7.5 * min(longest, 56) + 12)))
+
+
 def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.2f}"
 
@@ -69,7 +75,7 @@ def horizontal_bars(
     width: int = 720,
 ) -> str:
     """One bar per row, longest scale = `maximum` (default the largest value)."""
-    label_w, row_h, top = 220, 20, 26
+    label_w, row_h, top = _label_width(rows), 20, 26
     height = top + row_h * max(len(rows), 1) + 6
     peak = maximum if maximum is not None else max((v for _, v in rows), default=0) or 1
     bar_w = width - label_w - 70
@@ -82,7 +88,7 @@ def horizontal_bars(
         y = top + i * row_h
         w = max(0.0, value) / peak * bar_w if peak else 0.0
         shown = f"{value:.1%}" if percent else _fmt(value)
-        out.append(f'<text x="{label_w - 6}" y="{y + 13}" {_FONT} text-anchor="end">{escape(label[:36])}</text>')
+        out.append(f'<text x="{label_w - 6}" y="{y + 13}" {_FONT} text-anchor="end">{escape(label[:56])}</text>')
         out.append(f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 6}" fill="{PALETTE[0]}"/>')
         out.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" {_FONT}>{shown}</text>')
     out.append("</svg>")
@@ -91,7 +97,7 @@ def horizontal_bars(
 
 def diverging_bars(rows: list[tuple[str, float]], *, title: str, width: int = 720) -> str:
     """Changes around zero: rises to the right in red, falls to the left in green."""
-    label_w, row_h, top = 220, 20, 26
+    label_w, row_h, top = _label_width(rows), 20, 26
     height = top + row_h * max(len(rows), 1) + 6
     peak = max((abs(v) for _, v in rows), default=0) or 1
     half = (width - label_w - 60) / 2
@@ -107,7 +113,7 @@ def diverging_bars(rows: list[tuple[str, float]], *, title: str, width: int = 72
         w = abs(value) / peak * half
         x = mid if value >= 0 else mid - w
         colour = PALETTE[3] if value > 0 else PALETTE[2]
-        out.append(f'<text x="{label_w - 6}" y="{y + 13}" {_FONT} text-anchor="end">{escape(label[:36])}</text>')
+        out.append(f'<text x="{label_w - 6}" y="{y + 13}" {_FONT} text-anchor="end">{escape(label[:56])}</text>')
         out.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row_h - 6}" fill="{colour}"/>')
         tx = mid + w + 4 if value >= 0 else mid - w - 4
         anchor = "start" if value >= 0 else "end"
