@@ -160,12 +160,16 @@ class SegmentSniffer:
             for i, value in enumerate(
                 (data.get("merchant_id"), data.get("channel"), data.get("payment_method"), country)
             ):
-                row[i] = value if isinstance(value, str) and value else None
+                row[i] = _segment_value(value)
             if row[3]:
                 row[3] = row[3].upper()
         elif doc.get("type") == "shipment.created":
-            carrier = data.get("carrier")
-            row[4] = carrier if isinstance(carrier, str) and carrier else None
+            row[4] = _segment_value(data.get("carrier"))
+
+
+def _segment_value(value: Any) -> str | None:
+    """A segment name as a config could spell it (1 to 128 characters), else None."""
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
 
 
 class _EpisodeClock:
@@ -583,7 +587,7 @@ class ShadowRule:
 class ShadowResult:
     rules: dict[str, ShadowRule]
     segments: list[dict[str, Any]]
-    """Per proposal: its segment's exceptions per order under each config (exact, not estimated)."""
+    """Per proposal: its segment's exceptions (and per order) under each config, counted, not estimated."""
     opened_current: set[tuple[str, str]]
     opened_proposed: set[tuple[str, str]]
     lost_outside: list[str] = field(default_factory=list)
@@ -653,7 +657,7 @@ def shadow_backtest(
     for p in proposals:
         members = _members(hist, p.scope, p.value)
         n = ev.segment_orders.get((p.scope, p.value), 0)
-        counts = [sum(1 for oid in members if orders[(p.rule, oid)]) for orders in per_order]
+        counts = [sum(orders[(p.rule, oid)] for oid in members) for orders in per_order]
         lost_here = sum(1 for oid in members if (p.rule, oid) in lost_orders)
         segments.append(
             {

@@ -184,8 +184,8 @@ def _print_shadow(shadow: Any, with_labels: bool, out: IO[str]) -> None:
         w(line + "\n")
     for s in shadow.segments:
         w(
-            f"  {s['rule']} for {_segment(s['scope'], s['value'])}: {s['current']:,} of {s['orders']:,} orders "
-            f"({s['current_rate']:.2%}) -> {s['proposed']:,} ({s['proposed_rate']:.2%})"
+            f"  {s['rule']} for {_segment(s['scope'], s['value'])} ({s['orders']:,} orders): {s['current']:,} "
+            f"exceptions ({s['current_rate']:.2%} per order) -> {s['proposed']:,} ({s['proposed_rate']:.2%})"
             + (f"; labelled anomalies no longer caught there: {s['lost_labelled']:,}" if with_labels else "")
             + "\n"
         )

@@ -183,7 +183,8 @@ class CaseSet:
             "rule": rule,
             "category": category,
             "severity": str(doc["severity"]),
-            "team": (teams or {}).get(rule) or (teams or {}).get(category) or category,
+            # The case's own team (the handlers' [owners] config) first, then --teams, then the category.
+            "team": _text(doc.get("team")) or (teams or {}).get(rule) or (teams or {}).get(category) or category,
             "subject": _text(doc.get("subject")),
             "order_id": _text(doc.get("order_id")),
             "detected_at": _epoch(doc["detected_at"]),
@@ -201,6 +202,7 @@ class CaseSet:
         row["cause_dimension"], row["cause_value"] = cause if cause else (None, None)
         for dim in ORDER_DIMENSIONS:
             row[dim] = None
+        row["merchant"] = _text(evidence.get("merchant_id"))
         return row
 
     def add_action(self, doc: Mapping[str, Any]) -> None:
@@ -245,7 +247,8 @@ class CaseSet:
             if seg is None:
                 continue
             found += 1
-            row["merchant"], row["channel"], row["payment_method"], row["country"] = seg[0], seg[1], seg[2], seg[3]
+            row["merchant"] = seg[0] or row["merchant"]
+            row["channel"], row["payment_method"], row["country"] = seg[1], seg[2], seg[3]
             if row["carrier"] is None:
                 row["carrier"] = seg[4]
         return found

@@ -17,6 +17,7 @@ from orderwatch.backtest import load_blocklist, open_lines
 from orderwatch.calibrate import (
     GRID,
     History,
+    SegmentSniffer,
     calibrate,
     config_to_toml,
     format_duration,
@@ -319,3 +320,18 @@ def test_calibrate_cli_on_a_tiny_or_hostile_history(tmp_path: Path, capsys: pyte
     assert main(["calibrate", str(path)]) == 0
     out = capsys.readouterr().out
     assert "none: every segment is within the limit" in out
+
+
+def test_the_sniffer_keeps_only_segment_values_a_config_could_name() -> None:
+    data = {"order_id": "o-1", "merchant_id": "m" * 129, "channel": 7, "payment_method": "", "shipping_address": []}
+    lines = [
+        json.dumps(raw("order.created", "o-1", T0, data)).encode(),
+        json.dumps(raw("shipment.created", "o-1", T0, {"order_id": "o-1", "carrier": "dhl"})).encode(),
+        json.dumps(raw("order.status_changed", "o-1", T0, {"order_id": "o-1", "status": "delivered"})).encode(),
+        b'{"type": "order.created", "data": {"order_id": ["x"]}}',
+        b'"order.created"',
+    ]
+    hist = History()
+    assert list(SegmentSniffer(lines, hist)) == lines  # every line passes through untouched
+    assert hist.orders == {"o-1": [None, None, None, None, "dhl"]}
+    assert hist.terminal == {"o-1": T0.timestamp()}

@@ -274,3 +274,11 @@ def test_exception_events_make_a_case_set_without_handling() -> None:
 def test_bad_lines_name_their_line_number(line: bytes) -> None:
     with pytest.raises(InputError, match="line 2: not a case export record"):
         read_case_set([json.dumps(CASES[0]).encode(), line])
+
+
+def test_a_case_keeps_its_own_team_and_the_evidence_merchant() -> None:
+    doc = {**CASES[0], "team": "night-shift", "evidence": {"merchant_id": "m-9"}}
+    cs = read_case_set([json.dumps(doc).encode()], teams={"payment": "payments-team"})
+    assert (cs.cases[0]["team"], cs.cases[0]["merchant"]) == ("night-shift", "m-9")
+    cs.attach_orders({"o-1": [None, "web", "card", "DE", None]})
+    assert (cs.cases[0]["merchant"], cs.cases[0]["channel"]) == ("m-9", "web")
