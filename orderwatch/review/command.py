@@ -50,6 +50,11 @@ def add_parser(sub: Any) -> None:
     src = rep.add_mutually_exclusive_group(required=True)
     src.add_argument("--cases", metavar="FILE", help="case store export or exception events, JSON Lines (.gz ok)")
     src.add_argument("--redis", metavar="URL", help="read the live case store at this Redis URL")
+    src.add_argument(
+        "--exceptions-topic",
+        action="store_true",
+        help="read the order-exceptions topic from its start (ORDERWATCH_KAFKA_BOOTSTRAP, ORDERWATCH_TOPIC_PREFIX)",
+    )
     rep.add_argument("--prefix", default="orderwatch:", help="the handlers' Redis key prefix (default orderwatch:)")
     rep.add_argument("--history", metavar="FILE", help="event history: merchant, channel, payment method, country")
     rep.add_argument("--calibration", metavar="FILE", help="`orderwatch calibrate --json` output: mis-tuned rules")
@@ -104,8 +109,13 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.cases).is_file():
             raise InputError(f"input file {args.cases} does not exist")
         cases = read_case_set(open_lines(args.cases), teams)
-    else:
+    elif args.redis:
         cases = read_case_set(asyncio.run(_live_export(args.redis, args.prefix)), teams)
+    else:
+        from orderwatch.review.topic import read_topic
+        from streams.settings import load_settings
+
+        cases = read_case_set(asyncio.run(read_topic(load_settings())), teams)
     if args.history:
         hist = History()
         for _ in SegmentSniffer(open_lines(args.history), hist):
