@@ -16,7 +16,7 @@ from orderwatch.calibrate import human_duration as _dur
 from orderwatch.review.analytics import Analytics, Period
 from orderwatch.review.charts import diverging_bars, horizontal_bars, stacked_columns
 
-__all__ = ["ReportData", "build_report", "render_html", "render_markdown"]
+__all__ = ["ReportData", "build_report", "render_body", "render_html", "render_markdown"]
 
 REPORT_DIMENSIONS = ("merchant", "channel", "payment_method", "country", "carrier", "provider", "warehouse_id", "sku")
 _SEVERITIES = ("critical", "high", "medium", "low")
@@ -293,6 +293,22 @@ def _md_section_to_html(lines: list[str]) -> str:
 
 
 def render_html(data: ReportData) -> str:
+    """The whole report as one HTML document that fetches nothing."""
+    head = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(data.title)}</title>",
+        # No network: a CSP that forbids fetching anything at all, so the file stays self-contained.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:">',
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{escape(data.title)}</h1>",
+    ]
+    return "\n".join([*head, render_body(data), "</body></html>"]) + "\n"
+
+
+def render_body(data: ReportData) -> str:
+    """The report's content without the document around it (the ops console embeds it)."""
     md = render_markdown(data)
     sections: dict[str, list[str]] = {}
     current = ""
@@ -304,14 +320,6 @@ def render_html(data: ReportData) -> str:
             sections[current].append(line)
     p, prev = data.period, data.previous
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(data.title)}</title>",
-        # No network: a CSP that forbids fetching anything at all, so the file stays self-contained.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        'img-src data:">',
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{escape(data.title)}</h1>",
         f"<p>Period <b>{_when(p.start)} to {_when(p.end)}</b>, against {_when(prev.start)} to {_when(prev.end)}.</p>",
     ]
     parts += [f'<p class="note">{escape(n)}</p>' for n in data.notes]
@@ -340,8 +348,7 @@ def render_html(data: ReportData) -> str:
         bars = [(f"{p['rule']} {_segment(p['scope'], p['value'])}", p["before"]["alert_rate"]) for p in proposals]
         parts.append(horizontal_bars(bars, title="Alerts per order at today's threshold", maximum=1.0, percent=True))
     parts.append(_md_section_to_html(sections.get("Rules that look mis-tuned", [])))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts)
 
 
 def _frequency_chart(data: ReportData) -> str:

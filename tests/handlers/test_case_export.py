@@ -23,6 +23,7 @@ from handlers.store import CaseStore, open_redis
 from orderwatch.cli import main
 from orderwatch.errors import StoreUnavailable
 from orderwatch.review import Analytics, Period, read_case_set
+from orderwatch.review.service import AnalyticsService, StoreLoader
 from streams.metrics import Metrics
 from tests.handlers.conftest import REDIS_URL, T0, PrivateRedis, exception_data, opened, resolved
 
@@ -124,3 +125,13 @@ async def test_report_with_the_case_store_gone_exits_1(
     argv = ["report", "--redis", private_redis.url, "--prefix", "ow:"]
     assert await asyncio.to_thread(main, argv) == 1
     assert "case store unavailable while listing cases" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+async def test_analytics_service_reads_the_live_store(redis_client: aioredis.Redis, prefix: str) -> None:
+    service = HandlerService(CaseStore(redis_client, prefix), IncidentStore(redis_client, prefix))
+    for i in range(3):
+        await service.handle(opened(exception_data(order_id=f"o-{i}")), T0)
+    svc = AnalyticsService(StoreLoader(redis_client, prefix), clock=lambda: T0.timestamp() + 3600)
+    answer = await svc.answer("summary", {"period": "1d"})
+    assert answer["source"] == "cases" and answer["result"]["current"]["cases"] == 3
