@@ -307,7 +307,7 @@ return out
 
 # One page of cases. ARGV: prefix, offset, limit, order (`new`: newest detection first, `due`:
 # earliest handle_by first), n, n index keys to intersect, then (field, mode, value) triples
-# checked on each case's hash: mode `eq` (equal) or `has` (contains, plain text). Returns
+# checked on each case's hash: mode `eq` (equal), `ne` (not equal) or `has` (contains, plain text). Returns
 # {total, hash, hash, ...}.
 _QUERY = r"""
 local P, offset, limit, order, nk = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
@@ -350,6 +350,8 @@ for j = first, last, step do
     local v = redis.call('HGET', P .. 'case:' .. id, f[1]) or ''
     if f[2] == 'eq' then
       ok = v == f[3]
+    elseif f[2] == 'ne' then
+      ok = v ~= f[3]
     else
       ok = string.find(string.lower(v), string.lower(f[3]), 1, true) ~= nil
     end
@@ -674,14 +676,17 @@ class CaseStore:
         offset: int = 0,
     ) -> tuple[list[Case], int]:
         """Cases matching every given filter and how many match in all: newest detection first
-        (`order="new"`) or earliest handle_by first (`order="due"`). `order_text`: part of the
-        order id, any case."""
-        if status is not None and status not in STATUSES:
-            msg = f"status: expected one of {', '.join(STATUSES)}, got {status!r}"
+        (`order="new"`) or earliest handle_by first (`order="due"`). `status="unresolved"`: open,
+        acknowledged or escalated. `order_text`: part of the order id, any case."""
+        if status is not None and status not in (*STATUSES, "unresolved"):
+            msg = f"status: expected one of {', '.join(STATUSES)} or unresolved, got {status!r}"
             raise ValueError(msg)
         if limit < 0 or offset < 0:
             msg = f"limit and offset: expected integers >= 0, got {limit} and {offset}"
             raise ValueError(msg)
+        unresolved = status == "unresolved"
+        if unresolved:
+            status = None
         if order not in ("new", "due"):
             msg = f"order: expected new or due, got {order!r}"
             raise ValueError(msg)
@@ -699,6 +704,8 @@ class CaseStore:
         )
         keys = [f"{p}cases:{name}:{value}" for name, value in indexed if value is not None]
         filters: list[str] = []
+        if unresolved:
+            filters += ["status", "ne", "resolved"]
         if incident_id is not None:
             filters += ["incident_id", "eq", incident_id]
         if order_text:

@@ -136,10 +136,10 @@ class CaseFilters:
 
     def as_query(self) -> dict[str, str]:
         """The filters as query parameters (what the console's links and forms carry)."""
-        out = {}
+        out = {"status": self.status or "all"}
         for name in self.__slots__:
             value = getattr(self, name)
-            if value is not None and not (name == "sort" and value == "due"):
+            if name != "status" and value is not None and not (name == "sort" and value == "due"):
                 out[name] = value
         return out
 
@@ -147,9 +147,14 @@ class CaseFilters:
 FILTER_PARAMS = ("status", "severity", "category", "rule", "merchant", "team", "owner", "incident", "order_id", "q")
 
 
-def parse_filters(query: Mapping[str, str], *, default_sort: str) -> CaseFilters:
+STATUS_CHOICES = (*STATUSES, "unresolved", "all")
+"""`unresolved`: open, acknowledged or escalated (the console's default); `all`: no filter."""
+
+
+def parse_filters(query: Mapping[str, str], *, default_sort: str, default_status: str = "all") -> CaseFilters:
+    status = query_choice(query, "status", STATUS_CHOICES) or default_status
     return CaseFilters(
-        status=query_choice(query, "status", STATUSES),
+        status=None if status == "all" else status,
         severity=query_choice(query, "severity", SEVERITIES),
         category=query_choice(query, "category", CATEGORIES),
         rule=query_choice(query, "rule", list(RULES)),

@@ -2,7 +2,7 @@
 queue, a case, an order, incidents and approvals, server-rendered (Jinja2, autoescaped) with a
 little script of our own for refresh and local times. No asset from anywhere else.
 
-Adding a page: write a handler `async def my_page(console, request, session) -> web.Response`
+Adding a page: write a handler `async def my_page(console, request, session, form) -> web.Response`
 that renders a template extending `base.html`, and add a `Page` to `PAGES` (with `nav` set, it
 shows in the navigation). `Console.guard` handles the session, the role and the CSRF check.
 """
@@ -86,7 +86,8 @@ DONE_MESSAGES = {
 }
 """The only messages a redirect may show (`?done=<key>`): nothing from the URL is echoed."""
 
-Handler = Callable[["Console", web.Request, Session], Awaitable[web.StreamResponse]]
+Handler = Callable[["Console", web.Request, Session, Mapping[str, str]], Awaitable[web.StreamResponse]]
+"""(console, request, session, form): `form` is the POSTed form, CSRF-checked (empty for a GET)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +218,8 @@ class Console:
                         403,
                         "This form has expired (no valid CSRF token). Reload the page and try again.",
                     )
-                request["form"] = form
             try:
-                return await page.handler(self, request, session)
+                return await page.handler(self, request, session, form)
             except InputError as exc:
                 return self.error(request, session, exc.status, exc.message)
             except CaseNotFound as exc:
@@ -343,9 +343,11 @@ def _queue_row(case: Any, now: datetime) -> dict[str, Any]:
     return {**doc, "clock_class": css, "time_left": left, "handle_by_at": case.handle_by}
 
 
-async def queue(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def queue(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     q = request.query
-    filters = parse_filters(q, default_sort="due")
+    filters = parse_filters(q, default_sort="due", default_status="unresolved")
     offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
     cases, total = await console.ops.cases(filters, PAGE_SIZE, offset)
     counts = await console.ops.store.counts()
@@ -368,11 +370,13 @@ async def queue(console: Console, request: web.Request, session: Session) -> web
         prev_url=("?" + urlencode({**base, "offset": max(0, offset - PAGE_SIZE)})) if offset else None,
         next_url=("?" + urlencode({**base, "offset": offset + PAGE_SIZE})) if offset + PAGE_SIZE < total else None,
         status_url=lambda s: "?" + urlencode({**{k: v for k, v in base.items() if k != "status"}, "status": s}),
-        active=bool(base),
+        active=base != {"status": "unresolved"},
     )
 
 
-async def case_page(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def case_page(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     exception_id = valid_id(request.match_info["exception_id"], "case")
     ops = console.ops
     case = await ops.store.get(exception_id)
@@ -406,10 +410,11 @@ def _case_url(exception_id: str, done: str) -> str:
     return f"/console/cases/{exception_id}?done={done}"
 
 
-async def case_write(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def case_write(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     exception_id = valid_id(request.match_info["exception_id"], "case")
     verb = request.match_info["verb"]
-    form: Mapping[str, str] = request["form"]
     who = session.principal.name
     note = body_note({"note": form.get("note", "")})
     if verb == "acknowledge":
@@ -429,11 +434,12 @@ async def case_write(console: Console, request: web.Request, session: Session) -
     return see_other(_case_url(exception_id, done))
 
 
-async def action_write(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def action_write(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     exception_id = valid_id(request.match_info["exception_id"], "case")
     action = valid_id(request.match_info["action"], "action")
     verb = request.match_info["verb"]
-    form: Mapping[str, str] = request["form"]
     who = session.principal.name
     if verb == "approve":
         await console.ops.approve(exception_id, action, who)
@@ -449,7 +455,9 @@ async def action_write(console: Console, request: web.Request, session: Session)
     return see_other(_case_url(exception_id, done))
 
 
-async def order_page(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def order_page(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     from streams.api import order_timeline
 
     order_id = valid_id(request.match_info["order_id"], "order")
@@ -459,7 +467,9 @@ async def order_page(console: Console, request: web.Request, session: Session) -
     return console.render(request, "order.html", session, order=body, owned=owned)
 
 
-async def incidents_page(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def incidents_page(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     q = request.query
     status = query_choice(q, "status", INCIDENT_STATUSES)
     offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
@@ -477,7 +487,9 @@ async def incidents_page(console: Console, request: web.Request, session: Sessio
     )
 
 
-async def incident_page(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def incident_page(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     incident_id = valid_id(request.match_info["incident_id"], "incident")
     inc = await console.ops.incidents.get(incident_id)
     members = await console.ops.incidents.members(incident_id)
@@ -493,12 +505,13 @@ async def incident_page(console: Console, request: web.Request, session: Session
     )
 
 
-async def incident_write(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def incident_write(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     incident_id = valid_id(request.match_info["incident_id"], "incident")
     verb = request.match_info["verb"]
     if verb not in ("acknowledge", "resolve"):
         raise InputError(404, "No such change.")
-    form: Mapping[str, str] = request["form"]
     who = session.principal.name
     await console.ops.decide_incident(incident_id, verb, who, body_note({"note": form.get("note", "")}))
     log.info("console: %s %sd incident %s", who, verb, incident_id)
@@ -506,7 +519,9 @@ async def incident_write(console: Console, request: web.Request, session: Sessio
     return see_other(f"/console/incidents/{incident_id}?done={done}")
 
 
-async def approvals_page(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+async def approvals_page(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
     pending = await console.ops.dispatcher.pending(200)
     return console.render(request, "approvals.html", session, pending=[public_pending(p) for p in pending])
 

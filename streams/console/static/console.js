@@ -32,6 +32,7 @@ function startRefresh(box) {
       box.innerHTML = fresh.innerHTML;
       localTimes(box);
       stamp();
+      box.dataset.refreshes = String(Number(box.dataset.refreshes || "0") + 1);
     } catch (err) {
       const note = box.querySelector("[data-refreshed]");
       if (note) note.textContent = "Could not refresh (" + err.message + "); reload the page.";
