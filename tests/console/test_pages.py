@@ -353,3 +353,51 @@ async def test_oversized_and_garbled_forms(tmp_path: Path, prefix: str) -> None:
             assert (await rt.store.get(ids[1])).status == "open"
         finally:
             await b.close()
+
+
+async def test_incidents_in_the_console(tmp_path: Path, prefix: str) -> None:
+    """Three stalled parcels of one carrier open an incident: listed, shown with its members,
+    acknowledged and resolved by an operator, each member case's history recording it."""
+    people = People(tmp_path / "tokens.toml")
+    async with console_server(_settings(prefix, people), CONFIG) as (server, rt):
+        now = datetime.now(UTC)
+        members = []
+        for i in range(3):
+            data = exception_data(
+                rule="TRACKING_STALLED",
+                detected_at=now - timedelta(minutes=10 - i),
+                order_id=f"o-8{i:04d}",
+                evidence={"carrier": "slowpost", "shipment_id": f"s-8{i}"},
+            )
+            await rt.service.handle(opened(data), now)
+            members.append(data.exception_id)
+        found, total = await rt.incidents.query(limit=10)
+        assert total == 1
+        incident_id = found[0].incident_id
+        b = Browser(server)
+        try:
+            assert (await b.login(people.operator)).status == 303
+            status, html, _ = await b.get("/console/incidents")
+            assert status == 200 and incident_id in html and "carrier = slowpost" in html
+            status, html, _ = await b.get("/console/incidents?status=resolved")
+            assert incident_id not in html and "No incidents with status resolved" in html
+            status, html, _ = await b.get(f"/console/incidents/{incident_id}")
+            assert status == 200 and all(m in html for m in members)
+            status, html, _ = await b.get(f"/console/queue?incident={incident_id}")
+            assert all(m in html for m in members) and "3 cases match" in html
+            await b.get(f"/console/incidents/{incident_id}")
+            status, _, resp = await b.post(f"/console/incidents/{incident_id}/acknowledge", {"note": "carrier called"})
+            assert status == 303 and resp.headers["Location"].endswith("?done=incident_acknowledged")
+            status, _, _ = await b.post(f"/console/incidents/{incident_id}/resolve", {"note": "backlog cleared"})
+            assert status == 303
+            inc = await rt.incidents.get(incident_id)
+            assert (inc.status, inc.acknowledged_by, inc.resolved_by) == ("resolved", "ana", "ana")
+            for m in members:
+                events = [(h.event, h.who) for h in await rt.store.history(m)]
+                assert ("incident_acknowledged", "ana") in events and ("incident_resolved", "ana") in events
+            status, html, _ = await b.post(f"/console/incidents/{incident_id}/acknowledge", {})
+            assert status == 409
+            status, html, _ = await b.get("/console/incidents/no-such-incident")
+            assert status == 404
+        finally:
+            await b.close()
