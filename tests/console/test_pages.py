@@ -8,35 +8,22 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
-import redis.asyncio as aioredis
 
 from detectors.catalog import RULES
 from handlers.config import HandlersConfig
 from streams.handling import HandlerRuntime
 from streams.settings import Settings
 from tests.console.conftest import Browser, People, console_server
-from tests.handlers.conftest import _require_redis, delete_prefix, exception_data, free_port, opened, redis_client
+from tests.handlers.conftest import _require_redis, exception_data, free_port, opened, prefix, redis_client
 
-__fixtures__ = (_require_redis, redis_client)
+__fixtures__ = (_require_redis, redis_client, prefix)
 
 PHONE = "+49 151 98765432"
 LINE1 = "Kastanienallee 77"
 ACTION = RULES["TRACKING_STALLED"].action
-
-
-@pytest.fixture
-async def prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
-    p = f"t{uuid.uuid4().hex}:"
-    try:
-        yield p
-    finally:
-        await delete_prefix(redis_client, p)
 
 
 def _settings(prefix: str, people: People, **extra: Any) -> Settings:
