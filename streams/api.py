@@ -30,7 +30,6 @@ from schemas.action_command import idempotency_key
 from streams.console.access import PERMISSIONS, LoginLimiter, Principal, SessionStore, TokenRegistry, roles_of
 from streams.console.ops import (
     FILTER_PARAMS,
-    MAX_BODY,
     MAX_LIMIT,
     MAX_OFFSET,
     InputError,
@@ -46,6 +45,7 @@ from streams.console.ops import (
     public_pending,
     query_choice,
     query_int,
+    read_body,
     valid_id,
 )
 
@@ -93,7 +93,9 @@ async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
     client = client_address(request)
     wait = await ops.limiter.retry_after(client)
     if wait is not None:
-        raise InputError(429, f"too many failed tokens from this address; try again in {wait} s")
+        raise InputError(
+            429, f"too many failed tokens from this address; try again in {wait} s", {"Retry-After": str(wait)}
+        )
     principal = ops.tokens.lookup(given.strip())
     if principal is None:
         await ops.limiter.failed(client)
@@ -103,23 +105,6 @@ async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
             403, f"this needs the {PERMISSIONS[permission]} role; this token has {', '.join(sorted(principal.roles))}"
         )
     return principal
-
-
-async def read_body(request: Any) -> bytes:
-    """The request body, refused past MAX_BODY bytes without reading the rest."""
-    length = request.content_length
-    if length is not None and length > MAX_BODY:
-        raise InputError(413, f"body: at most {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(4096)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise InputError(413, f"body: at most {MAX_BODY} bytes")
-        chunks.append(chunk)
 
 
 class OpsView(View):
@@ -134,8 +119,8 @@ class OpsView(View):
         try:
             response = await super().dispatch(request)
         except InputError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            response = self.reply({"error": exc.message}, exc.status, headers)
+            headers = {"WWW-Authenticate": "Bearer", **exc.headers} if exc.status == 401 else exc.headers
+            response = self.reply({"error": exc.message}, exc.status, headers or None)
         except CaseNotFound as exc:
             response = self.reply({"error": str(exc)}, 404)
         except TransitionError as exc:

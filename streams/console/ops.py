@@ -47,6 +47,7 @@ __all__ = [
     "query_choice",
     "query_int",
     "query_name",
+    "read_body",
 ]
 
 MAX_LIMIT = 500
@@ -69,10 +70,11 @@ _TEXT = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 class InputError(OrderwatchError):
     """What a caller sent is refused: the HTTP status and a message saying what is expected."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -166,6 +168,23 @@ def parse_filters(query: Mapping[str, str], *, default_sort: str, default_status
         q=query_name(query, "q", _TEXT),
         sort=query_choice(query, "sort", ("due", "new")) or default_sort,
     )
+
+
+async def read_body(request: Any, message: str = f"body: at most {MAX_BODY} bytes") -> bytes:
+    """A request's body (aiohttp), refused (413) past MAX_BODY bytes without reading the rest."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise InputError(413, message)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(4096)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise InputError(413, message)
+        chunks.append(chunk)
 
 
 def json_depth(raw: bytes) -> int:

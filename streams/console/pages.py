@@ -47,6 +47,7 @@ from streams.console.ops import (
     public_pending,
     query_choice,
     query_int,
+    read_body,
     rule_meaning,
     valid_id,
 )
@@ -274,7 +275,11 @@ class Console:
         try:
             wait = await self.ops.limiter.retry_after(client)
             if wait is not None:
-                return await self.login_form(request, 429, f"Too many failed logins from here. Try again in {wait} s.")
+                refused = await self.login_form(
+                    request, 429, f"Too many failed logins from here. Try again in {wait} s."
+                )
+                refused.headers["Retry-After"] = str(wait)
+                return refused
             principal = self.ops.tokens.lookup(form.get("token", "").strip())
             if principal is None:
                 await self.ops.limiter.failed(client)
@@ -322,12 +327,7 @@ class Console:
 
 async def read_form(request: web.Request) -> dict[str, str]:
     """A urlencoded form, bounded in size and fields; the last value of a repeated field."""
-    length = request.content_length
-    if length is not None and length > MAX_BODY:
-        raise InputError(413, f"The form is too large (at most {MAX_BODY} bytes).")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise InputError(413, f"The form is too large (at most {MAX_BODY} bytes).")
+    raw = await read_body(request, f"The form is too large (at most {MAX_BODY} bytes).")
     try:
         return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=20))
     except (UnicodeDecodeError, ValueError) as exc:

@@ -248,10 +248,12 @@ async def test_failed_logins_are_limited_across_workers(tmp_path: Path, prefix: 
             assert (await b.login("guess-" + uuid.uuid4().hex)).status == 401  # the third, on the other worker
             resp = await a.login(people.operator)  # even the right token, from this address, for now
             assert resp.status == 429 and "Too many failed logins" in a.pages[-1]
+            assert 1 <= int(resp.headers["Retry-After"]) <= 60
             async with b.session.get(
                 two.make_url("/cases"), headers={"Authorization": f"Bearer {people.operator}"}
             ) as r:
                 assert r.status == 429  # the API shares the count
+                assert 1 <= int(r.headers["Retry-After"]) <= 60
         finally:
             await a.close()
             await b.close()
