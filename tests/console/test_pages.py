@@ -223,6 +223,21 @@ async def test_approvals_in_place_and_the_queue(tmp_path: Path, prefix: str) -> 
             assert f"/console/cases/{ids[0]}/actions/{ACTION}/approve" not in html
             history = await rt.store.history(ids[0])
             assert (history[-1].event, history[-1].who, history[-1].action) == ("action_approved", "lee", ACTION)
+            # the other waiting action, rejected with a note from its case page
+            other = next(p for p in await rt.dispatcher.pending(10))
+            await b.get(f"/console/cases/{other.exception_id}")
+            status, _, resp = await b.post(
+                f"/console/cases/{other.exception_id}/actions/{other.action}/reject", {"note": "customer paid by phone"}
+            )
+            assert status == 303 and resp.headers["Location"].endswith("?done=rejected")
+            last = (await rt.store.history(other.exception_id))[-1]
+            assert (last.event, last.who, last.action, last.note) == (
+                "action_rejected",
+                "lee",
+                other.action,
+                "customer paid by phone",
+            )
+            assert await rt.dispatcher.pending(10) == []
             status, html, _ = await b.get(f"/console/cases/{ids[0]}")
             assert "action approved" in html and "dry run" in html
             # an approver does not work cases
