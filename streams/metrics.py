@@ -74,6 +74,20 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        # Hostile input and faults (issue 9): stalled partitions, crashing agents.
+        self.partition_stalled = Gauge(
+            "orderwatch_partition_stalled",
+            "1 while an input partition's committed offset has not moved although messages wait past it "
+            "and none of them is in the reorder buffer; 0 otherwise",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.agent_crashes = Counter(
+            "orderwatch_agent_crashes_total",
+            "Agent loops that raised and were restarted by faust's supervisor, by agent",
+            ["agent"],
+            registry=r,
+        )
         # Handlers: cases, escalation, incidents (handlers.service).
         self.case_changes = Counter(
             "orderwatch_case_changes_total",
