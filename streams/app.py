@@ -655,7 +655,7 @@ def _install_agent(
         try:
             await consume(stream)
         except Exception:
-            # faust's supervisor restarts the agent; a loop of restarts makes the worker unready.
+            # faust's supervisor restarts the agent; a loop of restarts makes /health unhealthy.
             metrics.agent_crashes.labels(name).inc()
             ow.crash_loop.crashed(name)
             log.exception("%s: the agent loop raised; faust restarts it", name)
@@ -978,7 +978,7 @@ def _upstream_of(msg: Any) -> tuple[str, int] | None:
         if name == SOURCE_HEADER:
             tp, _, offset = bytes(value).decode("ascii", "replace").rpartition(":")
             try:
-                return f"{tp}", int(offset)
+                return tp, int(offset)
             except ValueError:
                 return None  # only workers write here; a bad header costs the dedupe, not the event
     return None
