@@ -355,16 +355,8 @@ async def readiness(ow: Orderwatch, rt: HandlerRuntime) -> tuple[list[str], int]
         await rt.redis.ping()
     except Exception as exc:  # whatever the client raises, the answer is "not ready"
         reasons.append(f"redis: no answer to PING ({type(exc).__name__})")
-    if rt.detection:
-        loaded = ow.agents["orders"].ready
-        if loaded is not None and not loaded.is_set():
-            reasons.append("blocklist: not loaded yet")
-    try:
-        assigned = len(ow.app.assignor.assigned_actives())
-    except Exception:  # before the first assignment
-        assigned = 0
-    if not assigned:
-        reasons.append("partitions: none assigned yet")
+    detector_reasons, assigned = ow.readiness(detection=rt.detection)
+    reasons += detector_reasons
     if not rt.started.is_set():
         reasons.append("handlers: not started yet")
     return reasons, assigned
