@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean
+.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean browser screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ demo-backtest: install ## simulate 40,000 orders and backtest them with labels
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
+
+browser: ## install Debian's chromium for the console's browser tests (idempotent)
+	bash deploy/local/browser.sh
+
+screenshots: install browser ## retake the console screenshots in docs/images/ (needs the local stack)
+	ORDERWATCH_SCREENSHOTS=docs/images $(BIN)/pytest tests/console/test_browser.py -p no:cacheprovider
 
 REVIEW_SIM = out/review/sim.jsonl.gz
 example-report: install ## regenerate docs/examples/report.{html,md}: a simulated run (bank transfers clear in days), backtest, calibrate, report
