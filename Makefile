@@ -69,6 +69,5 @@ example-report: install ## regenerate docs/examples/report.{html,md}: a simulate
 		--title "Order exceptions review (simulated shop, seed 7)" \
 		--html docs/examples/report.html --markdown docs/examples/report.md
 
-example-report-screenshot: ## docs/examples/report.png: the example report as Debian's chromium renders it (headless, offline)
-	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,4200 \
-		--screenshot=docs/examples/report.png "file://$(CURDIR)/docs/examples/report.html"
+example-report-screenshot: install browser ## docs/examples/report.png: the example report in Debian's chromium (Playwright)
+	ORDERWATCH_SCREENSHOTS=docs/examples $(BIN)/pytest tests/review/test_report_browser.py -p no:cacheprovider

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -25,7 +25,8 @@ from detectors.catalog import RULES
 from detectors.orders import OrderDetector
 from handlers.incidents import INCIDENT_STATUSES
 from handlers.privacy import mask_evidence, mask_text
-from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
+from orderwatch.errors import CaseNotFound, ConfigError, StoreUnavailable, TransitionError
+from orderwatch.review.service import AnalyticsService, StoreLoader
 from schemas.action_command import idempotency_key
 from streams.console.access import PERMISSIONS, LoginLimiter, Principal, SessionStore, TokenRegistry, roles_of
 from streams.console.ops import (
@@ -370,6 +371,37 @@ class ReadyView(OpsView):
         return self.reply({"status": "ready", "partitions": assigned})
 
 
+# -- analytics ----------------------------------------------------------------------------------
+
+
+class EpochClock:
+    """The handlers' clock (event time in replays) as epoch seconds, for the analytics' default end."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now().timestamp()
+
+
+class AnalyticsView(OpsView):
+    """`GET /analytics/<kind>?period=&end=&by=&bucket=&top=`: one analytic of docs/review.md over
+    the case store, reloaded at most once a minute. Any role may read it."""
+
+    analytics: ClassVar[AnalyticsService]
+
+    async def get(self, request: Any, kind: str) -> Any:
+        await self.auth(request, "read")
+        query = request.query
+        repeated = sorted({k for k in query if len(query.getall(k)) > 1})
+        if repeated:
+            raise InputError(422, f"query parameter {repeated[0][:40]!r}: give it once")
+        try:
+            return self.reply(await self.analytics.answer(kind[:64], {k: query[k] for k in query}))
+        except ConfigError as exc:
+            raise InputError(422, str(exc)) from exc
+
+
 ROUTES: tuple[tuple[str, str, type[OpsView], dict[str, Any]], ...] = (
     ("/cases", "cases", CasesView, {}),
     ("/cases/{exception_id}", "case", CaseView, {}),
@@ -385,6 +417,7 @@ ROUTES: tuple[tuple[str, str, type[OpsView], dict[str, Any]], ...] = (
     ("/cases/{exception_id}/actions/{action}/reject", "action-reject", ActionDecisionView, {"verb": "reject"}),
     ("/orders/{order_id}/timeline", "order-timeline", TimelineView, {}),
     ("/ready", "ready", ReadyView, {}),
+    ("/analytics/{kind}", "analytics", AnalyticsView, {}),
 )
 """Path, metric label, view and its settings: the whole API surface."""
 
@@ -411,8 +444,10 @@ def install_api(ow: Orderwatch, rt: HandlerRuntime) -> Ops:
     from streams.console.pages import install_console
 
     ops = build_ops(ow, rt)
+    analytics = AnalyticsService(StoreLoader(rt.redis, ow.settings.redis_prefix), clock=EpochClock(rt.now))
     for path, label, view, extra in ROUTES:
-        bound = type(view.__name__, (view,), {"label": label, "ops": ops, "ow": ow, "rt": rt, **extra})
+        shared = {"label": label, "ops": ops, "ow": ow, "rt": rt, "analytics": analytics}
+        bound = type(view.__name__, (view,), {**shared, **extra})
         ow.app.page(path, name=f"orderwatch-{label}")(bound)
-    install_console(ow, rt, ops)
+    install_console(ow, rt, ops, analytics)
     return ops

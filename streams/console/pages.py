@@ -15,13 +15,14 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from detectors.catalog import RULES
 from handlers.actions import candidate_actions
@@ -29,6 +30,9 @@ from handlers.cases import ALLOWED_FROM, STATUSES
 from handlers.incidents import INCIDENT_STATUSES
 from handlers.privacy import mask_evidence, mask_text
 from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
+from orderwatch.review.analytics import Period
+from orderwatch.review.report import build_report, render_body
+from orderwatch.review.service import AnalyticsService
 from schemas.exception_event import SEVERITIES
 from streams.console.access import PERMISSIONS, Session
 from streams.console.ops import (
@@ -40,6 +44,7 @@ from streams.console.ops import (
     Ops,
     body_name,
     body_note,
+    only,
     parse_filters,
     public_case,
     public_history,
@@ -150,8 +155,9 @@ class Console:
     """The console of one worker: its templates, the shared `Ops`, and the guard every page
     goes through."""
 
-    def __init__(self, ow: Orderwatch, rt: HandlerRuntime, ops: Ops) -> None:
+    def __init__(self, ow: Orderwatch, rt: HandlerRuntime, ops: Ops, analytics: AnalyticsService | None = None) -> None:
         self.ow, self.rt, self.ops, self.settings = ow, rt, ops, ow.settings
+        self.analytics = analytics
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -519,6 +525,33 @@ async def incident_write(
     return see_other(f"/console/incidents/{incident_id}?done={done}")
 
 
+ANALYTICS_PERIODS = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+
+
+async def analytics_page(
+    console: Console, request: web.Request, session: Session, form: Mapping[str, str]
+) -> web.StreamResponse:
+    """The review of a period against the previous one (docs/review.md), with its charts: the
+    same figures as `orderwatch report` and `/analytics/...`, over the live case store."""
+    if console.analytics is None:
+        return console.error(request, session, 503, "Analytics are not enabled on this worker.")
+    only(request.query, ("period",))
+    period_name = query_choice(request.query, "period", list(ANALYTICS_PERIODS)) or "7d"
+    an, loaded_at = await console.analytics.analytics()
+    end = console.ops.now().timestamp()
+    report = build_report(an, Period(end - ANALYTICS_PERIODS[period_name], end), title="Analytics")
+    return console.render(
+        request,
+        "analytics.html",
+        session,
+        periods=list(ANALYTICS_PERIODS),
+        period=period_name,
+        loaded_at=datetime.fromtimestamp(loaded_at, UTC),
+        # Built by orderwatch.review.report, which escapes every value it writes.
+        body=Markup(render_body(report)),
+    )
+
+
 async def approvals_page(
     console: Console, request: web.Request, session: Session, form: Mapping[str, str]
 ) -> web.StreamResponse:
@@ -530,6 +563,7 @@ PAGES: list[Page] = [
     Page("/console/queue", "GET", queue, nav="Queue"),
     Page("/console/approvals", "GET", approvals_page, nav="Approvals"),
     Page("/console/incidents", "GET", incidents_page, nav="Incidents"),
+    Page("/console/analytics", "GET", analytics_page, nav="Analytics"),
     Page("/console/cases/{exception_id}", "GET", case_page),
     Page("/console/cases/{exception_id}/{verb:acknowledge|resolve|assign}", "POST", case_write, "work"),
     Page("/console/cases/{exception_id}/actions/{action}/{verb:approve|reject}", "POST", action_write, "approve"),
@@ -543,9 +577,9 @@ NAV: list[Page] = PAGES
 """What the base template walks for its navigation (the pages with a `nav` title)."""
 
 
-def install_console(ow: Orderwatch, rt: HandlerRuntime, ops: Ops) -> Console:
+def install_console(ow: Orderwatch, rt: HandlerRuntime, ops: Ops, analytics: AnalyticsService | None = None) -> Console:
     """Register the console's routes and its static files on the app's web server."""
-    console = Console(ow, rt, ops)
+    console = Console(ow, rt, ops, analytics)
     router = cast(Any, ow.app.web).web_app.router  # the aiohttp driver's application
     router.add_get("/console", console.root)
     router.add_get("/console/", console.root)
