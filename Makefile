@@ -55,7 +55,7 @@ browser: ## install Debian's chromium for the console's browser tests (idempoten
 	bash deploy/local/browser.sh
 
 screenshots: install browser ## retake the console screenshots in docs/images/ (needs the local stack)
-	ORDERWATCH_SCREENSHOTS=docs/images $(BIN)/pytest tests/console/test_browser.py -p no:cacheprovider
+	ORDERWATCH_SCREENSHOTS=docs/images $(BIN)/pytest tests/console/test_browser.py tests/console/test_analytics.py -p no:cacheprovider
 
 REVIEW_SIM = out/review/sim.jsonl.gz
 example-report: install ## regenerate docs/examples/report.{html,md}: a simulated run (bank transfers clear in days), backtest, calibrate, report

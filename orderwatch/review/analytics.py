@@ -242,7 +242,7 @@ class Analytics:
                     count(*) FILTER (WHERE handled_at <= handle_by)
                         / nullif(count(*) FILTER (WHERE handled_at IS NOT NULL OR handle_by <= $t), 0) AS sla_share,
                     count(*) FILTER (WHERE escalated_at IS NOT NULL) AS escalated,
-                    count(*) FILTER (WHERE escalated_at IS NOT NULL) / count(*) AS escalation_rate,
+                    count(*) FILTER (WHERE escalated_at IS NOT NULL) / nullif(count(*), 0) AS escalation_rate,
                     count(*) FILTER (WHERE resolution_kind = 'auto') AS auto_resolved,
                     count(*) FILTER (WHERE resolution_kind = 'manual') AS manual_resolved
                 FROM c GROUP BY ALL ORDER BY cases DESC, "group" """,

@@ -4,9 +4,12 @@ queries answered 422, Redis gone answered 503, and no phone or address line on t
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.console.conftest import Browser, People, console_server
 from tests.console.test_pages import CONFIG, LINE1, PHONE, _clean, _seed, _settings
@@ -71,3 +74,62 @@ async def test_analytics_with_redis_gone(tmp_path: Path, prefix: str) -> None:
             assert status == 503 and "cannot be reached" in body["error"]
         finally:
             await b.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_the_analytics_page_in_chromium(tmp_path: Path, prefix: str) -> None:
+    """Playwright driving Debian's chromium, as the console's browser test: the page's charts
+    render, nothing is fetched from elsewhere, the CSP refuses nothing; a screenshot every run
+    (with `ORDERWATCH_SCREENSHOTS=docs/images`, into the docs)."""
+    from playwright.async_api import async_playwright
+
+    from tests.console.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs it with `make browser`")
+        pytest.skip(f"{CHROMIUM} is missing; run `make browser`")
+    people = People(tmp_path / "tokens.toml")
+    async with console_server(_settings(prefix, people), CONFIG) as (server, rt):
+        await _seed(rt)
+        base = str(server.make_url("")).rstrip("/")
+        requested: list[str] = []
+        problems: list[str] = []
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                page.on("request", lambda req: requested.append(req.url))
+                page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+                failed: list[str] = []
+                page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+                await page.goto(f"{base}/console/analytics?period=30d")
+                await page.get_by_label("Access token").fill(people.viewer)
+                await page.get_by_role("button", name="Log in").click()
+                await page.wait_for_url(re.compile(r"/console/analytics\?period=30d"))
+                await page.get_by_role("heading", name="SLA by severity").wait_for()
+                charts = page.locator(".report svg")
+                assert await charts.count() >= 2
+                for i in range(await charts.count()):
+                    box = await charts.nth(i).bounding_box()
+                    assert box is not None and box["width"] > 200 and box["height"] > 20
+                await page.get_by_label("Period", exact=True).select_option("1d")
+                await page.get_by_role("button", name="Show").click()
+                await page.wait_for_url(re.compile(r"period=1d"))
+                shots = [tmp_path] + (
+                    [Path(os.environ["ORDERWATCH_SCREENSHOTS"])] if os.environ.get("ORDERWATCH_SCREENSHOTS") else []
+                )
+                await page.goto(f"{base}/console/analytics?period=30d")
+                for d in shots:
+                    await page.screenshot(path=str(d / "console-analytics.png"), full_page=False)
+                html = await page.content()
+            finally:
+                await browser.close()
+        assert all(url.startswith(base) for url in requested), [u for u in requested if not u.startswith(base)]
+        # Every request the page made was answered; the one 404 chromium may log is its own
+        # /favicon.ico request (the console has none), which Playwright does not report as a request.
+        assert failed == []
+        assert [p for p in problems if "404" not in p] == [], problems  # e.g. a CSP violation
+        assert len(problems) <= 1, problems
+        _clean([html])

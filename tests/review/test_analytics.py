@@ -282,3 +282,12 @@ def test_a_case_keeps_its_own_team_and_the_evidence_merchant() -> None:
     assert (cs.cases[0]["team"], cs.cases[0]["merchant"]) == ("night-shift", "m-9")
     cs.attach_orders({"o-1": [None, "web", "card", "DE", None]})
     assert (cs.cases[0]["merchant"], cs.cases[0]["channel"]) == ("m-9", "web")
+
+
+def test_an_empty_period_has_no_rates_rather_than_nan(an: Analytics) -> None:
+    empty = Period(PERIOD.start - 30 * 86400, PERIOD.start - 29 * 86400)
+    rows = an.handling(empty, by=None)
+    assert rows == [] or all(r["escalation_rate"] is None and r["sla_share"] is None for r in rows)
+    s = an.summary(empty)
+    assert s["cases"] == 0
+    assert s["handling"] is None or s["handling"]["escalation_rate"] is None
