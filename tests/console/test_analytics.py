@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import Browser, People, console_server
+from tests.console.test_browser import chromium
 from tests.console.test_pages import CONFIG, LINE1, PHONE, _clean, _seed, _settings
 from tests.handlers.conftest import _require_redis, free_port, prefix, redis_client
 
-__fixtures__ = (_require_redis, redis_client, prefix)
+__fixtures__ = (_require_redis, redis_client, prefix, chromium)
 
 
 async def _api(b: Browser, path: str, token: str | None) -> tuple[int, Any]:
@@ -78,18 +79,14 @@ async def test_analytics_with_redis_gone(tmp_path: Path, prefix: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-async def test_the_analytics_page_in_chromium(tmp_path: Path, prefix: str) -> None:
+async def test_the_analytics_page_in_chromium(tmp_path: Path, prefix: str, chromium: str) -> None:
     """Playwright driving Debian's chromium, as the console's browser test: the page's charts
     render, nothing is fetched from elsewhere, the CSP refuses nothing; a screenshot every run
     (with `ORDERWATCH_SCREENSHOTS=docs/images`, into the docs)."""
     from playwright.async_api import async_playwright
 
-    from tests.console.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.console.test_browser import CHROMIUM_ARGS
 
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs it with `make browser`")
-        pytest.skip(f"{CHROMIUM} is missing; run `make browser`")
     people = People(tmp_path / "tokens.toml")
     async with console_server(_settings(prefix, people), CONFIG) as (server, rt):
         await _seed(rt)
@@ -97,7 +94,7 @@ async def test_the_analytics_page_in_chromium(tmp_path: Path, prefix: str) -> No
         requested: list[str] = []
         problems: list[str] = []
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
             try:
                 page = await browser.new_page(viewport={"width": 1280, "height": 900})
                 page.on("request", lambda req: requested.append(req.url))

@@ -10,25 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.console.test_browser import chromium
+
 pytestmark = pytest.mark.slow
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "examples" / "report.html"
-CHROMIUM = os.environ.get("ORDERWATCH_CHROMIUM", "/usr/bin/chromium")
+__fixtures__ = (chromium,)
 
 
 @pytest.mark.timeout(180)
-async def test_the_example_report_in_chromium(tmp_path: Path) -> None:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs it with `make browser`")
-        pytest.skip(f"{CHROMIUM} is missing; run `make browser`")
+async def test_the_example_report_in_chromium(tmp_path: Path, chromium: str) -> None:
     from playwright.async_api import async_playwright
 
     from tests.console.test_browser import CHROMIUM_ARGS
 
     requested: list[str] = []
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             page = await browser.new_page(viewport={"width": 1100, "height": 900})
             page.on("request", lambda req: requested.append(req.url))
