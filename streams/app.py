@@ -42,7 +42,7 @@ from handlers.config import HandlersConfig
 from orderwatch.errors import InvalidEvent
 from schemas.events import parse_event
 from streams.clock import LagAwareClock
-from streams.metrics import Metrics
+from streams.metrics import CommitSensor, Metrics
 from streams.rebalance import RewindAfterRebalance
 from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
 from streams.settings import Settings
@@ -262,6 +262,8 @@ def create_app(
     agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     agent_inputs = {t for spec in agents.values() for t in spec.inputs}
+    if detection:
+        metrics.initialise(prefix(t) for t in ("orders", "payments", "inventory", "logistics"))
     ow = Orderwatch(app, settings, metrics, clock, agents)
 
     partitions = settings.partitions
@@ -424,6 +426,9 @@ def create_app(
             metrics.deadline_queue.labels(spec.name).set(sum(rt.detector.timers() for rt in rts))
             metrics.buffered.labels(spec.name).set(sum(rt.buffered for rt in rts))
             metrics.open_exceptions.labels(spec.name).set(sum(rt.detector.open_exceptions() for rt in rts))  # type: ignore[attr-defined]
+            clocks = [_agent_now(ow.actives, agents, clock, spec.name, p) for p in list(spec.runtimes)]
+            if clocks and min(clocks) > 0:
+                metrics.event_clock.labels(spec.name).set(min(clocks))
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
     @app.page("/clock")
@@ -497,6 +502,7 @@ def create_app(
     # do not skip offsets they have handled (harmless to their state, they are idempotent, but
     # processed and counted again). Their own exposure to the loss is an open question.
     if detection:
+        app.sensors.add(CommitSensor(metrics, agent_inputs))
         app.sensors.add(RewindAfterRebalance(app, agent_inputs, lambda tp: _committed(app, tp), clock.delivered_run))
     return ow
 

@@ -1,20 +1,64 @@
 """Every Prometheus metric of orderwatch, in one place, built against a registry passed in
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
-severity, agent, partition number, kind, level, operation, action code, webhook channel name,
-outcome, API view name and status code. Never an id.
+severity, category, agent, partition number, kind, level, operation, action code, webhook channel
+name, outcome, API view name and status code, version. Never an id.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+import time
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["Metrics"]
+import faust
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from detectors.catalog import RULES
+from orderwatch import __version__
+
+__all__ = ["INVALID_REASONS", "CommitSensor", "Metrics"]
+
+# The reasons `schemas.events.parse_event` gives a bad message (streams.app counts them).
+INVALID_REASONS = ("not_json", "not_cloudevent", "unknown_type", "invalid_data")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Process CPU, memory, open files and start time: the worker-health panels and the
+        # restart detection of the alerts read them (Linux only; elsewhere it exports nothing).
+        ProcessCollector(registry=r)
+        self.build_info = Gauge(
+            "orderwatch_build_info",
+            "Always 1: the orderwatch version and Python version this worker runs",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.rule_info = Gauge(
+            "orderwatch_rule_info",
+            "Always 1, one series per rule of the catalog: its category and default severity, to join "
+            "with the per-rule counters (`* on(rule) group_left(category)`)",
+            ["rule", "category", "severity"],
+            registry=r,
+        )
+        for code, meta in RULES.items():
+            self.rule_info.labels(code, meta.category, meta.severity).set(1)
+        self.last_commit = Gauge(
+            "orderwatch_last_commit_timestamp_seconds",
+            "Unix time of the last offset commit that moved this input topic partition forward (this worker)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.event_clock = Gauge(
+            "orderwatch_event_clock_seconds",
+            "Each agent's clock as a Unix time: the slowest of its actively owned partitions (deadlines fire "
+            "against it); wall clock in live mode, the watermark in replays",
+            ["agent"],
+            registry=r,
+        )
         self.events_in = Counter(
             "orderwatch_events_in_total",
             "Valid events consumed, by topic and event type",
@@ -148,3 +192,41 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+
+    def initialise(self, topics: Iterable[str], rules: Iterable[str] = tuple(RULES)) -> None:
+        """Create the series a burst would start, at zero: `rate()` sees a counter's first
+        increase only from a sample before it, so a series born at 500 dead letters would hide
+        the burst that made it. Bounded sets only: input topics x reasons, rules x severity."""
+        for topic in topics:
+            for reason in INVALID_REASONS:
+                self.invalid.labels(topic, reason)
+        for code in rules:
+            meta = RULES.get(code)
+            if meta is not None:
+                self.opened.labels(code, meta.severity)
+                self.resolved.labels(code, meta.severity)
+
+
+class CommitSensor(faust.Sensor):  # type: ignore[misc]
+    """Sets `orderwatch_last_commit_timestamp_seconds` for every partition of `topics` whose
+    committed offset a commit moved: faust's sensor hooks around each commit see the consumer's
+    committed offsets before and after."""
+
+    def __init__(self, metrics: Metrics, topics: Iterable[str]) -> None:
+        super().__init__()
+        self.metrics = metrics
+        self.topics = frozenset(topics)
+
+    def _offsets(self, consumer: Any) -> dict[tuple[str, int], Any]:
+        offsets = getattr(consumer, "_committed_offset", {})  # no public accessor (see streams.app)
+        return {(tp.topic, tp.partition): off for tp, off in list(offsets.items()) if tp.topic in self.topics}
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        return self._offsets(consumer)
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        before = state if isinstance(state, dict) else {}
+        now = time.time()
+        for tp, off in self._offsets(consumer).items():
+            if tp not in before or before[tp] != off:
+                self.metrics.last_commit.labels(tp[0], str(tp[1])).set(now)
