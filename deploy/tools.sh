@@ -27,14 +27,16 @@ helm_bin() {  # the helm the project uses: $HELM, else GOPATH/bin/helm
 install_helm() {
     local bin
     bin="$(helm_bin)"
-    if [[ -x "$bin" ]] && "$bin" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
+    # A `go install` build reports only "v3.22" as its version: the module version in the
+    # binary's build info is the exact one.
+    if [[ -x "$bin" ]] && go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$HELM_VERSION([[:space:]]|$)"; then
         return 0
     fi
     command -v go >/dev/null 2>&1 || die "go not found: helm is built with 'go install' (Go 1.24+)"
     log "helm: building $HELM_VERSION with go install (one-time, a few minutes)"
     # -buildvcs=false: the module cache has no VCS data; CGO off gives a static binary.
     CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-    "$bin" version --short
+    go version -m "$bin" | grep -E "^[[:space:]]+mod[[:space:]]" || true
 }
 
 install_prometheus() {
@@ -79,6 +81,8 @@ check() {
     "$helm" template orderwatch "$CHART" -f "$CHART/ci/rocksdb-values.yaml" >/dev/null
     log "== promtool check rules"
     promtool check rules "$ROOT/deploy/prometheus/rules.yml"
+    log "== promtool check config (docker-compose's Prometheus)"
+    promtool check config "$ROOT/deploy/prometheus/prometheus.yml"
     log "== promtool test rules"
     (cd "$ROOT/deploy/prometheus" && promtool test rules tests.yml)
 }

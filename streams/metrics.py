@@ -207,7 +207,7 @@ class Metrics:
                 self.resolved.labels(code, meta.severity)
 
 
-class CommitSensor(faust.Sensor):  # type: ignore[misc]
+class CommitSensor(faust.Sensor):
     """Sets `orderwatch_last_commit_timestamp_seconds` for every partition of `topics` whose
     committed offset a commit moved: faust's sensor hooks around each commit see the consumer's
     committed offsets before and after."""

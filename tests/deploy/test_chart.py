@@ -108,6 +108,9 @@ def test_every_combination_renders_sound_objects(name: str) -> None:
                 assert c[probe]["httpGet"]["port"] in ("web", WEB_PORT), (w["metadata"]["name"], probe)
             env = {e["name"]: e for e in c["env"]}
             assert env["ORDERWATCH_WEB_PORT"]["value"] == str(WEB_PORT)
+            # probes and scrapes come from outside the pod: not loopback
+            assert env["ORDERWATCH_WEB_BIND"]["value"] == "0.0.0.0"
+            assert env["ORDERWATCH_WEB_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
             assert env["ORDERWATCH_PARTITIONS"]["value"] == str(partitions)
             resources = c["resources"]
             assert resources["requests"]["cpu"] and resources["limits"]["memory"]

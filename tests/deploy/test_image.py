@@ -81,6 +81,8 @@ def test_dockerfile_shape() -> None:
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
     assert ("ENTRYPOINT", '["orderwatch"]') in runtime
     assert ("EXPOSE", "6066") in runtime
+    env = " ".join(a for w, a in runtime if w == "ENV")
+    assert "ORDERWATCH_WEB_BIND=0.0.0.0" in env  # reachable from outside the container
     assert any(w == "HEALTHCHECK" and "/health" in a for w, a in runtime)
     # the install step is the script the test below runs, with the lock copied in beside it
     assert any(w == "RUN" and a.startswith("sh deploy/image-install.sh") for w, a in ins)

@@ -61,6 +61,13 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.detector.clock | quote }}
 - name: ORDERWATCH_WEB_PORT
   value: {{ .Values.webPort | quote }}
+# every interface: the kubelet's probes and Prometheus come from outside the pod
+- name: ORDERWATCH_WEB_BIND
+  value: "0.0.0.0"
+# the URL other workers and the ops API give for this worker
+- name: ORDERWATCH_WEB_HOST
+  valueFrom:
+    fieldRef: {fieldPath: status.podIP}
 - name: ORDERWATCH_DATA_DIR
   value: /var/lib/orderwatch
 - name: ORDERWATCH_SECURITY_PROTOCOL
