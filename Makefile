@@ -68,4 +68,4 @@ deploy-check: install deploy-tools ## lint the Dockerfile, the chart and the rul
 	bash deploy/tools.sh check
 
 deploy-evaluated: install deploy-tools ## run the real-Prometheus test, write deploy/prometheus/evaluated.md
-	ORDERWATCH_EVALUATED_OUT=deploy/prometheus/evaluated.md $(BIN)/pytest tests/deploy/test_prometheus_live.py -p no:randomly
+	ORDERWATCH_EVALUATED_OUT=deploy/prometheus/evaluated.md $(BIN)/pytest tests/deploy/test_prometheus_live.py
