@@ -42,7 +42,8 @@ from handlers.config import HandlersConfig
 from orderwatch.errors import InvalidEvent
 from schemas.events import parse_event
 from streams.clock import LagAwareClock
-from streams.metrics import CommitSensor, Metrics
+from streams.commits import CommitSensor
+from streams.metrics import Metrics
 from streams.rebalance import RewindAfterRebalance
 from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
 from streams.settings import Settings
