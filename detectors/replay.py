@@ -5,27 +5,60 @@ them, then applied in event-time order with the deadlines interleaved, so any ar
 within the lateness gives the same exceptions. Re-delivered events (same id) are dropped; an
 event older than the dedupe horizon behind the watermark is refused (`InvalidEvent("too_late")`),
 since it can no longer be told apart from a re-delivery.
+
+Given `source_of` (the backtest passes the input topic of each event type), the watermark is kept
+per source and the clock follows the slowest *active* source (one that delivered any of the last
+`idle_after` events), as Flink's and Kafka Streams' watermarks do, so a producer with a skewed
+clock moves only its own source; an event far ahead of the input's progress waits in a
+`JumpGuard` for confirmation and is refused (`from_future`) when the input refutes it
+(`detectors.skew`). Without `source_of` (the rule tests) the watermark is the
+largest event time seen, as before.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from detectors.engine import Engine
 from detectors.records import Emission
+from detectors.skew import DEFAULT_MAX_SKEW, JumpGuard
 from orderwatch.errors import InvalidEvent
 
-__all__ = ["EventTimeReplay"]
+__all__ = ["DEFAULT_IDLE_AFTER", "EventTimeReplay"]
+
+DEFAULT_IDLE_AFTER = 1000
+"""Events in a row without one from a source after which that source no longer holds the clock."""
 
 
 class EventTimeReplay:
-    def __init__(self, engine: Engine, lateness: float = 60.0, dedupe_horizon: float = 24 * 3600.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        lateness: float = 60.0,
+        dedupe_horizon: float = 24 * 3600.0,
+        *,
+        source_of: Callable[[Any], str] | None = None,
+        max_skew: float | None = DEFAULT_MAX_SKEW,
+        idle_after: int = DEFAULT_IDLE_AFTER,
+    ) -> None:
         if lateness < 0:
             msg = f"lateness: expected seconds >= 0, got {lateness!r}"
             raise ValueError(msg)
+        if idle_after < 1:
+            msg = f"idle_after: expected an integer >= 1, got {idle_after!r}"
+            raise ValueError(msg)
         self.engine = engine
+        self.source_of = source_of
+        self.guard: JumpGuard[tuple[Any, Any]] = JumpGuard(max_skew if source_of is not None else None)
+        self.idle_after = idle_after
+        self._progress: dict[str, float] = {}
+        self.refused: list[tuple[Any, Any]] = []
+        """(event, token) of jumps refused as `from_future`: the caller dead-letters and clears them."""
+        self._arrivals = 0
+        self._last_arrival: dict[str, int] = {}
         self.lateness = lateness
         self.dedupe_horizon = dedupe_horizon
         self.max_seen = float("-inf")
@@ -38,8 +71,9 @@ class EventTimeReplay:
         self._seen: dict[str, float] = {}
         self._seen_order: deque[tuple[float, str]] = deque()
 
-    def push(self, ev: Any) -> list[Emission]:
-        """Offer one validated event; returns what the clock's progress made happen."""
+    def push(self, ev: Any, token: Any = None) -> list[Emission]:
+        """Offer one validated event; returns what the clock's progress made happen. `token`
+        comes back with the event if it is later refused (see `refused`)."""
         eid = ev.id
         seen = self._seen
         if eid in seen:
@@ -54,23 +88,62 @@ class EventTimeReplay:
             raise InvalidEvent("too_late", msg)
         seen[eid] = t
         self._seen_order.append((t, eid))
-        if t < self.watermark:
-            self.late += 1
-        self._seq += 1
-        heapq.heappush(self._buffer, (t, self._seq, ev))
-        if t > self.max_seen:
-            self.max_seen = t
-            self.watermark = t - self.lateness
-            order = self._seen_order
-            if order[0][0] < self.watermark - self.dedupe_horizon:
-                self._forget(self.watermark - self.dedupe_horizon)
-        if self._buffer[0][0] >= self.watermark:
+        if self.source_of is None:
+            if t > self.max_seen:
+                self._move(t - self.lateness)
+            self._buffer_event(t, ev)
+        else:
+            source = self.source_of(ev)
+            self._arrivals += 1
+            self._last_arrival[source] = self._arrivals
+            verdict = self.guard.offer(t, (ev, token))
+            progress = self._progress
+            for held_ev, _ in verdict.accepted:
+                ht = held_ev.time.timestamp()
+                self._buffer_event(ht, held_ev)
+                src = source if held_ev is ev else self.source_of(held_ev)
+                if ht > progress.get(src, float("-inf")):
+                    progress[src] = ht
+            self.refused += verdict.refused
+            self._move(self._slowest_active() - self.lateness)
+        if not self._buffer or self._buffer[0][0] >= self.watermark:
             return self.engine.advance(self.watermark)  # nothing to release; the clock still moves
         return self._release(self.watermark, self.watermark)
+
+    def _buffer_event(self, t: float, ev: Any) -> None:
+        if t < self.watermark:
+            self.late += 1
+        if t > self.max_seen:
+            self.max_seen = t
+        self._seq += 1
+        heapq.heappush(self._buffer, (t, self._seq, ev))
+
+    def _move(self, watermark: float) -> None:
+        if watermark <= self.watermark:
+            return  # a clock never runs backwards (a source waking up lowers the minimum)
+        self.watermark = watermark
+        order = self._seen_order
+        if order and order[0][0] < watermark - self.dedupe_horizon:
+            self._forget(watermark - self.dedupe_horizon)
+
+    def _slowest_active(self) -> float:
+        """The smallest accepted progress among the sources that delivered one of the last
+        `idle_after` events (the source of the event in hand always does)."""
+        horizon = self._arrivals - self.idle_after
+        progress = self._progress
+        # A source whose every event so far is held has no progress yet: it holds nothing back.
+        active = [progress[s] for s, last in self._last_arrival.items() if last > horizon and s in progress]
+        return min(active, default=float("-inf"))
 
     def finish(self, until: float | None = None) -> list[Emission]:
         """End of input: apply every buffered event, then move the clock to the last watermark
         (or `until`, when later); deadlines after it stay pending."""
+        if self.source_of is not None:
+            # The clock stays where the slowest active source put it: a source running ahead
+            # (a producer whose clock is a day fast) must not decide the end either. Held jumps
+            # are applied (nothing refuted them) but move no source.
+            for ev, _ in self.guard.release_all():
+                self._buffer_event(ev.time.timestamp(), ev)
         clock = self.watermark if until is None else max(self.watermark, until)
         self.watermark = clock
         return self._release(float("inf"), clock)

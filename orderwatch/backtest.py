@@ -4,6 +4,7 @@ exactly as a `--clock event` worker would, and write the exception events it pro
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import sys
@@ -20,10 +21,22 @@ from detectors.config import RulesConfig
 from detectors.engine import Engine
 from detectors.records import Emission, to_cloudevent
 from detectors.replay import EventTimeReplay
+from detectors.skew import DEFAULT_MAX_SKEW
 from orderwatch.errors import InputError, InvalidEvent
-from schemas.events import parse_event
+from schemas.events import TOPIC_OF_TYPE, parse_event
 
-__all__ = ["BacktestResult", "load_blocklist", "open_lines", "run_backtest", "score"]
+__all__ = [
+    "DEFAULT_MAX_FUTURE",
+    "BacktestResult",
+    "load_blocklist",
+    "open_lines",
+    "original_bytes",
+    "run_backtest",
+    "score",
+]
+
+DEFAULT_MAX_FUTURE = 900.0
+"""Seconds an event time may be ahead of the wall clock (`from_future` past it), live and here."""
 
 
 @dataclass
@@ -95,11 +108,17 @@ def run_backtest(
     dead_letter: IO[str] | None = None,
     keep: bool = False,
     progress: Any = None,
+    max_skew: float | None = DEFAULT_MAX_SKEW,
+    max_future: float | None = DEFAULT_MAX_FUTURE,
+    wall: float | None = None,
 ) -> BacktestResult:
     """Replay `lines`; write exception CloudEvents to `output` and bad lines to `dead_letter`.
-    `keep` also returns the emissions in the result (tests, scoring)."""
+    `keep` also returns the emissions in the result (tests, scoring). `max_skew` (None: off) is
+    how far an event may run ahead of its topic's progress unconfirmed (docs/rules.md);
+    `max_future` (None: off) how far ahead of `wall` (default: now) an event time may be."""
     engine = Engine(config, blocklist)
-    replay = EventTimeReplay(engine, lateness=lateness)
+    replay = EventTimeReplay(engine, lateness=lateness, source_of=_topic_of, max_skew=max_skew)
+    future_limit = float("inf") if max_future is None else (time.time() if wall is None else wall) + max_future
     res = BacktestResult()
     started = time.perf_counter()
 
@@ -119,12 +138,7 @@ def run_backtest(
     def reject(n: int, raw: bytes, exc: InvalidEvent) -> None:
         res.invalid[exc.reason] += 1
         if dead_letter is not None:
-            record = {
-                "line": n,
-                "reason": exc.reason,
-                "error": exc.detail,
-                "original": raw.decode("utf-8", "replace").rstrip("\r\n"),
-            }
+            record = {"line": n, "reason": exc.reason, "error": exc.detail, **original_bytes(raw.removesuffix(b"\n"))}
             dead_letter.write(json.dumps(record) + "\n")
 
     for n, raw in enumerate(lines, 1):
@@ -134,19 +148,43 @@ def run_backtest(
         if not raw.strip():
             continue
         try:
-            emissions = replay.push(parse_event(raw))
+            ev = parse_event(raw)
+            if ev.time.timestamp() > future_limit:
+                msg = f"event time is more than {max_future:g} s ahead of the wall clock"
+                raise InvalidEvent("from_future", msg)
+            emissions = replay.push(ev, (n, raw))
         except InvalidEvent as exc:
             reject(n, raw, exc)
             continue
         res.events += 1
         if emissions:
             emit(emissions)
+        if replay.refused:
+            for _, (line, line_raw) in replay.refused:
+                res.events -= 1
+                reject(line, line_raw, InvalidEvent("from_future", _JUMP_REFUSED))
+            replay.refused.clear()
     emit(replay.finish(until))
     res.seconds = time.perf_counter() - started
     res.duplicates, res.late = replay.duplicates, replay.late
     res.pending = engine.pending()
     res.open_at_end = engine.stats()["open_exceptions"]
     return res
+
+
+_JUMP_REFUSED = "event time far ahead of its topic's progress, not confirmed by the events after it"
+
+
+def _topic_of(ev: Any) -> str:
+    return TOPIC_OF_TYPE[ev.type]
+
+
+def original_bytes(raw: bytes) -> dict[str, str]:
+    """A dead letter's copy of the message, lossless: its text when it is UTF-8, else base64."""
+    try:
+        return {"original": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"original_base64": base64.b64encode(raw).decode("ascii")}
 
 
 def score(emissions: list[Emission], labels: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:

@@ -89,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="allowed lateness of events behind the largest event time seen (default 60)",
     )
+    bt.add_argument(
+        "--max-skew",
+        metavar="SECONDS",
+        type=_seconds,
+        default=3600.0,
+        help="an event further ahead of the input's progress is held until confirmed, refused as "
+        "from_future when the events after it refute it; 0 turns the guard off (default 3600)",
+    )
+    bt.add_argument(
+        "--max-future",
+        metavar="SECONDS",
+        type=_seconds,
+        default=900.0,
+        help="an event time further ahead of the wall clock is refused as from_future; 0 turns "
+        "the check off (default 900)",
+    )
     bt.add_argument("--blocklist", metavar="FILE", help="blocklist entries (JSONL of {key, value})")
     bt.add_argument(
         "--labels", metavar="FILE", help="expected exceptions (from `simulate`): print precision and recall per rule"
@@ -260,6 +276,8 @@ def _backtest(args: argparse.Namespace) -> int:
             dead_letter=dlq,
             keep=labels is not None,
             progress=progress,
+            max_skew=args.max_skew or None,
+            max_future=args.max_future or None,
         )
     _print_summary(res, args, report)
     if labels is not None:
@@ -363,6 +381,11 @@ def _publish(args: argparse.Namespace) -> int:
         f"published {total:,} events in {res.seconds:.1f} s ({rate:,.0f}/s): "
         + ", ".join(f"{t} {n:,}" for t, n in sorted(res.sent.items()))
     )
+    if res.key_mismatch:
+        print(
+            f"{res.key_mismatch:,} lines refused: their subject is not the entity in their data (key_mismatch)",
+            file=sys.stderr,
+        )
     if res.unroutable:
         print(
             f"{res.unroutable:,} lines had no known type or subject and were "

@@ -7,6 +7,8 @@ through which raw bytes become typed events (invalid ones raise `InvalidEvent`).
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -14,6 +16,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -26,6 +29,7 @@ from orderwatch.errors import InvalidEvent
 
 __all__ = [
     "ADDRESS_PARTS",
+    "ENTITY_FIELD",
     "EVENT_MODELS",
     "EVENT_TYPES",
     "INPUT_TOPICS",
@@ -34,8 +38,36 @@ __all__ = [
     "CloudEvent",
     "Event",
     "LineItem",
+    "entity_of",
     "parse_event",
 ]
+
+
+# Bounds at the edge: anything past them is a dead letter with a reason, never an exception
+# further in (a money value of 1E+5000 used to overflow the rules' integer arithmetic, a promise
+# in year 9999 the computation of `handle_by`).
+MONEY_MAX = Decimal("999999999999999.999")
+"""Largest accepted amount: 15 integer digits, 3 decimals (the rules keep money in thousandths)."""
+MONEY_DECIMALS = 3
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+"""Every timestamp of an event lies in [TIME_MIN, TIME_MAX)."""
+ID_MAX = 256
+"""Longest id (envelope id, source, subject, and every `*_id`, `sku`, `provider`), in characters."""
+TEXT_MAX = 1000
+"""Longest free-text field (reasons, statuses, carrier, method, location)."""
+COUNT_MAX = 1_000_000_000
+_MONEY_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _money_input(value: Any) -> Any:
+    # Strict: a JSON number or a plain decimal string. Python's Decimal also takes "1_000",
+    # " +12.5 ", "1e3" and "NaN"; a bool is an int to Python. None of those is money on the wire.
+    if isinstance(value, bool):
+        raise PydanticCustomError("money_type", "money must be a decimal string or a number, not a boolean")
+    if isinstance(value, str) and not _MONEY_TEXT.fullmatch(value):
+        raise PydanticCustomError("money_format", "money must be a plain decimal like 19.90 (digits, one dot)")
+    return value
 
 
 # Money: a JSON string or number, always a Decimal (never a float); non-finite values are invalid.
@@ -47,9 +79,41 @@ def _exact_money(value: Decimal, info: ValidationInfo) -> Decimal:
     return value
 
 
-Money = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_exact_money)]
+def _timestamp_input(value: Any) -> Any:
+    # A JSON number would be taken for epoch seconds; the contract says RFC 3339 text.
+    if not isinstance(value, str | datetime):
+        raise PydanticCustomError("time_type", "a timestamp must be an RFC 3339 string with an offset")
+    return value
+
+
+def _plausible(value: datetime) -> datetime:
+    if not TIME_MIN <= value < TIME_MAX:
+        raise PydanticCustomError(
+            "time_range", "timestamp outside the plausible range {low} to {high}", {"low": "1970", "high": "2100"}
+        )
+    return value
+
+
+def _printable_id(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("id_blank", "an id must not be blank")
+    if not value.isprintable():
+        raise PydanticCustomError("id_unprintable", "an id must not contain control or separator characters")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_input),
+    Field(allow_inf_nan=False, ge=0, le=MONEY_MAX, decimal_places=MONEY_DECIMALS),
+    AfterValidator(_exact_money),
+]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_plausible)]
+Count = Annotated[int, Field(strict=True, ge=0, le=COUNT_MAX)]
+Quantity = Annotated[int, Field(strict=True, ge=1, le=COUNT_MAX)]
+Text = Annotated[str, Field(max_length=TEXT_MAX)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-NonEmpty = Annotated[str, Field(min_length=1)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=ID_MAX), AfterValidator(_printable_id)]
 OrderStatus = Literal[
     "pending_payment",
     "paid",
@@ -71,13 +135,13 @@ class Address(_Data):
     """A shipping address. Parts may be missing or malformed on the wire: that is a business
     exception (`INVALID_SHIPPING_INFO`), not a schema error, so every part defaults to empty."""
 
-    recipient: str = ""
-    line1: str = ""
-    line2: str | None = None
-    city: str = ""
-    region: str | None = None
-    postal_code: str = ""
-    country: str = ""
+    recipient: Text = ""
+    line1: Text = ""
+    line2: Text | None = None
+    city: Text = ""
+    region: Text | None = None
+    postal_code: Text = ""
+    country: Text = ""
 
 
 ADDRESS_PARTS = ("recipient", "line1", "city", "postal_code", "country")
@@ -85,24 +149,24 @@ ADDRESS_PARTS = ("recipient", "line1", "city", "postal_code", "country")
 
 class LineItem(_Data):
     sku: NonEmpty
-    quantity: Annotated[int, Field(ge=1)]
+    quantity: Quantity
     unit_price: Money
 
 
 class OrderCreatedData(_Data):
     order_id: NonEmpty
     customer_id: NonEmpty
-    customer_since: AwareDatetime
-    merchant_id: str | None = None
+    customer_since: Timestamp
+    merchant_id: NonEmpty | None = None
     channel: Literal["web", "app", "marketplace", "pos"]
     items: Annotated[list[LineItem], Field(min_length=1)]
     total_amount: Money
     currency: Currency
     shipping_address: Address
     # Invalid phones are a business exception, so any string (even empty) passes the schema.
-    contact_phone: str = ""
-    promised_ship_by: AwareDatetime | None = None
-    promised_delivery_by: AwareDatetime | None = None
+    contact_phone: Text = ""
+    promised_ship_by: Timestamp | None = None
+    promised_delivery_by: Timestamp | None = None
 
 
 class OrderStatusChangedData(_Data):
@@ -114,12 +178,12 @@ class OrderStatusChangedData(_Data):
 class OrderAddressUpdatedData(_Data):
     order_id: NonEmpty
     shipping_address: Address
-    contact_phone: str | None = None
+    contact_phone: Text | None = None
 
 
 class OrderCancelData(_Data):
     order_id: NonEmpty
-    reason: str
+    reason: Text
 
 
 class PaymentSucceededData(_Data):
@@ -128,7 +192,7 @@ class PaymentSucceededData(_Data):
     amount: Money
     currency: Currency
     provider: NonEmpty
-    method: str
+    method: Text
 
 
 class PaymentFailedData(_Data):
@@ -137,16 +201,16 @@ class PaymentFailedData(_Data):
     amount: Money
     currency: Currency
     provider: NonEmpty
-    reason_code: str
+    reason_code: Text
 
 
 class RefundRequestedData(_Data):
     order_id: NonEmpty
     refund_id: NonEmpty
-    payment_id: str | None = None
+    payment_id: NonEmpty | None = None
     amount: Money
     currency: Currency
-    reason: str
+    reason: Text
 
 
 class RefundSucceededData(_Data):
@@ -159,44 +223,44 @@ class RefundSucceededData(_Data):
 class RefundFailedData(_Data):
     order_id: NonEmpty
     refund_id: NonEmpty
-    reason_code: str
+    reason_code: Text
 
 
 class InventoryLevelData(_Data):
     sku: NonEmpty
     warehouse_id: NonEmpty
-    on_hand: Annotated[int, Field(ge=0)]
-    reserved: Annotated[int, Field(ge=0)]
+    on_hand: Count
+    reserved: Count
 
 
 class InventoryReservedData(_Data):
     sku: NonEmpty
     warehouse_id: NonEmpty
     order_id: NonEmpty
-    quantity: Annotated[int, Field(ge=1)]
+    quantity: Quantity
 
 
 class InventoryReservationFailedData(_Data):
     sku: NonEmpty
     warehouse_id: NonEmpty
     order_id: NonEmpty
-    quantity: int
-    reason: str
+    quantity: Count
+    reason: Text
 
 
 class ShipmentCreatedData(_Data):
     order_id: NonEmpty
     shipment_id: NonEmpty
-    carrier: str
-    tracking_number: str
-    promised_delivery_by: AwareDatetime | None = None
+    carrier: Text
+    tracking_number: Text
+    promised_delivery_by: Timestamp | None = None
 
 
 class ShipmentTrackingData(_Data):
     order_id: NonEmpty
     shipment_id: NonEmpty
-    status: str
-    location: str | None = None
+    status: Text
+    location: Text | None = None
 
 
 class ShipmentDeliveredData(_Data):
@@ -219,7 +283,7 @@ class CloudEvent(BaseModel):
     id: NonEmpty
     source: NonEmpty
     type: str
-    time: AwareDatetime
+    time: Timestamp
     subject: NonEmpty
     datacontenttype: Literal["application/json"] | None = None
     data: Any
@@ -381,17 +445,36 @@ EVENT_TYPES: tuple[str, ...] = tuple(EVENT_MODELS)
 INPUT_TOPICS: tuple[str, ...] = ("orders", "payments", "inventory", "logistics")
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_BOM, _BOM_TEXT = b"\xef\xbb\xbf", "\ufeff"
+ENTITY_FIELD: dict[str, str] = {
+    t: ("sku" if topic == "inventory" else "order_id") for t, topic in TOPIC_OF_TYPE.items()
+}
+"""The data field that names the entity of each event type (its key on its topic)."""
 
 
 def parse_event(raw: bytes | str) -> Event:
     """Validate one raw JSON message into its typed event, or raise `InvalidEvent` whose
     `reason` is a short machine code (`not_json`, `not_cloudevent`, `unknown_type`,
-    `invalid_data`) and whose message says what was wrong, never echoing field values."""
+    `invalid_data`, `key_mismatch`: the subject is not the entity in the data) and whose message
+    says what was wrong, never echoing field values."""
+    if isinstance(raw, bytes):
+        if raw.startswith(_BOM):
+            raw = raw[3:]  # editors on Windows write one
+    elif raw.startswith(_BOM_TEXT):
+        raw = raw[1:]
     try:
-        return _ADAPTER.validate_json(raw)
+        ev = _ADAPTER.validate_json(raw)
     except ValidationError as exc:
         if not any(e["type"] == "needs_exact_parse" for e in exc.errors(include_url=False, include_input=False)):
             raise InvalidEvent(_classify(exc), _describe(exc)) from exc
+        ev = _parse_exact(raw)
+    if ev.subject != entity_of(ev):
+        msg = f"subject does not match data.{ENTITY_FIELD[ev.type]} (the entity the event is about)"
+        raise InvalidEvent("key_mismatch", msg)
+    return ev
+
+
+def _parse_exact(raw: bytes | str) -> Event:
     # Rare: a long money number. Parse its JSON numbers as Decimal, never as float.
     try:
         doc = json.loads(raw, parse_float=Decimal)
@@ -401,6 +484,12 @@ def parse_event(raw: bytes | str) -> Event:
         return _ADAPTER.validate_python(doc, context={"exact": True})
     except ValidationError as exc:
         raise InvalidEvent(_classify(exc), _describe(exc)) from exc
+
+
+def entity_of(ev: Event) -> str:
+    """The entity an event is about, which its Kafka key and CloudEvent subject must name: the
+    SKU for inventory events, the order id for every other type."""
+    return str(getattr(ev.data, ENTITY_FIELD[ev.type]))
 
 
 def _classify(exc: ValidationError) -> str:

@@ -18,6 +18,8 @@ partitions receive no ticks and never fire.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import heapq
 import json
 import logging
@@ -40,7 +42,7 @@ from detectors.stock import StockDetector
 from detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
 from handlers.config import HandlersConfig
 from orderwatch.errors import InvalidEvent
-from schemas.events import parse_event
+from schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
 from streams.clock import LagAwareClock
 from streams.commits import CommitSensor
 from streams.metrics import Metrics
@@ -48,7 +50,7 @@ from streams.rebalance import RewindAfterRebalance
 from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
 from streams.settings import Settings
 
-__all__ = ["AGENTS", "Orderwatch", "create_app", "internal_topics"]
+__all__ = ["AGENTS", "DLQ_MAX_BYTES", "Orderwatch", "create_app", "dead_letter_record", "internal_topics"]
 
 log = logging.getLogger("orderwatch.streams")
 
@@ -338,26 +340,11 @@ def create_app(
 
     async def dead_letter(event: Any, exc: InvalidEvent) -> None:
         msg = event.message
-        metrics.invalid.labels(msg.topic, exc.reason).inc()
         value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
-        try:
-            original: dict[str, str] = {"original": value.decode("utf-8")}
-        except UnicodeDecodeError:
-            import base64
-
-            original = {"original_base64": base64.b64encode(value).decode()}
-        record = {
-            "reason": exc.reason,
-            "error": exc.detail,
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
-            "key": (msg.key or b"").decode("utf-8", "replace"),
-            "received_at": iso(time.time()),
-            **original,
-        }
+        record = dead_letter_record(msg.topic, msg.partition, msg.offset, msg.key, value, exc)
         log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason)
-        await (await dlq_topic.send(key=msg.key, value=json.dumps(record).encode(), force=True))
+        await (await dlq_topic.send(key=msg.key, value=record, force=True))
+        metrics.invalid.labels(msg.topic, exc.reason).inc()  # counted once the broker has it
 
     for spec in agents.values() if detection else ():
         spec.table = app.Table(f"{spec.name}-state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
@@ -542,6 +529,10 @@ def _install_agent(
         forwards = pending_forwards.pop(partition, [])
         if released.emissions:
             await emit(name, released.emissions)  # before the state that says they happened
+        for event, exc in released.failed:
+            log.error("%s: the rules raised on %s[%s]@%s", name, event.message.topic, partition, event.message.offset)
+            reason = InvalidEvent("processing_error", f"{type(exc).__name__} while the rules applied it")
+            await dead_letter(event, reason)
         # The forwards of the events applied here, before the ledger that says they were: a
         # re-read skips applied events, so a forward lost in a crash would never be sent again.
         for fut in forwards:
@@ -581,6 +572,19 @@ def _install_agent(
 
     repartitioned = set(spec.repartitioned)
     pending_forwards: dict[int, list[Any]] = {}  # partition -> forwards sent since its last flush
+    contract_topics = {ow.settings.topic(t): t for t in INPUT_TOPICS}
+    max_future = ow.settings.max_future_seconds or float("inf")
+
+    def check_placement(ev: Any, t: float, topic: str, key: bytes | None) -> None:
+        """A valid event on a contract topic must sit on its type's topic, under its entity's key,
+        and not come from the future: otherwise the wrong partition would own it."""
+        if TOPIC_OF_TYPE[ev.type] != topic:
+            raise InvalidEvent("wrong_topic", f"{ev.type} belongs on {TOPIC_OF_TYPE[ev.type]}, not on {topic}")
+        if key is not None and key != entity_of(ev).encode():
+            raise InvalidEvent("key_mismatch", f"the Kafka key is not data.{ENTITY_FIELD[ev.type]}")
+        if t > time.time() + max_future:
+            msg = f"event time is more than {ow.settings.max_future_seconds:g} s ahead of the wall clock"
+            raise InvalidEvent("from_future", msg)
 
     def watermark(topic: str, partition: int, value: bytes, offset: int) -> None:
         try:
@@ -679,6 +683,9 @@ def _install_agent(
             else:
                 ev = parse_event(value or b"")
                 t = ev.time.timestamp()
+                contract_topic = contract_topics.get(msg.topic)
+                if contract_topic is not None:
+                    check_placement(ev, t, contract_topic, msg.key)
         except InvalidEvent as exc:
             clock.observe((msg.topic, partition), msg.offset, None)
             await dead_letter(event, exc)
@@ -881,6 +888,45 @@ def _lags(
         position = p.offset + 1 if p is not None and p.offset >= 0 else (clock.committed(tp) or 0)
         out.append((tp, max(0, hw - position)))
     return out
+
+
+DLQ_MAX_BYTES = 512 * 1024
+"""Largest dead-letter record: half the broker's default limit, whatever the bad message was."""
+
+
+def dead_letter_record(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes, exc: InvalidEvent
+) -> bytes:
+    """The `orders-dlq` value for one bad message: where it came from, why, and its bytes (text
+    when UTF-8, else base64), truncated until the record fits DLQ_MAX_BYTES; the original length
+    and SHA-256 always identify the message, so a consumer can tell a copy is partial."""
+    keep = len(value)
+    while True:
+        part = value[:keep]
+        try:
+            original: dict[str, Any] = {"original": part.decode("utf-8")}
+        except UnicodeDecodeError as err:
+            if keep < len(value) and err.start >= len(part) - 3:
+                original = {"original": part[: err.start].decode("utf-8")}  # cut inside a character
+            else:
+                original = {"original_base64": base64.b64encode(part).decode("ascii")}
+        record = {
+            "reason": exc.reason,
+            "error": exc.detail,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key": (key or b"")[:1024].decode("utf-8", "replace"),
+            "received_at": iso(time.time()),
+            "original_length": len(value),
+            "original_sha256": hashlib.sha256(value).hexdigest(),
+            "truncated": keep < len(value),
+            **original,
+        }
+        blob = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if len(blob) <= DLQ_MAX_BYTES:
+            return blob
+        keep = keep * DLQ_MAX_BYTES // len(blob) // 2  # escapes can make a byte six: shrink fast
 
 
 def _datadir(settings: Settings) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.events import TOPIC_OF_TYPE
+from schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE
 from streams.settings import Settings
 
 __all__ = ["PublishResult", "kafka_client_options", "publish_lines"]
@@ -24,6 +24,8 @@ __all__ = ["PublishResult", "kafka_client_options", "publish_lines"]
 class PublishResult:
     sent: Counter[str] = field(default_factory=Counter)
     unroutable: int = 0
+    key_mismatch: int = 0
+    """Lines whose subject is not the entity in their data: refused, never sent."""
     seconds: float = 0.0
 
 
@@ -44,15 +46,26 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
+KEY_MISMATCH = ("", b"")
+"""What `route` returns for a line whose subject names another entity than its data."""
+
+
 def route(raw: bytes) -> tuple[str, bytes] | None:
-    """(topic, key) of one line, or None when the line names no known type and subject."""
+    """(topic, key) of one line, None when the line names no known type and subject, or
+    KEY_MISMATCH when its data names another entity than its subject (its key would lie to the
+    agents about which partition owns it)."""
     try:
         doc = json.loads(raw)
         topic = TOPIC_OF_TYPE[doc["type"]]
-        key = str(doc["subject"]).encode()
+        subject = str(doc["subject"])
     except (ValueError, KeyError, TypeError):
         return None
-    return topic, key
+    data = doc.get("data")
+    entity = data.get(ENTITY_FIELD[doc["type"]]) if isinstance(data, dict) else None
+    if isinstance(entity, str) and entity != subject:
+        # Otherwise invalid lines are still sent: the worker dead-letters them with a reason.
+        return KEY_MISMATCH
+    return topic, subject.encode()
 
 
 async def publish_lines(
@@ -82,6 +95,9 @@ async def publish_lines(
             if not raw.strip():
                 continue
             routed = route(raw)
+            if routed is KEY_MISMATCH:
+                res.key_mismatch += 1
+                continue
             if routed is None:
                 res.unroutable += 1
                 if unroutable_topic is None:

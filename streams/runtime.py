@@ -70,6 +70,8 @@ class Release(Generic[Token]):
     emissions: list[Emission] = field(default_factory=list)
     applied: list[Token] = field(default_factory=list)
     dropped: list[Token] = field(default_factory=list)  # duplicates: ack them, apply nothing
+    failed: list[tuple[Token, Exception]] = field(default_factory=list)
+    """Events whose rules raised: the agent dead-letters them; they count as applied (marked)."""
 
 
 class PartitionRuntime(Generic[Token]):
@@ -120,7 +122,13 @@ class PartitionRuntime(Generic[Token]):
             t, _, ev, tp, offset, token = heapq.heappop(buf)
             self._waiting.discard((tp, offset))
             out.emissions += det.advance(t)
-            out.emissions += self._apply(det, ev, t)
+            try:
+                out.emissions += self._apply(det, ev, t)
+            except Exception as exc:
+                # A poison event must not stall the partition, nor take the batch's other events
+                # and emissions with it: it goes to the dead-letter topic with the error. What
+                # the rules changed before they raised stays.
+                out.failed.append((token, exc))
             self.ledger.mark(tp, offset)
             out.applied.append(token)
         out.emissions += det.advance(clock)

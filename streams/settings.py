@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     app_id: str = Field("orderwatch", min_length=1, description="consumer group and internal topic prefix")
     lateness_seconds: float = Field(60.0, ge=0, description="allowed lateness behind the newest event")
     clock: Literal["wall", "event"] = Field("wall", description="wall clock (live) or watermark (replay)")
+    max_future_seconds: float = Field(
+        900.0, ge=0, description="an event time further ahead of the wall clock is dead-lettered (from_future); 0: off"
+    )
     session_timeout_seconds: float = Field(
         10.0,
         ge=6,

@@ -3,12 +3,13 @@ clock options, usage and input errors, blocklist and label scoring."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
 import re
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -225,9 +226,10 @@ def test_until_before_the_deadline_leaves_it_pending(tmp_path: Path) -> None:
 
 
 def test_lateness_reorders_events_that_arrive_within_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The cancellation (T0 + 10 min) arrives after the shipment (T0 + 11 min) and a tracking
-    # update (T0 + 15 min). Within 300 s of lateness it is put back in event-time order, so
-    # the shipment is seen for a cancelled order; with 0 s it is late and applied too late.
+    # The cancellation (T0 + 10 min) arrives after the shipment (T0 + 11 min), a tracking
+    # update (T0 + 15 min) and, on every other topic, events of T0 + 12 min or later (the clock
+    # follows the slowest topic). Within 300 s of lateness it is put back in event-time order,
+    # so the shipment is seen for a cancelled order; with 0 s it is late and applied too late.
     evs = [
         created("o-1", T0),
         reserved("o-1", at(0.5)),
@@ -235,6 +237,10 @@ def test_lateness_reorders_events_that_arrive_within_it(tmp_path: Path, capsys: 
         status("o-1", at(2), "paid"),
         shipment("shipment.created", "o-1", at(11)),
         shipment("shipment.tracking_updated", "o-1", at(15)),
+        created("o-2", at(12)),
+        reserved("o-2", at(12.5)),
+        paid("o-2", at(12.5)),
+        status("o-2", at(13), "paid"),
         cancelled("o-1", at(10)),
     ]
     src = write_lines(tmp_path / "in.jsonl", [line(ev) for ev in evs])
@@ -421,3 +427,56 @@ def test_detected_at_and_handle_by_follow_the_clock(tmp_path: Path) -> None:
     assert timeout.data.detected_at == until
     assert timeout.data.handle_by == until + timedelta(hours=24)  # severity low
     assert timeout.time == until
+
+
+def test_an_inventory_snapshot_a_day_ahead_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    from orderwatch.simulate import simulate
+
+    src = tmp_path / "sim.jsonl"
+    simulate(orders=400, seed=11, output=src, labels=tmp_path / "labels", blocklist=tmp_path / "bl")
+    lines = src.read_bytes().splitlines(keepends=True)
+    future = json.loads(lines[len(lines) // 3])
+    skewed_ev = {
+        "specversion": "1.0",
+        "id": "skewed-1",
+        "source": "/bad-clock",
+        "type": "inventory.level_reported",
+        "time": (datetime.fromisoformat(future["time"]) + timedelta(hours=24)).isoformat(),
+        "subject": "sku-unrelated",
+        "data": {"sku": "sku-unrelated", "warehouse_id": "w-9", "on_hand": 3, "reserved": 0},
+    }
+    skewed = tmp_path / "skewed.jsonl"
+    skewed.write_bytes(
+        b"".join([*lines[: len(lines) // 3], json.dumps(skewed_ev).encode() + b"\n", *lines[len(lines) // 3 :]])
+    )
+    clean_out, skewed_out, dlq = tmp_path / "clean.out", tmp_path / "skewed.out", tmp_path / "dlq"
+    assert backtest(src, "-o", clean_out, "-q") == 0
+    assert backtest(skewed, "-o", skewed_out, "--dead-letter", dlq, "-q") == 0
+    assert skewed_out.read_bytes() == clean_out.read_bytes()
+    refused = [json.loads(r["original"])["id"] for r in read_jsonl(dlq) if r["reason"] == "from_future"]
+    assert refused == ["skewed-1"]
+    # The per-topic clock holds alone too (tests/detectors/test_skew.py shows what a single
+    # global watermark does without either): only firing times may differ, not which exceptions.
+    assert backtest(skewed, "-o", skewed_out, "--max-skew", "0", "-q") == 0
+    assert [r["id"] for r in read_jsonl(skewed_out)] == [r["id"] for r in read_jsonl(clean_out)]
+
+
+def test_an_event_time_ahead_of_the_wall_clock_is_from_future(tmp_path: Path) -> None:
+    soon = datetime.now(UTC) + timedelta(hours=2)
+    src = write_lines(tmp_path / "in.jsonl", [line(created("o-1", T0)), line(created("o-2", soon))])
+    dlq = tmp_path / "dlq.jsonl"
+    assert backtest(src, "-o", tmp_path / "out", "--dead-letter", dlq, "-q") == 0
+    assert [r["reason"] for r in read_jsonl(dlq)] == ["from_future"]
+    assert backtest(src, "-o", tmp_path / "out", "--dead-letter", dlq, "--max-future", "0", "-q") == 0
+    assert read_jsonl(dlq) == []
+
+
+def test_dead_letters_keep_the_original_bytes_losslessly(tmp_path: Path) -> None:
+    bad = [b"\xff\xfe not utf-8 {\n", b'{"not": "an event", "x": "\\u00e9 caf\xc3\xa9"}\r\n']
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(bad))
+    dlq = tmp_path / "dlq.jsonl"
+    assert backtest(src, "-o", tmp_path / "out", "--dead-letter", dlq, "-q") == 0
+    rows = read_jsonl(dlq)
+    assert base64.b64decode(rows[0]["original_base64"]) + b"\n" == bad[0]
+    assert rows[1]["original"].encode() + b"\n" == bad[1]

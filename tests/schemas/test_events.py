@@ -256,7 +256,8 @@ def test_money_is_a_decimal_never_a_float(type_: str, path: tuple[Any, ...], lit
         ("1e2", "100"),
         ('"0.001"', "0.001"),
         ('"12345678901234.567"', "12345678901234.567"),
-        ('"-5.00"', "-5.00"),
+        ('"999999999999999.999"', "999999999999999.999"),
+        ("0", "0"),
     ],
 )
 def test_money_values_are_exact(literal: str, expected: str) -> None:
@@ -530,3 +531,114 @@ def test_exception_event_rejects_what_the_contract_forbids() -> None:
         target[path[-1]] = value
         with pytest.raises(ValueError, match=path[-1]):
             ExceptionEvent.model_validate(bad)
+
+
+# -- bounds at the edge: hostile values are dead letters with a reason, never an exception further in
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "1e999999999",
+        "1E+5000",
+        '"1E+5000"',
+        "1234567890123456789012345678.5",
+        '"1234567890123456789012345678"',
+        '"0.0000000000000000000000000001"',
+        '"1000000000000000"',
+        '"-5.00"',
+        "-0.01",
+        '"1_000"',
+        '" +12.5 "',
+        '"12.5 "',
+        '"NaN"',
+        '"Infinity"',
+        '"1e3"',
+        "true",
+        '""',
+        "null",
+        "[1]",
+    ],
+)
+def test_money_out_of_range_or_format_is_invalid_data(literal: str) -> None:
+    assert reason_of(_money_json("payment.succeeded", ("amount",), literal)) == "invalid_data"
+
+
+@pytest.mark.parametrize("literal", ['"1.2345"', "19.9999"])
+def test_money_has_at_most_three_decimals(literal: str) -> None:
+    assert reason_of(_money_json("refund.requested", ("amount",), literal)) == "invalid_data"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:59:59+00:00",
+        "2100-01-01T00:00:00+00:00",
+        "1969-12-31T23:59:59+00:00",
+        "0001-01-01T00:00:00+00:00",
+    ],
+)
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [("time", "not_cloudevent"), ("customer_since", "invalid_data"), ("promised_delivery_by", "invalid_data")],
+)
+def test_timestamps_outside_the_plausible_range_are_invalid(field: str, reason: str, value: str) -> None:
+    doc = envelope("order.created")
+    if field == "time":
+        doc["time"] = value
+    else:
+        doc["data"][field] = value
+    assert reason_of(json.dumps(doc)) == reason
+
+
+@pytest.mark.parametrize("value", [1772442000, 1772442000.5, True, None])
+def test_a_timestamp_must_be_text(value: Any) -> None:
+    assert reason_of(json.dumps(envelope("order.created", time=value))) == "not_cloudevent"
+
+
+@pytest.mark.parametrize("value", [True, False, "5", 5.0, -1, 10**12])
+def test_counts_are_strict_bounded_integers(value: Any) -> None:
+    doc = with_data("inventory.level_reported", on_hand=value)
+    assert reason_of(json.dumps(doc)) == "invalid_data"
+
+
+def test_a_quantity_may_not_be_a_boolean() -> None:
+    doc = envelope("order.created")
+    doc["data"]["items"][0]["quantity"] = True
+    assert reason_of(json.dumps(doc)) == "invalid_data"
+
+
+@pytest.mark.parametrize(
+    "value", ["", "   ", "\t", "o-1\x00", "o\n1", "o-1\x7f", "x" * 257, "x" * 1_000_000, "o\u20281"]
+)
+def test_ids_are_non_blank_bounded_and_printable(value: str) -> None:
+    doc = envelope("payment.succeeded", subject=value)
+    doc["data"]["order_id"] = value
+    assert reason_of(json.dumps(doc)) in {"invalid_data", "not_cloudevent"}
+    doc = envelope("payment.succeeded")
+    doc["data"]["payment_id"] = value
+    assert reason_of(json.dumps(doc)) == "invalid_data"
+    assert reason_of(json.dumps(envelope("payment.succeeded", id=value))) == "not_cloudevent"
+
+
+def test_an_id_of_256_printable_characters_passes() -> None:
+    doc = envelope("payment.succeeded")
+    doc["data"]["payment_id"] = "p" * 255 + "é"
+    assert parse_event(json.dumps(doc)).data.payment_id.endswith("é")
+
+
+def test_free_text_is_bounded() -> None:
+    assert reason_of(json.dumps(with_data("order.cancelled", reason="r" * 1001))) == "invalid_data"
+
+
+def test_a_utf8_bom_is_not_a_reason_to_reject() -> None:
+    text = json.dumps(envelope("order.cancelled"))
+    assert parse_event(b"\xef\xbb\xbf" + text.encode()).type == "order.cancelled"
+    assert parse_event("\ufeff" + text).type == "order.cancelled"
+
+
+@pytest.mark.parametrize("type_", sorted(EVENT_TYPES))
+def test_a_subject_other_than_the_entity_is_a_key_mismatch(type_: str) -> None:
+    doc = envelope(type_, subject="someone-else")
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(json.dumps(doc))
+    assert info.value.reason == "key_mismatch"
+    assert "someone-else" not in str(info.value)

@@ -99,3 +99,25 @@ def test_an_order_detector_uses_the_blocklist_it_is_given_even_while_empty() -> 
     ev = created("o-1", at(0), customer="c-9")
     out = det.apply(ev, ev.time.timestamp(), ev.time.timestamp(), "fp")
     assert [e.record.rule for e in out] == ["BLOCKLISTED_ORDER"]
+
+
+def test_an_event_whose_rules_raise_is_reported_and_the_batch_keeps_its_emissions() -> None:
+    # Issue 9: a raise used to drop the emissions of every other event released with it.
+    poison = status("o-2", at(1), "paid")
+
+    def apply(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
+        if ev is poison:
+            raise RuntimeError("a bug in a rule")
+        return _apply(det, ev, t)
+
+    rt: PartitionRuntime[str] = PartitionRuntime(OrderDetector(RulesConfig()), apply)
+    first, last = created("o-1", at(0)), created("o-3", at(2))
+    for n, ev in enumerate((first, poison, last)):
+        assert rt.offer(ev, ev.time.timestamp(), "orders:0", n, f"tok-{n}")
+    released = rt.release(at(60).timestamp())
+    assert [tok for tok, _ in released.failed] == ["tok-1"]
+    assert isinstance(released.failed[0][1], RuntimeError)
+    assert released.applied == ["tok-0", "tok-1", "tok-2"]  # acked: the partition moves on
+    assert rt.ledger.low["orders:0"] == 3
+    opened = {(em.record.rule, em.record.order_id) for em in released.emissions if em.kind == "opened"}
+    assert ("PAYMENT_TIMEOUT", "o-1") in opened and ("PAYMENT_TIMEOUT", "o-3") in opened

@@ -1,0 +1,119 @@
+"""Poison messages on the live topics (issue 9): each kind sits ahead of a clean stream on an
+input topic; each is dead-lettered with its reason, the clean stream's exceptions all arrive, and
+every partition commits past its poison."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.app import DLQ_MAX_BYTES
+from streams.settings import Settings
+from streams.worker import committed_offsets, free_port, spawn_worker, stop_worker
+from tests.integration.kafka import publish_simulation, read_json
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+
+WHEN = "2026-03-02T07:00:00+00:00"
+
+
+def _event(type_: str, subject: str, data: dict[str, Any], *, when: str = WHEN, id_: str) -> bytes:
+    doc = {"specversion": "1.0", "id": id_, "source": "/poison", "type": type_, "time": when, "subject": subject}
+    return json.dumps({**doc, "data": data}, ensure_ascii=False).encode()
+
+
+def _poison() -> list[tuple[str, bytes, bytes, str]]:
+    """(topic, key, value, the reason its dead letter must give)."""
+    level = {"sku": "sku-p", "warehouse_id": "w-1", "on_hand": 3, "reserved": 0}
+    pay = {
+        "order_id": "o-p1",
+        "payment_id": "pay-p",
+        "amount": "5.00",
+        "currency": "EUR",
+        "provider": "psp",
+        "method": "card",
+    }
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    huge = "é" * 450_000  # 900 kB of UTF-8, 2.7 MB once escaped as ASCII JSON
+    return [
+        ("orders", b"sku-p", _event("inventory.level_reported", "sku-p", level, id_="p-1"), "wrong_topic"),
+        ("inventory", b"o-p1", _event("payment.succeeded", "o-p1", pay, id_="p-2"), "wrong_topic"),
+        ("payments", b"o-other", _event("payment.succeeded", "o-p1", pay, id_="p-3"), "key_mismatch"),
+        (
+            "logistics",
+            b"o-p1",
+            _event("order.cancelled", "o-p1", {"order_id": "o-p1", "reason": "x"}, id_="p-4"),
+            "wrong_topic",
+        ),
+        ("payments", b"o-p1", _event("payment.succeeded", "o-p1", pay, when=future, id_="p-5"), "from_future"),
+        (
+            "orders",
+            b"o-p2",
+            _event("order.cancelled", "o-p2", {"order_id": "o-p2", "reason": huge}, id_="p-6"),
+            "invalid_data",
+        ),
+        ("payments", b"o-p3", b"\xff" * 900_000, "not_json"),
+    ]
+
+
+async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Path, kafka_settings: Settings) -> None:
+    poison = _poison()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap, max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        poisoned = {}  # (topic, partition) -> the offset the partition must commit past
+        for topic, key, value, _ in poison:  # ahead of the clean stream: the partitions must move past them
+            meta = await producer.send_and_wait(kafka_settings.topic(topic), value, key=key)
+            tp = (meta.topic, meta.partition)
+            poisoned[tp] = max(poisoned.get(tp, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    _path, res = await publish_simulation(tmp_path, kafka_settings, orders=200, seed=5)
+    expected = {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
+    assert len(expected) > 20
+
+    log = (tmp_path / "worker.log").open("wb")
+    proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
+    got: set[tuple[str, str]] = set()
+    dlq: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            await asyncio.sleep(3)
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
+            got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
+            dlq = await read_json(kafka_settings, kafka_settings.topic("orders-dlq"))
+            if got >= expected and len(dlq) >= len(poison):
+                break
+        # Commits past each poison message (the event clock still holds the stream's last
+        # minute of event time in the reorder buffer, so "to the end" is not what to wait for).
+        committed: dict[Any, int] = {}
+        while time.monotonic() < deadline:
+            committed = await committed_offsets(kafka_settings)
+            if all(committed.get(tp, -1) >= end for tp, end in poisoned.items()):
+                break
+            await asyncio.sleep(2)
+    finally:
+        stop_worker(proc)
+        log.close()
+    assert got == expected
+    assert all(committed.get(tp, -1) >= end for tp, end in poisoned.items()), (committed, poisoned)
+    # The simulated stream has malformed lines of its own: pick ours by their hash.
+    ours = {hashlib.sha256(v).hexdigest(): (kafka_settings.topic(t), v, r) for t, _, v, r in poison}
+    mine = [d for d in dlq if d["original_sha256"] in ours]
+    assert sorted((d["topic"], d["reason"]) for d in mine) == sorted((t, r) for t, _, r in ours.values())
+    for d in mine:
+        _topic, value, _reason = ours[d["original_sha256"]]
+        assert d["original_length"] == len(value)
+        assert len(json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()) <= DLQ_MAX_BYTES
+        assert d["truncated"] is (len(value) > DLQ_MAX_BYTES // 2)
+        assert d["error"]
