@@ -16,8 +16,18 @@ from orderwatch import __version__
 
 __all__ = ["INVALID_REASONS", "Metrics"]
 
-# The reasons `schemas.events.parse_event` gives a bad message (streams.app counts them).
-INVALID_REASONS = ("not_json", "not_cloudevent", "unknown_type", "invalid_data")
+# Every reason a message is dead-lettered for: `schemas.events.parse_event`'s, and the runtime's
+# own checks in streams.app (wrong topic, key, a time from the future, rules that raised).
+INVALID_REASONS = (
+    "not_json",
+    "not_cloudevent",
+    "unknown_type",
+    "invalid_data",
+    "key_mismatch",
+    "wrong_topic",
+    "from_future",
+    "processing_error",
+)
 
 
 class Metrics:
