@@ -107,6 +107,14 @@ def test_rules_copy(dest: Path, *, interval: str = "1s") -> Path:
 
 test_rules_copy.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
 
+
+def signal(expr: str) -> str:
+    """What an alert looks at, as an expression that returns series whether it fires or not: the
+    `bool` form (below), and for `absent(X)` (which returns nothing while X exists) X itself."""
+    m = re.fullmatch(r"\s*absent\((.*)\)\s*", expr, re.S)
+    return as_bool(m.group(1) if m else expr)
+
+
 _COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)(?!\s*bool\b)")
 
 

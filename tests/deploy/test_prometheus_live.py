@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 from streams.settings import Settings
 from streams.worker import free_port, spawn_worker, stop_worker
 from tests.deploy.prometheus import PrometheusServer, require_binary
-from tests.deploy.queries import as_bool, panel_queries, rules, test_rules_copy, variable_queries
+from tests.deploy.queries import panel_queries, rules, signal, test_rules_copy, variable_queries
 from tests.handlers.conftest import _require_redis, delete_prefix, exception_data, opened, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation
@@ -210,8 +210,8 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
         rule_rows: list[str] = []
         for rule in rules():
             result = await prom.query(session, rule.expr)  # parses, evaluates
-            signal = await prom.query(session, as_bool(rule.expr))
-            assert signal, f"{rule.name}: no series even in bool form: {as_bool(rule.expr)}"
+            signalled = await prom.query(session, signal(rule.expr))
+            assert signalled, f"{rule.name}: no series even in bool form: {signal(rule.expr)}"
             if rule.alert:
                 assert rule.labels.get("severity") in {"page", "ticket"}, rule.name
                 assert rule.annotations.get("summary") and rule.annotations.get("runbook_url"), rule.name
@@ -220,7 +220,7 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
                 state = "recorded"
             rule_rows.append(
                 f"| {rule.name} | {state} | `{_cell(' '.join(rule.expr.split()))}` | {_cell(_summary(result))} "
-                f"| {_cell(_summary(signal))} |"
+                f"| {_cell(_summary(signalled))} |"
             )
         assert firing["OrderwatchDeadLetters"]
 
@@ -279,7 +279,7 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
             "",
             "State at the end of the run. `value` is the expression as written (an alert's firing "
             "series); `bool form` is the same expression with every comparison given `bool`, which "
-            "returns every series it compares (0 or 1).",
+            "returns every series it compares (0 or 1); for `absent(X)`, X.",
             "",
             "| rule | state | expression | value | bool form |",
             "| --- | --- | --- | --- | --- |",

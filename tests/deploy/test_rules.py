@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.prometheus import require_binary
-from tests.deploy.queries import RULES, as_bool, dashboards, fill_variables, panel_queries, rules, test_rules_copy
+from tests.deploy.queries import (
+    RULES,
+    as_bool,
+    dashboards,
+    fill_variables,
+    panel_queries,
+    rules,
+    signal,
+    test_rules_copy,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -60,7 +69,7 @@ def test_every_alert_is_documented_and_labelled() -> None:
     runbook = RUNBOOK.read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
     alerts = [r for r in rules() if r.alert]
-    assert len(alerts) == 11
+    assert len(alerts) == 12
     for alert in alerts:
         assert alert.labels["severity"] in {"page", "ticket"}, alert.name
         assert alert.annotations["summary"] and alert.annotations["description"], alert.name
@@ -92,6 +101,12 @@ def test_test_copy_changes_timing_only(tmp_path: Path) -> None:
 )
 def test_as_bool(expr: str, expected: str) -> None:
     assert as_bool(expr) == expected
+
+
+def test_signal_of_absent_is_what_it_watches() -> None:
+    assert signal("absent(orderwatch_consumer_lag_messages)") == "orderwatch_consumer_lag_messages"
+    assert signal("absent(up == 1)") == "up == bool 1"
+    assert signal("up == 0") == "up == bool 0"
 
 
 def test_dashboards_use_variables_not_uids() -> None:
