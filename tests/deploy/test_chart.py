@@ -94,6 +94,8 @@ def test_every_combination_renders_sound_objects(name: str) -> None:
 
     detector = workload(docs, "detector")
     assert 1 <= detector["spec"]["replicas"] <= partitions
+    handlers = [d for d in docs if d["metadata"]["name"].endswith("-handlers") and d["kind"] == "Deployment"]
+    assert all(1 <= h["spec"]["replicas"] <= partitions for h in handlers)
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
     for w in workloads:
         pod = w["spec"]["template"]["spec"]
@@ -168,6 +170,7 @@ def test_detector_and_handlers_run_apart() -> None:
         (["--set", "detector.replicas=5"], "detector.replicas (5) must not exceed kafka.partitions (4)"),
         (["--set", "kafka.partitions=2", "--set", "detector.replicas=3"], "must not exceed kafka.partitions (2)"),
         (["--set", "kafka.partitions=0"], "kafka.partitions must be >= 1"),
+        (["--set", "handlers.replicas=5"], "handlers.replicas (5) must not exceed kafka.partitions (4)"),
         (["--set", "detector.store=redis://x"], "detector.store must be memory:// or rocksdb://"),
         (["--set", "kafka.sasl.mechanism=PLAIN"], "name the Secret with the credentials"),
     ],

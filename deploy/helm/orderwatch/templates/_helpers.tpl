@@ -37,6 +37,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if gt (int .Values.detector.replicas) $p -}}
 {{- fail (printf "detector.replicas (%v) must not exceed kafka.partitions (%v): a worker without a partition only idles" .Values.detector.replicas $p) -}}
 {{- end -}}
+{{- if and .Values.handlers.enabled (gt (int .Values.handlers.replicas) $p) -}}
+{{- fail (printf "handlers.replicas (%v) must not exceed kafka.partitions (%v): order-exceptions has that many partitions, and a handler without one never becomes ready" .Values.handlers.replicas $p) -}}
+{{- end -}}
 {{- if not (or (hasPrefix "memory://" .Values.detector.store) (hasPrefix "rocksdb://" .Values.detector.store)) -}}
 {{- fail (printf "detector.store must be memory:// or rocksdb://, got %q" .Values.detector.store) -}}
 {{- end -}}
