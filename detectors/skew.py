@@ -1,8 +1,8 @@
 """Event-time plausibility: no single event, and no single producer with a skewed clock, can move
-the clock of a replay. Pure: the replay (`detectors.replay`) and the live agents both use it.
+the clock of a backtest. Pure: the replay (`detectors.replay`) uses it.
 
 The rule (docs/rules.md, "A clock no single event can hijack"): a guard watches one input (the
-whole file in a backtest, the input partitions of one agent partition live) and keeps its
+whole file in a backtest) and keeps its
 progress, the largest event time it *accepted*. An event more than `max_skew` seconds ahead of
 that progress is a *jump*: it is held aside and moves nothing. It is accepted when the input
 catches up (the progress comes within `max_skew` of it) or confirms it (`confirm` jumps in a row,
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["DEFAULT_MAX_SKEW", "REFUTE_AFTER", "JumpGuard", "Verdict"]
+__all__ = ["CONFIRM", "DEFAULT_MAX_SKEW", "JUMP_REFUSED", "REFUTE_AFTER", "JumpGuard", "Verdict"]
 
 Item = TypeVar("Item")
 
@@ -27,6 +27,8 @@ DEFAULT_MAX_SKEW = 3600.0
 """Seconds an event may be ahead of the input's progress before it must be confirmed."""
 REFUTE_AFTER = 20
 CONFIRM = 3
+JUMP_REFUSED = "event time far ahead of its input's progress, not confirmed by the events after it"
+"""The dead-letter message of a refused jump (reason `from_future`)."""
 """Jumps in a row, close together, that show the input itself moved on."""
 """Ordinary events after which the jumps held are refused as `from_future`."""
 

@@ -21,7 +21,7 @@ from detectors.config import RulesConfig
 from detectors.engine import Engine
 from detectors.records import Emission, to_cloudevent
 from detectors.replay import EventTimeReplay
-from detectors.skew import DEFAULT_MAX_SKEW
+from detectors.skew import DEFAULT_MAX_SKEW, JUMP_REFUSED
 from orderwatch.errors import InputError, InvalidEvent
 from schemas.events import TOPIC_OF_TYPE, parse_event
 
@@ -162,7 +162,7 @@ def run_backtest(
         if replay.refused:
             for _, (line, line_raw) in replay.refused:
                 res.events -= 1
-                reject(line, line_raw, InvalidEvent("from_future", _JUMP_REFUSED))
+                reject(line, line_raw, InvalidEvent("from_future", JUMP_REFUSED))
             replay.refused.clear()
     emit(replay.finish(until))
     res.seconds = time.perf_counter() - started
@@ -170,9 +170,6 @@ def run_backtest(
     res.pending = engine.pending()
     res.open_at_end = engine.stats()["open_exceptions"]
     return res
-
-
-_JUMP_REFUSED = "event time far ahead of its topic's progress, not confirmed by the events after it"
 
 
 def _topic_of(ev: Any) -> str:

@@ -45,6 +45,7 @@ from orderwatch.errors import InvalidEvent
 from schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
 from streams.clock import LagAwareClock
 from streams.commits import CommitSensor
+from streams.health import CrashLoop, StallWatch
 from streams.metrics import Metrics
 from streams.rebalance import RewindAfterRebalance
 from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
@@ -59,6 +60,7 @@ TICK_INTERVAL = 0.1  # seconds between ticks: bounds deadline detection latency
 WATERMARK_HEARTBEAT = 1.0  # seconds: an unchanged watermark is sent again this often
 FLUSH_SECONDS = 0.02  # under load, an agent partition flushes at most this often
 FLUSH_EVERY = 500  # events an agent partition buffers at most before it flushes, under load
+STALL_CHECK_SECONDS = 5.0  # how often the input partitions are checked for stalled commits
 
 
 def internal_topics(settings: Settings) -> list[str]:
@@ -131,6 +133,16 @@ class Orderwatch:
     agents: dict[str, _Agent]
     actives: Callable[[], frozenset[tuple[str, int]]] = frozenset
     handlers: Any = None  # streams.handling.HandlerRuntime when the handlers run in this app
+    stalls: StallWatch = field(default_factory=StallWatch)
+    crash_loop: CrashLoop = field(default_factory=CrashLoop)
+    stalled: list[tuple[str, int]] = field(default_factory=list)
+    """Input partitions found stalled by the last check (streams.health)."""
+
+    def problems(self) -> list[str]:
+        """Why this worker is not healthy, for /health and /ready; empty when it is."""
+        out = [f"partition {t}[{p}] stalled: committed offset unmoved while messages wait" for t, p in self.stalled]
+        out += [f"agent {a} restarting in a loop" for a in self.crash_loop.looping()]
+        return out
 
 
 def create_app(
@@ -176,6 +188,7 @@ def create_app(
     clock = LagAwareClock(
         mode=settings.clock,
         lateness=settings.lateness_seconds,
+        max_skew=settings.max_skew_seconds or None,
         highwater=lambda tp: _highwater(app, tp),
         committed=lambda tp: _committed(app, tp),
     )
@@ -266,8 +279,8 @@ def create_app(
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     agent_inputs = {t for spec in agents.values() for t in spec.inputs}
     if detection:
-        metrics.initialise(prefix(t) for t in ("orders", "payments", "inventory", "logistics"))
-    ow = Orderwatch(app, settings, metrics, clock, agents)
+        metrics.initialise((prefix(t) for t in ("orders", "payments", "inventory", "logistics")), agents=AGENTS)
+    ow = Orderwatch(app, settings, metrics, clock, agents, stalls=StallWatch(after=settings.stall_seconds))
 
     partitions = settings.partitions
     # The partitions this worker actively owns, read on every event and tick: cached, refreshed
@@ -281,7 +294,7 @@ def create_app(
 
     ow.actives = actives
 
-    async def send_forward(topic: Any, key: str, raw: bytes) -> Any:
+    async def send_forward(topic: Any, key: str, raw: bytes, source: bytes | None = None) -> Any:
         # The partition is computed here (Kafka's default murmur2, as every client uses) so the
         # clock can count what is in flight to it until the agent downstream consumes it.
         kb = key.encode()
@@ -289,7 +302,11 @@ def create_app(
         tp = (topic.get_topic_name(), partition)
         # force: published now, not held back until the source offset commits (faust's default
         # inside an agent), which would freeze the downstream clock for a commit interval.
-        fut = await topic.send(key=kb, value=raw, partition=partition, force=True)
+        # The upstream position rides along: the agent downstream dedupes re-forwards after a
+        # crash by it (streams.runtime.Ledger), which survives a restart where event ids do not.
+        # (An adoption record has none: adopting an exception twice changes nothing.)
+        headers = [(SOURCE_HEADER, source)] if source is not None else None
+        fut = await topic.send(key=kb, value=raw, partition=partition, headers=headers, force=True)
         if tp in actives():
             # Only this worker consumes what it owns: track nothing else. Until the broker acks,
             # and then until we have consumed past that offset, the partition lags.
@@ -297,20 +314,22 @@ def create_app(
             fut.add_done_callback(lambda f: clock.delivered(tp, _offset_of(f)))
         return fut
 
-    async def forward(ev: Any, raw: bytes) -> list[Any]:
+    async def forward(ev: Any, raw: bytes, source: bytes) -> list[Any]:
         """Regroup what other keys need: the repartition step of the design (explicit sends of
-        the original bytes, keyed for the agent downstream). Returns the sends' futures."""
+        the original bytes, keyed for the agent downstream, `source` naming the upstream topic,
+        partition and offset). Returns the sends' futures."""
         kind = ev.type
         if kind == "order.created":
             a = ev.data.shipping_address
+            fp = address_fingerprint(a.line1, a.postal_code, a.country)
             return [
-                await send_forward(by_topics["address"], address_fingerprint(a.line1, a.postal_code, a.country), raw),
-                await send_forward(by_topics["customer"], ev.data.customer_id, raw),
+                await send_forward(by_topics["address"], fp, raw, source),
+                await send_forward(by_topics["customer"], ev.data.customer_id, raw, source),
             ]
         if kind in ("payment.succeeded", "payment.failed"):
-            return [await send_forward(by_topics["provider"], ev.data.provider, raw)]
+            return [await send_forward(by_topics["provider"], ev.data.provider, raw, source)]
         if kind in ("inventory.reserved", "inventory.reservation_failed", "inventory.released"):
-            return [await send_forward(inbox_topic, ev.data.order_id, raw)]
+            return [await send_forward(inbox_topic, ev.data.order_id, raw, source)]
         return []
 
     async def emit(agent: str, emissions: list[Emission]) -> None:
@@ -407,8 +426,7 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        for tp, lag in _lags(clock, ow.actives(), agent_inputs):
-            metrics.consumer_lag.labels(tp[0], str(tp[1])).set(lag)
+        metrics.report_partitions(_lags(clock, ow.actives(), agent_inputs), ow.stalled)
         for spec in agents.values():
             rts = list(spec.runtimes.values())
             metrics.deadline_queue.labels(spec.name).set(sum(rt.detector.timers() for rt in rts))
@@ -457,8 +475,17 @@ def create_app(
             doc["agents"][name] = parts
         return web.json(doc)
 
+    @app.timer(interval=STALL_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def check_stalls() -> None:
+        ow.stalled = _stalled(ow, agent_inputs)
+        for topic, partition in ow.stalled:
+            metrics.partition_stalled.labels(topic, str(partition)).set(1)
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        problems = ow.problems()
+        if problems:
+            return web.json({"status": "unhealthy", "problems": problems}, status=503)
         return web.json({"status": "ok"})
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -631,6 +658,16 @@ def _install_agent(
             log.info("%s: %s[%s] resumes at offset %s", name, topic, partition, offset)
 
     async def process(stream: Any) -> None:
+        try:
+            await consume(stream)
+        except Exception:
+            # faust's supervisor restarts the agent; a loop of restarts makes the worker unready.
+            metrics.agent_crashes.labels(name).inc()
+            ow.crash_loop.crashed(name)
+            log.exception("%s: the agent loop raised; faust restarts it", name)
+            raise
+
+    async def consume(stream: Any) -> None:
         manual = stream.noack()
         if spec.ready is not None:
             # Orders are checked against the blocklist as they are applied: read it all first.
@@ -693,11 +730,19 @@ def _install_agent(
             return False
         if not isinstance(ev, _Adopt):
             metrics.events_in.labels(msg.topic, ev.type).inc()
+        return await admit(rt, manual, ev, t, msg, event, partition)
+
+    async def admit(
+        rt: PartitionRuntime[Any], manual: Any, ev: Any, t: float, msg: Any, event: Any, partition: int
+    ) -> bool:
+        """Buffer one decoded event; True when it entered the reorder buffer."""
+        tpkey = f"{msg.topic}:{partition}"
         if rt.waiting(tpkey, msg.offset):
             clock.observe((msg.topic, partition), msg.offset, t)
             hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
-        if not rt.offer(ev, t, tpkey, msg.offset, event):
+        source = _upstream_of(msg) if msg.topic in repartitioned else None
+        if not rt.offer(ev, t, tpkey, msg.offset, event, source):
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
             # or restart must not hand agents downstream a copy they may take for a late event.
             clock.observe((msg.topic, partition), msg.offset, t)
@@ -705,7 +750,7 @@ def _install_agent(
             await settle(rt, manual, tpkey, msg.offset, event)
             return False
         if forward is not None and msg.topic in forward_inputs:
-            sends = await forward(ev, value)
+            sends = await forward(ev, msg.value, f"{msg.topic}:{partition}:{msg.offset}".encode())
             if sends:
                 pending_forwards.setdefault(partition, []).extend(sends)
             if spec.runtimes.get(partition) is not rt:
@@ -927,6 +972,42 @@ def dead_letter_record(
         if len(blob) <= DLQ_MAX_BYTES:
             return blob
         keep = keep * DLQ_MAX_BYTES // len(blob) // 2  # escapes can make a byte six: shrink fast
+
+
+SOURCE_HEADER = "orderwatch-upstream"
+"""Header of a forwarded message: b"<upstream topic>:<partition>:<offset>"."""
+
+
+def _upstream_of(msg: Any) -> tuple[str, int] | None:
+    """(upstream partition key, offset) of a forwarded message, from its header."""
+    for name, value in msg.headers or ():
+        if name == SOURCE_HEADER:
+            tp, _, offset = bytes(value).decode("ascii", "replace").rpartition(":")
+            try:
+                return f"{tp}", int(offset)
+            except ValueError:
+                return None  # only workers write here; a bad header costs the dedupe, not the event
+    return None
+
+
+def _stalled(ow: Orderwatch, inputs: set[str]) -> list[tuple[str, int]]:
+    """The owned input partitions whose commits stopped although messages wait (StallWatch), each
+    explained or not by an event the agent holds on purpose (the reorder buffer)."""
+    out = []
+    actives = ow.actives()
+    for spec in ow.agents.values():
+        for tp in sorted(actives):
+            topic, partition = tp
+            if topic not in spec.inputs or topic not in inputs:
+                continue
+            rt = spec.runtimes.get(partition)
+            committed = _committed(ow.app, tp)
+            explained = rt is not None and committed is not None and rt.waiting(f"{topic}:{partition}", committed)
+            if ow.stalls.check(tp, committed, ow.clock.highwater(tp), explained):
+                out.append(tp)
+            elif tp in ow.stalled:
+                ow.metrics.partition_stalled.labels(topic, str(partition)).set(0)
+    return out
 
 
 def _datadir(settings: Settings) -> dict[str, Any]:

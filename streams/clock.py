@@ -8,6 +8,7 @@ events are still waiting in Kafka. A partition that is caught up holds nothing b
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class LagAwareClock:
     committed: Callable[[TP], int | None] = lambda tp: None
     """Next offset to read of a partition nothing was consumed from yet (its committed offset)."""
     wall: Callable[[], float] = time.time
+    max_skew: float | None = None
+    """Event mode, all inputs drained: a partition whose progress is more than this ahead of every
+    other partition's (one event from a clock a day fast) does not move the clock."""
     idle_grace: float = 1.0
     """Seconds every input must have been caught up before the event clock jumps to the worker's
     watermark (covers events forwarded through a repartition topic that are still in flight)."""
@@ -183,7 +187,7 @@ class LagAwareClock:
                 known = [self._max_of(tp) for tp in tps if tp in self.progress]
                 base = min(known) if known else float("-inf")
             else:
-                base = self.max_event_time  # all inputs drained: the worker's watermark
+                base = self.drained_progress()  # all inputs drained: the worker's watermark
             return base - self.lateness
         base = wall - self.grace
         for tp in lagging:
@@ -191,6 +195,20 @@ class LagAwareClock:
             if held < base:
                 base = held
         return base
+
+    def drained_progress(self) -> float:
+        """The largest progress of an input partition that another partition comes within
+        `max_skew` of (the largest event time seen when `max_skew` is None): a single event far
+        ahead, alone on its partition, cannot decide every deadline of a finished replay."""
+        if self.max_skew is None:
+            return self.max_event_time
+        times = sorted(
+            (p.max_event_time for p in self.progress.values() if p.max_event_time > float("-inf")), reverse=True
+        )
+        for ahead, behind in itertools.pairwise(times):
+            if ahead - behind <= self.max_skew:
+                return ahead
+        return times[-1] if times else float("-inf")
 
     def _max_of(self, tp: TP) -> float:
         p = self.progress.get(tp)

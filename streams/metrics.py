@@ -6,8 +6,9 @@ name, outcome, API view name and status code, version. Never an id.
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -33,6 +34,7 @@ INVALID_REASONS = (
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._reported: set[tuple[str, int]] = set()  # partitions report_partitions last set
         r = self.registry
         # Process CPU, memory, open files and start time: the worker-health panels and the
         # restart detection of the alerts read them (Linux only; elsewhere it exports nothing).
@@ -125,6 +127,20 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        # Hostile input and faults (issue 9): stalled partitions, crashing agents.
+        self.partition_stalled = Gauge(
+            "orderwatch_partition_stalled",
+            "1 while an input partition's committed offset has not moved although messages wait past it "
+            "and none of them is in the reorder buffer; 0 otherwise",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.agent_crashes = Counter(
+            "orderwatch_agent_crashes_total",
+            "Agent loops that raised and were restarted by faust's supervisor, by agent",
+            ["agent"],
+            registry=r,
+        )
         # Handlers: cases, escalation, incidents (handlers.service).
         self.case_changes = Counter(
             "orderwatch_case_changes_total",
@@ -200,10 +216,13 @@ class Metrics:
             registry=r,
         )
 
-    def initialise(self, topics: Iterable[str], rules: Iterable[str] = tuple(RULES)) -> None:
+    def initialise(
+        self, topics: Iterable[str], rules: Iterable[str] = tuple(RULES), agents: Iterable[str] = ()
+    ) -> None:
         """Create the series a burst would start, at zero: `rate()` sees a counter's first
         increase only from a sample before it, so a series born at 500 dead letters would hide
-        the burst that made it. Bounded sets only: input topics x reasons, rules x severity."""
+        the burst that made it. Bounded sets only: input topics x reasons, rules x severity,
+        agents (crashes)."""
         for topic in topics:
             for reason in INVALID_REASONS:
                 self.invalid.labels(topic, reason)
@@ -212,3 +231,23 @@ class Metrics:
             if meta is not None:
                 self.opened.labels(code, meta.severity)
                 self.resolved.labels(code, meta.severity)
+        for agent in agents:
+            self.agent_crashes.labels(agent)
+
+    def report_partitions(
+        self, lags: Iterable[tuple[tuple[str, int], int]], stalled: Collection[tuple[str, int]]
+    ) -> None:
+        """The per-partition gauges of the input partitions this worker owns now: lag, stalled
+        (0 or 1). The series of a partition it no longer owns are dropped, its last commit time
+        too: after a rebalance another worker reports them, and a stale copy here would be
+        summed with theirs (or keep a stall alert firing)."""
+        owned: set[tuple[str, int]] = set()
+        for (topic, partition), lag in lags:
+            owned.add((topic, partition))
+            self.consumer_lag.labels(topic, str(partition)).set(lag)
+            self.partition_stalled.labels(topic, str(partition)).set(1 if (topic, partition) in stalled else 0)
+        for topic, partition in self._reported - owned:
+            for gauge in (self.consumer_lag, self.partition_stalled, self.last_commit):
+                with contextlib.suppress(KeyError):  # never set for that partition
+                    gauge.remove(topic, str(partition))
+        self._reported = owned

@@ -28,14 +28,28 @@ ApplyFn = Callable[[KeyedDetector, Any, float], list[Emission]]
 
 class Ledger:
     """Which offsets of each source topic partition were applied: all below `low`, plus `above`.
-    Events are applied in event-time order, not offset order, hence the set."""
+    Events are applied in event-time order, not offset order, hence the set.
+
+    For events forwarded through a repartition topic it also keeps which *upstream* offsets were
+    applied (`src` and `src_above`, per upstream partition): after a crash the agent upstream
+    forwards again what it had not committed, as new messages at new offsets, and only their
+    upstream offset tells them from new events. It is persisted with the ledger, so the dedupe
+    survives a kill -9 (an in-memory id set does not)."""
 
     def __init__(self) -> None:
         self.low: dict[str, int] = {}
         self.above: dict[str, set[int]] = {}
+        self.src: dict[str, int] = {}
+        """Per upstream partition: every offset up to this one was applied here."""
+        self.src_above: dict[str, set[int]] = {}
+        """Per upstream partition: offsets past `src` applied here."""
 
     def applied(self, tp: str, offset: int) -> bool:
         return offset < self.low.get(tp, 0) or offset in self.above.get(tp, ())
+
+    def applied_upstream(self, source: tuple[str, int]) -> bool:
+        key, offset = source
+        return offset <= self.src.get(key, -1) or offset in self.src_above.get(key, ())
 
     def mark(self, tp: str, offset: int) -> None:
         above = self.above.setdefault(tp, set())
@@ -48,21 +62,54 @@ class Ledger:
             low += 1
         self.low[tp] = low
 
+    def mark_upstream(self, source: tuple[str, int]) -> None:
+        key, offset = source
+        if offset > self.src.get(key, -1):
+            self.src_above.setdefault(key, set()).add(offset)
+
+    def upstream_done(self, source: tuple[str, int]) -> None:
+        """Every message forwarded from `source`'s partition up to its offset reached this agent
+        below its committed position, in upstream order (one producer per upstream partition),
+        and all of them were applied: fold them into `src`."""
+        key, offset = source
+        if offset > self.src.get(key, -1):
+            self.src[key] = offset
+            rest = {o for o in self.src_above.get(key, ()) if o > offset}
+            if rest:
+                self.src_above[key] = rest
+            else:
+                self.src_above.pop(key, None)
+
     def seen_base(self, tp: str, first_offset: int) -> None:
         """The first offset ever delivered from `tp` (a fresh ledger starts there, not at 0)."""
         if tp not in self.low:
             self.low[tp] = first_offset
 
     def dumps(self) -> bytes:
-        return json.dumps({tp: [low, sorted(self.above.get(tp, ()))] for tp, low in self.low.items()}).encode()
+        doc: dict[str, Any] = {tp: [low, sorted(self.above.get(tp, ()))] for tp, low in self.low.items()}
+        if self.src:
+            doc[_UPSTREAM] = {k: [v, sorted(self.src_above.get(k, ()))] for k, v in self.src.items()}
+            doc[_UPSTREAM].update({k: [-1, sorted(v)] for k, v in self.src_above.items() if k not in self.src})
+        elif self.src_above:
+            doc[_UPSTREAM] = {k: [-1, sorted(v)] for k, v in self.src_above.items()}
+        return json.dumps(doc).encode()
 
     @classmethod
     def loads(cls, blob: bytes) -> Ledger:
         led = cls()
-        for tp, (low, above) in json.loads(blob).items():
+        doc = json.loads(blob)
+        for key, (offset, above) in doc.pop(_UPSTREAM, {}).items():  # ledgers written before it lack it
+            if offset >= 0:
+                led.src[key] = offset
+            if above:
+                led.src_above[key] = set(above)
+        for tp, (low, above) in doc.items():
             led.low[tp] = low
             led.above[tp] = set(above)
         return led
+
+
+_UPSTREAM = "\x00upstream"  # not a topic name: Kafka allows [A-Za-z0-9._-] only
 
 
 @dataclass
@@ -91,17 +138,26 @@ class PartitionRuntime(Generic[Token]):
         self.clock = float("-inf")
         self.late = 0
         self._waiting: set[tuple[str, int]] = set()  # (tp, offset) of buffered events
+        self._sources: dict[tuple[str, int], tuple[str, int]] = {}  # (tp, offset) -> upstream of a forward
+        self._folds: dict[str, list[tuple[int, tuple[str, int]]]] = {}  # per tp: applied forwards to fold
 
     def waiting(self, tp: str, offset: int) -> bool:
         """True when this very message (topic partition and offset) is already buffered: a
         re-delivery after a seek, to be acked only once the buffered copy is applied."""
         return (tp, offset) in self._waiting
 
-    def offer(self, ev: Any, t: float, tp: str, offset: int, token: Token) -> bool:
-        """Buffer one event; False when it is a re-delivery to ack and drop now."""
+    def offer(
+        self, ev: Any, t: float, tp: str, offset: int, token: Token, source: tuple[str, int] | None = None
+    ) -> bool:
+        """Buffer one event; False when it is a re-delivery to ack and drop now. `source` is the
+        upstream (partition key, offset) of an event forwarded through a repartition topic."""
         self.ledger.seen_base(tp, offset)
         if self.ledger.applied(tp, offset) or ev.id in self._seen:
             return False
+        if source is not None:
+            if self.ledger.applied_upstream(source):
+                return False
+            self._sources[(tp, offset)] = source
         self._seen[ev.id] = t
         self._seen_order.append((t, ev.id))
         self._seq += 1
@@ -130,10 +186,26 @@ class PartitionRuntime(Generic[Token]):
                 # the rules changed before they raised stays.
                 out.failed.append((token, exc))
             self.ledger.mark(tp, offset)
+            source = self._sources.get((tp, offset))
+            if source is not None:
+                self.ledger.mark_upstream(source)
+                heapq.heappush(self._folds.setdefault(tp, []), (offset, source))
             out.applied.append(token)
+        self.fold_upstream()
         out.emissions += det.advance(clock)
         self._forget(clock - self.dedupe_horizon)
         return out
+
+    def fold_upstream(self) -> None:
+        """Upstream offsets of applied events that are now below the committed position (every
+        message before them applied too) fold into the ledger's per-upstream low mark."""
+        ledger, sources = self.ledger, self._sources
+        for tp, heap in self._folds.items():
+            low = ledger.low.get(tp, 0)
+            while heap and heap[0][0] < low:
+                offset, source = heapq.heappop(heap)
+                sources.pop((tp, offset), None)
+                ledger.upstream_done(source)
 
     def _forget(self, before: float) -> None:
         order, seen = self._seen_order, self._seen

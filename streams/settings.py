@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     app_id: str = Field("orderwatch", min_length=1, description="consumer group and internal topic prefix")
     lateness_seconds: float = Field(60.0, ge=0, description="allowed lateness behind the newest event")
     clock: Literal["wall", "event"] = Field("wall", description="wall clock (live) or watermark (replay)")
+    max_skew_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="replay (--clock event): once every input is drained, the clock goes to the largest "
+        "progress of an input partition that another one comes within this of (a lone outlier does not count)",
+    )
+    stall_seconds: float = Field(
+        60.0, gt=0, description="an input partition whose commits stop this long while messages wait is stalled"
+    )
     max_future_seconds: float = Field(
         900.0, ge=0, description="an event time further ahead of the wall clock is dead-lettered (from_future); 0: off"
     )

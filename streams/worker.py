@@ -184,6 +184,9 @@ def spawn_worker(
         "ORDERWATCH_REDIS_URL": settings.redis_url,
         "ORDERWATCH_REDIS_PREFIX": settings.redis_prefix,
         "ORDERWATCH_DRY_RUN": "1" if settings.dry_run else "0",
+        "ORDERWATCH_STALL_SECONDS": str(settings.stall_seconds),
+        "ORDERWATCH_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
+        "ORDERWATCH_MAX_SKEW_SECONDS": str(settings.max_skew_seconds),
     }
     for name, value in (
         ("API_TOKEN", settings.api_token),

@@ -103,3 +103,28 @@ def test_promtool_accepts_every_metric_family() -> None:
         [promtool, "check", "metrics"], input=generate_latest(m.registry), capture_output=True, timeout=60
     )
     assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+
+
+def test_report_partitions_drops_the_series_of_partitions_no_longer_owned() -> None:
+    m = Metrics()
+    m.last_commit.labels("orders", "1").set(5.0)
+    m.report_partitions([(("orders", 0), 7), (("orders", 1), 0)], stalled=[("orders", 0)])
+    assert _value(m, "orderwatch_consumer_lag_messages", topic="orders", partition="0") == 7
+    assert _value(m, "orderwatch_partition_stalled", topic="orders", partition="0") == 1
+    assert _value(m, "orderwatch_partition_stalled", topic="orders", partition="1") == 0
+    # a rebalance moved orders[1] away and orders[2] here; orders[0] is no longer stalled
+    m.report_partitions([(("orders", 0), 3), (("orders", 2), 4)], stalled=[])
+    assert _value(m, "orderwatch_partition_stalled", topic="orders", partition="0") == 0
+    assert _value(m, "orderwatch_consumer_lag_messages", topic="orders", partition="2") == 4
+    for name in ("orderwatch_consumer_lag_messages", "orderwatch_partition_stalled"):
+        assert _value(m, name, topic="orders", partition="1") is None
+    assert _value(m, "orderwatch_last_commit_timestamp_seconds", topic="orders", partition="1") is None
+    m.report_partitions([], stalled=[])  # nothing owned: nothing reported
+    assert "orderwatch_consumer_lag_messages{" not in generate_latest(m.registry).decode()
+
+
+def test_initialise_agents_crash_counters() -> None:
+    m = Metrics()
+    m.initialise([], agents=["orders", "inventory"])
+    assert _value(m, "orderwatch_agent_crashes_total", agent="orders") == 0
+    assert _value(m, "orderwatch_agent_crashes_total", agent="inventory") == 0

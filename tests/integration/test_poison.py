@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.app import DLQ_MAX_BYTES
 from streams.settings import Settings
-from streams.worker import committed_offsets, free_port, spawn_worker, stop_worker
+from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -31,41 +31,46 @@ def _event(type_: str, subject: str, data: dict[str, Any], *, when: str = WHEN, 
 
 
 def _poison() -> list[tuple[str, bytes, bytes, str]]:
-    """(topic, key, value, the reason its dead letter must give)."""
+    """(topic, key, value, the reason its dead letter must give): every kind on every input topic."""
     level = {"sku": "sku-p", "warehouse_id": "w-1", "on_hand": 3, "reserved": 0}
-    pay = {
-        "order_id": "o-p1",
-        "payment_id": "pay-p",
-        "amount": "5.00",
-        "currency": "EUR",
-        "provider": "psp",
-        "method": "card",
-    }
+    pay = {"order_id": "o-p1", "payment_id": "pay-p", "amount": "5.00", "currency": "EUR", "provider": "psp"}
+    cancel = {"order_id": "o-p1", "reason": "x"}
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    huge = "é" * 450_000  # 900 kB of UTF-8, 2.7 MB once escaped as ASCII JSON
-    return [
-        ("orders", b"sku-p", _event("inventory.level_reported", "sku-p", level, id_="p-1"), "wrong_topic"),
-        ("inventory", b"o-p1", _event("payment.succeeded", "o-p1", pay, id_="p-2"), "wrong_topic"),
-        ("payments", b"o-other", _event("payment.succeeded", "o-p1", pay, id_="p-3"), "key_mismatch"),
-        (
-            "logistics",
-            b"o-p1",
-            _event("order.cancelled", "o-p1", {"order_id": "o-p1", "reason": "x"}, id_="p-4"),
-            "wrong_topic",
-        ),
-        ("payments", b"o-p1", _event("payment.succeeded", "o-p1", pay, when=future, id_="p-5"), "from_future"),
-        (
-            "orders",
-            b"o-p2",
-            _event("order.cancelled", "o-p2", {"order_id": "o-p2", "reason": huge}, id_="p-6"),
-            "invalid_data",
-        ),
-        ("payments", b"o-p3", b"\xff" * 900_000, "not_json"),
-    ]
+    # A valid event of each topic, and one of another topic for the wrong-topic case.
+    own = {
+        "orders": ("order.cancelled", "o-p1", cancel),
+        "payments": ("payment.succeeded", "o-p1", {**pay, "method": "card"}),
+        "inventory": ("inventory.level_reported", "sku-p", level),
+        "logistics": ("shipment.delivered", "o-p1", {"order_id": "o-p1", "shipment_id": "s-p"}),
+    }
+    other = {"orders": "inventory", "payments": "orders", "inventory": "payments", "logistics": "orders"}
+    # A bounded field of each (an unknown extra field is kept, not judged: Kafka bounds its size).
+    bounded = {"orders": "reason", "payments": "method", "inventory": "warehouse_id", "logistics": "shipment_id"}
+    out = []
+    for n, topic in enumerate(own):
+        type_, key, data = own[topic]
+        wrong_type, wrong_key, wrong_data = own[other[topic]]
+        huge = {**data, bounded[topic]: "é" * 450_000}
+        out += [
+            (topic, wrong_key.encode(), _event(wrong_type, wrong_key, wrong_data, id_=f"p{n}-1"), "wrong_topic"),
+            (topic, b"someone-else", _event(type_, key, data, id_=f"p{n}-2"), "key_mismatch"),
+            (topic, key.encode(), _event(type_, key, data, when=future, id_=f"p{n}-3"), "from_future"),
+            # 900 kB of UTF-8 (2.7 MB once escaped as ASCII JSON), and 900 kB of bytes that are not text
+            (topic, key.encode(), _event(type_, key, huge, id_=f"p{n}-4"), "invalid_data"),
+            (topic, key.encode(), bytes([0xFF, n]) * 450_000, "not_json"),
+        ]
+    return out
+
+
+def _bad_adoption() -> bytes:
+    """An order-inbox control message naming no order: the rules raise on it (processing_error)."""
+    doc = {"id": "adopt:bad", "t": 1772434800.0, "data": {"order_id": None}}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Path, kafka_settings: Settings) -> None:
     poison = _poison()
+    await ensure_topics(kafka_settings)  # the inbox too: a send would auto-create it with 1 partition
     producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap, max_request_size=2 * 1024 * 1024)
     await producer.start()
     try:
@@ -74,6 +79,9 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
             meta = await producer.send_and_wait(kafka_settings.topic(topic), value, key=key)
             tp = (meta.topic, meta.partition)
             poisoned[tp] = max(poisoned.get(tp, 0), meta.offset + 1)
+        inbox = f"{kafka_settings.app_id}-order-inbox"
+        meta = await producer.send_and_wait(inbox, _bad_adoption(), key=b"o-p1")
+        poisoned[(meta.topic, meta.partition)] = meta.offset + 1
     finally:
         await producer.stop()
     _path, res = await publish_simulation(tmp_path, kafka_settings, orders=200, seed=5)
@@ -92,7 +100,7 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
             live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
             got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
             dlq = await read_json(kafka_settings, kafka_settings.topic("orders-dlq"))
-            if got >= expected and len(dlq) >= len(poison):
+            if got >= expected and len(dlq) >= len(poison) + 1:
                 break
         # Commits past each poison message (the event clock still holds the stream's last
         # minute of event time in the reorder buffer, so "to the end" is not what to wait for).
@@ -109,6 +117,7 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
     assert all(committed.get(tp, -1) >= end for tp, end in poisoned.items()), (committed, poisoned)
     # The simulated stream has malformed lines of its own: pick ours by their hash.
     ours = {hashlib.sha256(v).hexdigest(): (kafka_settings.topic(t), v, r) for t, _, v, r in poison}
+    ours[hashlib.sha256(_bad_adoption()).hexdigest()] = (inbox, _bad_adoption(), "processing_error")
     mine = [d for d in dlq if d["original_sha256"] in ours]
     assert sorted((d["topic"], d["reason"]) for d in mine) == sorted((t, r) for t, _, r in ours.values())
     for d in mine:

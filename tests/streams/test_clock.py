@@ -197,3 +197,19 @@ def test_an_agent_bounded_by_another_never_lifts_that_agents_watermark_cap() -> 
     assert now("customer") == 2_000.0 - 60.0
     assert now("orders") == 2_000.0 - 60.0  # bounded by the customer agent's capped clock
     assert now("customer") == 2_000.0 - 60.0  # and asking did not move the cap
+
+
+def test_a_lone_partition_far_ahead_does_not_decide_a_drained_replay() -> None:
+    # Issue 9: one inventory snapshot a day ahead used to move the drained event clock a day on.
+    day = 86_400.0
+    clock = LagAwareClock(mode="event", lateness=60, highwater=lambda tp: 10, idle_grace=0.0, max_skew=3600)
+    for p in range(4):
+        clock.observe(("orders", p), 9, 1000.0 + p)
+    clock.observe(("inventory", 0), 9, 1000.0 + day)
+    assert clock.now([("orders", 0)], who="a") == 1003.0 - 60
+    clock.observe(("inventory", 1), 9, 1000.0 + day + 5)  # a second partition there: real progress
+    assert clock.now([("orders", 0)], who="a") == 1000.0 + day + 5 - 60
+    off = LagAwareClock(mode="event", lateness=60, highwater=lambda tp: 10, idle_grace=0.0)
+    off.observe(("orders", 0), 9, 1000.0)
+    off.observe(("inventory", 0), 9, 1000.0 + day)
+    assert off.now([("orders", 0)], who="a") == 1000.0 + day - 60

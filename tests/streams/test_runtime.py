@@ -121,3 +121,38 @@ def test_an_event_whose_rules_raise_is_reported_and_the_batch_keeps_its_emission
     assert rt.ledger.low["orders:0"] == 3
     opened = {(em.record.rule, em.record.order_id) for em in released.emissions if em.kind == "opened"}
     assert ("PAYMENT_TIMEOUT", "o-1") in opened and ("PAYMENT_TIMEOUT", "o-3") in opened
+
+
+def test_a_forward_sent_again_after_a_crash_is_recognised_by_its_upstream_offset() -> None:
+    # Issue 9: the upstream agent re-forwards what it had not committed, as new messages at new
+    # offsets; the event-id dedupe is lost with the process, the ledger's upstream marks are not.
+    rt = make()
+    first, second = created("o-1", at(0)), created("o-2", at(1))
+    assert rt.offer(first, first.time.timestamp(), "by:0", 10, "t10", ("orders:3", 5))
+    assert rt.offer(second, second.time.timestamp(), "by:0", 11, "t11", ("orders:3", 6))
+    rt.release(at(5).timestamp())
+    restarted = PartitionRuntime(OrderDetector(RulesConfig()), _apply, ledger=Ledger.loads(rt.ledger.dumps()))
+    again = created("o-1", at(0))  # same event, same id: the id set is gone with the process
+    assert not restarted.offer(again, again.time.timestamp(), "by:0", 12, "t12", ("orders:3", 5))
+    assert not restarted.offer(again, again.time.timestamp(), "by:0", 13, "t13", ("orders:3", 6))
+    third = created("o-3", at(2))
+    assert restarted.offer(third, third.time.timestamp(), "by:0", 14, "t14", ("orders:3", 7))
+
+
+def test_upstream_offsets_applied_out_of_order_are_remembered_until_the_prefix_passes_them() -> None:
+    rt = make()
+    late, early = created("o-1", at(5)), created("o-2", at(0))
+    rt.offer(late, late.time.timestamp(), "by:0", 10, "t10", ("orders:3", 5))
+    rt.offer(early, early.time.timestamp(), "by:0", 11, "t11", ("orders:3", 6))
+    rt.release(at(1).timestamp())  # only the earlier event (offset 11) is applied
+    led = Ledger.loads(rt.ledger.dumps())
+    assert led.applied_upstream(("orders:3", 6)) and not led.applied_upstream(("orders:3", 5))
+    rt.release(at(10).timestamp())
+    led = Ledger.loads(rt.ledger.dumps())
+    assert led.src == {"orders:3": 6} and led.src_above == {}
+    assert led.applied_upstream(("orders:3", 5)) and not led.applied_upstream(("orders:3", 7))
+
+
+def test_a_ledger_written_before_upstream_marks_still_loads() -> None:
+    led = Ledger.loads(b'{"orders:0": [5, [7]]}')
+    assert led.low == {"orders:0": 5} and led.above == {"orders:0": {7}} and led.src == {}

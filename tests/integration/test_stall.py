@@ -1,0 +1,67 @@
+"""The stalled-partition signal on the real broker (issue 9): an orders agent that never gets to
+consume (its blocklist topic is mis-provisioned, so the blocklist never loads and the agent waits
+for it) leaves its partitions' commits still while messages wait; /health answers 503 naming
+them and `orderwatch_partition_stalled` is 1. Nothing else shows it: the lag gauge counts from
+what the agents consumed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.settings import Settings
+from streams.worker import free_port, spawn_worker, stop_worker
+from tests.integration.kafka import publish_simulation
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings: Settings) -> None:
+    blocklist = kafka_settings.topic("blocklist")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([blocklist])
+        for _ in range(50):  # deletion is asynchronous on the broker
+            if blocklist not in await admin.list_topics():
+                break
+            await asyncio.sleep(0.2)
+        await admin.create_topics([NewTopic(blocklist, 1, 1)])  # 1 partition where 4 are read
+    finally:
+        await admin.close()
+    await publish_simulation(tmp_path, kafka_settings, orders=40, seed=2)
+    settings = kafka_settings.model_copy(update={"web_port": free_port(), "stall_seconds": 6.0})
+    log_path = tmp_path / "worker.log"
+    body, metrics, status = "", "", 0
+    with log_path.open("wb") as log:
+        proc = spawn_worker(settings, "wall", log)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                deadline = time.monotonic() + 150
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(2)
+                    assert proc.poll() is None, log_path.read_text()[-3000:]
+                    try:
+                        async with http.get(f"http://127.0.0.1:{settings.web_port}/health") as resp:
+                            status, body = resp.status, await resp.text()
+                        async with http.get(f"http://127.0.0.1:{settings.web_port}/metrics") as resp:
+                            metrics = await resp.text()
+                    except aiohttp.ClientError:
+                        continue  # not listening yet
+                    if status == 503:
+                        break
+        finally:
+            stop_worker(proc)
+    assert status == 503, (status, body, log_path.read_text()[-2000:])
+    assert "stalled" in body and kafka_settings.topic("orders") in body
+    stalled = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("orderwatch_partition_stalled{") and line.endswith(" 1.0")
+    ]
+    assert any(kafka_settings.topic("orders") in line for line in stalled), metrics[-3000:]
