@@ -187,6 +187,20 @@ SRE_ROWS = [
                 kind="stat",
             ),
             Panel(
+                "Stalled partitions",
+                "Input partitions whose commits stopped while messages wait (the runtime's stall check; /health answers 503 meanwhile).",
+                [(f"sum(orderwatch_partition_stalled{{{I}}})", "stalled")],
+                kind="stat",
+                width=6,
+            ),
+            Panel(
+                "Agent crashes (1h)",
+                "Agent loops that raised and were restarted in the last hour, by agent.",
+                [(f"sum by (agent) (increase(orderwatch_agent_crashes_total{{{I}}}[1h]))", "{{agent}}")],
+                kind="stat",
+                width=6,
+            ),
+            Panel(
                 "Resident memory",
                 "RSS of each worker: state held in memory tables grows with open orders.",
                 [(f"process_resident_memory_bytes{{{I}}}", "{{instance}}")],
@@ -278,6 +292,12 @@ SRE_ROWS = [
                 "Late events",
                 "Events per second that arrived after the agent's clock had passed them.",
                 [(f"sum by (agent, topic) (rate(orderwatch_events_late_total{{{I}}}[{RATE}]))", "{{agent}} {{topic}}")],
+                unit="ops",
+            ),
+            Panel(
+                "Duplicates dropped",
+                "Re-delivered events per second each agent recognised and skipped (after a restart or rebalance).",
+                [(f"sum by (agent) (rate(orderwatch_events_duplicate_total{{{I}}}[{RATE}]))", "{{agent}}")],
                 unit="ops",
             ),
             Panel(
