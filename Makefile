@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean \
+.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean browser screenshots \
 	lock deploy-tools deploy-check deploy-evaluated
 
 help: ## list the targets
@@ -53,6 +53,12 @@ demo-backtest: install ## simulate 40,000 orders and backtest them with labels
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
+
+browser: ## install Debian's chromium for the console's browser tests (idempotent)
+	bash deploy/local/browser.sh
+
+screenshots: install browser ## retake the console screenshots in docs/images/ (needs the local stack)
+	ORDERWATCH_SCREENSHOTS=docs/images $(BIN)/pytest tests/console/test_browser.py -p no:cacheprovider
 
 LOCK_VENV := .local/lock-venv
 

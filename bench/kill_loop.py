@@ -33,7 +33,7 @@ from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from streams.publish import publish_lines  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker  # noqa: E402
+from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker  # noqa: E402
 
 
 async def read_exceptions(settings: Settings) -> list[dict[str, Any]]:
@@ -52,6 +52,13 @@ async def read_exceptions(settings: Settings) -> list[dict[str, Any]]:
         return out
     finally:
         await consumer.stop()
+
+
+async def committed_share(settings: Settings, total: int) -> float:
+    """How much of the published input the worker group has committed (0..1): where a kill landed."""
+    inputs = {settings.topic(t) for t in ("orders", "payments", "inventory", "logistics")}
+    offsets = await committed_offsets(settings)
+    return round(sum(o for (t, _), o in offsets.items() if t in inputs) / total, 3) if total else 0.0
 
 
 def keys(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -75,7 +82,7 @@ async def one_run(run: int, args: argparse.Namespace, rng: random.Random, work: 
     expected = {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
     await ensure_topics(settings)
-    await publish_lines(open_lines(path), settings)
+    total = sum((await publish_lines(open_lines(path), settings)).sent.values())
     kills: list[dict[str, Any]] = []
     for k in range(args.kills):
         log = (work / f"worker-{run}-{k}.log").open("wb")
@@ -87,8 +94,12 @@ async def one_run(run: int, args: argparse.Namespace, rng: random.Random, work: 
         proc.wait()
         log.close()
         seen = len(keys(await read_exceptions(settings)))
-        kills.append({"after_seconds": round(wait, 1), "exceptions_so_far": seen})
-        print(f"run {run} kill {k + 1}: after {wait:.1f} s, {seen} of {len(expected)} exception events so far")
+        done = await committed_share(settings, total)
+        kills.append({"after_seconds": round(wait, 1), "exceptions_so_far": seen, "inputs_committed": done})
+        print(
+            f"run {run} kill {k + 1}: after {wait:.1f} s, {seen} of {len(expected)} exception events, "
+            f"{done:.0%} of the input committed"
+        )
     log = (work / f"worker-{run}-final.log").open("wb")
     proc = spawn_worker(settings, "event", log)
     got: set[tuple[str, str]] = set()

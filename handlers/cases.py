@@ -98,16 +98,30 @@ class HistoryEntry:
     to_status: str
     level: int = 0
     note: str | None = None
+    event: str = "status"
+    """What the entry records: `status` (a lifecycle move), `assigned` (owner/team changed), or an
+    audit of another write: `action_approved`, `action_rejected`, `incident_acknowledged`,
+    `incident_resolved` (the status does not move then)."""
+    owner: str | None = None
+    team: str | None = None
+    action: str | None = None
+    """The action code of an approval or rejection."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "at": self.at.isoformat(),
             "who": self.who,
             "from_status": self.from_status,
             "to_status": self.to_status,
             "level": self.level,
             "note": self.note,
+            "event": self.event,
         }
+        if self.event == "assigned":
+            doc["owner"], doc["team"] = self.owner, self.team
+        if self.action is not None:
+            doc["action"] = self.action
+        return doc
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> HistoryEntry:
@@ -119,6 +133,10 @@ class HistoryEntry:
             to_status=doc["to_status"],
             level=int(doc.get("level", 0)),
             note=doc.get("note"),
+            event=doc.get("event", "status"),
+            owner=doc.get("owner") or None,
+            team=doc.get("team") or None,
+            action=doc.get("action") or None,
         )
 
 
@@ -142,6 +160,17 @@ class Case:
     updated_at: datetime
     resolution: Resolution | None = None
     incident_id: str | None = None
+    owner: str | None = None
+    """The person working the case (None: unassigned)."""
+    team: str | None = None
+    """The team the case belongs to: the handlers config's default for its rule, merchant or
+    category when it opened, changed by hand (an `assigned` history entry)."""
+
+    @property
+    def merchant(self) -> str | None:
+        """The merchant, when the detector put `merchant_id` in the evidence."""
+        value = self.evidence.get("merchant_id")
+        return value if isinstance(value, str) and value else None
 
     @classmethod
     def from_data(
@@ -205,6 +234,8 @@ class Case:
             "recommended_action": self.recommended_action,
             "resolution": self.resolution.model_dump(mode="json") if self.resolution else None,
             "incident_id": self.incident_id,
+            "owner": self.owner,
+            "team": self.team,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
@@ -218,6 +249,7 @@ class Case:
         status, level = doc.pop("status"), int(doc.pop("level"))
         created_at, updated_at = doc.pop("created_at"), doc.pop("updated_at")
         incident_id = doc.pop("incident_id", None)
+        owner, team = doc.pop("owner", None), doc.pop("team", None)
         data = ExceptionData.model_validate({**doc, "status": wire_status(status)})
         case = cls.from_data(
             data,
@@ -227,6 +259,7 @@ class Case:
             updated_at=datetime.fromisoformat(updated_at),
         )
         case.incident_id = incident_id
+        case.owner, case.team = owner, team
         return case
 
     # Redis hash layout: the exception's immutable-ish data as one JSON string (without status and
@@ -250,6 +283,8 @@ class Case:
             updated_at=datetime.fromisoformat(fields["updated_at"]),
         )
         case.incident_id = fields.get("incident_id") or None
+        case.owner = fields.get("owner") or None
+        case.team = fields.get("team") or None
         return case
 
 

@@ -12,11 +12,11 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.fields import FieldInfo
 
 from handlers.notify import Channel, parse_channels
@@ -29,6 +29,7 @@ __all__ = [
     "EscalationConfig",
     "HandlersConfig",
     "IncidentConfig",
+    "OwnersConfig",
     "load_handlers_config",
     "load_section",
     "read_toml",
@@ -69,8 +70,43 @@ class IncidentConfig(BaseModel):
     """Evidence keys that name a shared cause, in order of preference; empty disables grouping."""
 
 
+TEAM_NAME = r"^[A-Za-z0-9_.@-]{1,64}$"
+"""Team and owner names: they key Redis indexes and show on pages, so a plain bounded word."""
+
+TeamName = Annotated[str, StringConstraints(pattern=TEAM_NAME)]
+
+
+class OwnersConfig(BaseModel):
+    """`[owners]`: the team a new case belongs to (the seeds' "dedicated owner per exception
+    type"). The most specific match wins: rule, then merchant, then category, then `default_team`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    default_team: TeamName | None = None
+    """The team of a case nothing below matches (None: no team until someone assigns one)."""
+    by_rule: dict[str, TeamName] = Field(default_factory=dict)
+    """Rule code -> team, e.g. `PAYMENT_TIMEOUT = "payments"`."""
+    by_merchant: dict[str, TeamName] = Field(default_factory=dict)
+    """Merchant id (the evidence's `merchant_id`) -> team, e.g. `"m-3" = "key-accounts"`."""
+    by_category: dict[str, TeamName] = Field(default_factory=dict)
+    """Category -> team, e.g. `fulfilment = "warehouse"`."""
+
+    def team_for(self, rule: str, category: str, merchant: str | None) -> str | None:
+        if rule in self.by_rule:
+            return self.by_rule[rule]
+        if merchant is not None and merchant in self.by_merchant:
+            return self.by_merchant[merchant]
+        return self.by_category.get(category, self.default_team)
+
+
 def _type_phrase(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return "a name (1 to 64 of letters, digits, _ . @ -)"
+    if annotation is type(None):
+        return "unset"
+    if origin is dict:
+        return f"a table of {_type_phrase(typing.get_args(annotation)[1])}"
     if annotation is bool:
         return "true or false"
     if annotation is int:
@@ -133,7 +169,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return read_handlers_config(path)
 
 
-SECTIONS = ("escalation", "incidents", "actions", "webhooks")
+SECTIONS = ("escalation", "incidents", "actions", "webhooks", "owners")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +181,7 @@ class HandlersConfig:
     incidents: IncidentConfig = field(default_factory=IncidentConfig)
     actions: ActionPolicy = field(default_factory=ActionPolicy.default)
     webhooks: tuple[Channel, ...] = ()
+    owners: OwnersConfig = field(default_factory=OwnersConfig)
 
     @classmethod
     def from_toml(cls, doc: Mapping[str, Any]) -> HandlersConfig:
@@ -157,6 +194,7 @@ class HandlersConfig:
             incidents=load_section(doc, "incidents", IncidentConfig),
             actions=parse_policy(doc),
             webhooks=tuple(parse_channels(doc)),
+            owners=_owners(doc),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -171,7 +209,25 @@ class HandlersConfig:
             "incidents": self.incidents.model_dump(mode="json"),
             "actions": {code: rule.model_dump(mode="json") for code, rule in sorted(self.actions.rules.items())},
             "webhooks": hooks,
+            "owners": self.owners.model_dump(mode="json"),
         }
+
+
+def _owners(doc: Mapping[str, Any]) -> OwnersConfig:
+    owners = load_section(doc, "owners", OwnersConfig)
+    from detectors.catalog import RULES  # the catalog is pure data; imported here to keep config light
+
+    unknown = [r for r in owners.by_rule if r not in RULES]
+    if unknown:
+        msg = f"handlers config [owners.by_rule] {unknown[0]}: unknown rule, expected a rule code of the catalog"
+        raise ConfigError(msg)
+    categories = {r.category for r in RULES.values()}
+    unknown = [c for c in owners.by_category if c not in categories]
+    if unknown:
+        known = ", ".join(sorted(categories))
+        msg = f"handlers config [owners.by_category] {unknown[0]}: unknown category, expected one of {known}"
+        raise ConfigError(msg)
+    return owners
 
 
 def _redacted_url(url: str) -> str:

@@ -19,7 +19,6 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from handlers._lua import page_query
 from handlers.cases import (
     ALLOWED_FROM,
     MAX_LEVEL,
@@ -31,7 +30,7 @@ from handlers.cases import (
     transition_error,
 )
 from handlers.changes import CaseChange
-from handlers.config import EscalationConfig
+from handlers.config import EscalationConfig, OwnersConfig
 from orderwatch.errors import CaseNotFound, StoreUnavailable
 from schemas.exception_event import ExceptionEvent, Resolution
 
@@ -129,13 +128,28 @@ local function create(id, a, status, level, at)
   redis.call('HSET', ckey(id),
     'data', a.data, 'status', status, 'level', level, 'subject', a.subject, 'severity', a.severity,
     'rule', a.rule, 'order_id', a.order_id, 'detected', a.detected, 'due1', a.due1, 'due2', a.due2,
-    'rev', a.rev, 'resolution', a.resolution, 'incident_id', '', 'created_at', at, 'updated_at', at)
+    'rev', a.rev, 'resolution', a.resolution, 'incident_id', '', 'created_at', at, 'updated_at', at,
+    'team', a.team, 'owner', '', 'merchant', a.merchant, 'handle', a.handle)
   local score = a.detected
   redis.call('ZADD', P .. 'cases:all', score, id)
+  redis.call('ZADD', P .. 'cases:due', a.handle, id)
   redis.call('ZADD', P .. 'cases:status:' .. status, score, id)
   redis.call('ZADD', P .. 'cases:severity:' .. a.severity, score, id)
   redis.call('ZADD', P .. 'cases:rule:' .. a.rule, score, id)
+  redis.call('ZADD', P .. 'cases:category:' .. a.category, score, id)
+  if a.team ~= '' then redis.call('ZADD', P .. 'cases:team:' .. a.team, score, id) end
+  if a.merchant ~= '' then redis.call('ZADD', P .. 'cases:merchant:' .. a.merchant, score, id) end
   if a.order_id ~= '' then redis.call('ZADD', P .. 'cases:order:' .. a.order_id, score, id) end
+end
+
+-- An entry that records a write without a status move (an assignment, an approval, ...).
+local function audit(id, at, who, event, extra, note)
+  local cur = redis.call('HMGET', ckey(id), 'status', 'level')
+  local e = {at = at, who = who, from_status = cur[1], to_status = cur[1], level = tonumber(cur[2] or '0'),
+             event = event}
+  for k, v in pairs(extra) do e[k] = v end
+  if note and note ~= '' then e.note = note end
+  redis.call('RPUSH', ckey(id) .. ':history', cjson.encode(e))
 end
 """
 
@@ -144,7 +158,8 @@ _INGEST = (
     + r"""
 local id, typ = ARGV[2], ARGV[3]
 local a = {data = ARGV[4], subject = ARGV[5], severity = ARGV[6], rule = ARGV[7], order_id = ARGV[8],
-           detected = ARGV[9], due1 = ARGV[10], due2 = ARGV[11], rev = ARGV[12], resolution = ARGV[13]}
+           detected = ARGV[9], due1 = ARGV[10], due2 = ARGV[11], rev = ARGV[12], resolution = ARGV[13],
+           team = ARGV[22], category = ARGV[23], merchant = ARGV[24], handle = ARGV[25]}
 local level = tonumber(ARGV[14])
 local now, now_epoch, note, max_level = ARGV[15], ARGV[16], ARGV[17], tonumber(ARGV[18])
 local pos_partition, pos_offset, event_time = ARGV[19], tonumber(ARGV[20]), ARGV[21]
@@ -290,7 +305,108 @@ end
 return out
 """
 
-_QUERY = page_query("cases:all", "case:")
+# One page of cases. ARGV: prefix, offset, limit, order (`new`: newest detection first, `due`:
+# earliest handle_by first), n, n index keys to intersect, then (field, mode, value) triples
+# checked on each case's hash: mode `eq` (equal), `ne` (not equal) or `has` (contains, plain text). Returns
+# {total, hash, hash, ...}.
+_QUERY = r"""
+local P, offset, limit, order, nk = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local keys, filters = {}, {}
+for i = 1, nk do keys[#keys + 1] = ARGV[5 + i] end
+local i = 6 + nk
+while i + 2 <= #ARGV do
+  filters[#filters + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]}
+  i = i + 3
+end
+local base = P .. 'cases:all'
+if order == 'due' then base = P .. 'cases:due' end
+local out = {0}
+if #keys == 0 and #filters == 0 then
+  out[1] = redis.call('ZCARD', base)
+  if limit <= 0 then return out end
+  local ids
+  if order == 'due' then
+    ids = redis.call('ZRANGE', base, offset, offset + limit - 1)
+  else
+    ids = redis.call('ZREVRANGE', base, offset, offset + limit - 1)
+  end
+  for _, id in ipairs(ids) do out[#out + 1] = redis.call('HGETALL', P .. 'case:' .. id) end
+  return out
+end
+-- the base index carries the order; the filter indexes only narrow it (weight 0)
+local args = {'ZINTER', 1 + #keys, base}
+for _, k in ipairs(keys) do args[#args + 1] = k end
+args[#args + 1] = 'WEIGHTS'
+args[#args + 1] = 1
+for _ = 1, #keys do args[#args + 1] = 0 end
+local all = redis.call(unpack(args))
+local first, last, step = 1, #all, 1
+if order ~= 'due' then first, last, step = #all, 1, -1 end
+local total = 0
+for j = first, last, step do
+  local id = all[j]
+  local ok = true
+  for _, f in ipairs(filters) do
+    local v = redis.call('HGET', P .. 'case:' .. id, f[1]) or ''
+    if f[2] == 'eq' then
+      ok = v == f[3]
+    elseif f[2] == 'ne' then
+      ok = v ~= f[3]
+    else
+      ok = string.find(string.lower(v), string.lower(f[3]), 1, true) ~= nil
+    end
+    if not ok then break end
+  end
+  if ok then
+    total = total + 1
+    if total > offset and #out <= limit then out[#out + 1] = redis.call('HGETALL', P .. 'case:' .. id) end
+  end
+end
+out[1] = total
+return out
+"""
+
+# ARGV: prefix, id, owner, team, set owner (1/0), set team (1/0), who, note, now
+_ASSIGN = (
+    _PRELUDE
+    + r"""
+local id, owner, team, so, st, who, note, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local key = ckey(id)
+if redis.call('EXISTS', key) == 0 then return {'notfound'} end
+local cur = redis.call('HMGET', key, 'owner', 'team', 'detected')
+local old_owner, old_team = cur[1] or '', cur[2] or ''
+if so ~= '1' then owner = old_owner end
+if st ~= '1' then team = old_team end
+if owner == old_owner and team == old_team then return {'same'} end
+redis.call('HSET', key, 'owner', owner, 'team', team, 'updated_at', now)
+for _, pair in ipairs({{'owner', old_owner, owner}, {'team', old_team, team}}) do
+  if pair[2] ~= pair[3] then
+    if pair[2] ~= '' then redis.call('ZREM', P .. 'cases:' .. pair[1] .. ':' .. pair[2], id) end
+    if pair[3] ~= '' then redis.call('ZADD', P .. 'cases:' .. pair[1] .. ':' .. pair[3], cur[3], id) end
+  end
+end
+audit(id, now, who, 'assigned', {owner = owner, team = team}, note)
+return {'assigned'}
+"""
+)
+
+# ARGV: prefix, id, who, event, action ('' none), note, now
+_AUDIT = (
+    _PRELUDE
+    + r"""
+local id = ARGV[2]
+if redis.call('EXISTS', ckey(id)) == 0 then return 0 end
+local extra = {}
+if ARGV[5] ~= '' then extra.action = ARGV[5] end
+audit(id, ARGV[7], ARGV[3], ARGV[4], extra, ARGV[6])
+return 1
+"""
+)
+
+AUDIT_EVENTS = ("action_approved", "action_rejected", "incident_acknowledged", "incident_resolved")
+INDEX_VERSION = "2"
+"""Cases written before owners and teams lack their `handle`, team, category and merchant
+indexes; `CaseStore` adds them once (`ensure_indexes`) and records this version."""
 
 _PENDING = r"""
 local P = ARGV[1]
@@ -349,14 +465,30 @@ def _suffix_int(event_id: str, marker: str, default: int) -> int:
         return default
 
 
+def _merchant(evidence: Mapping[str, Any]) -> str | None:
+    value = evidence.get("merchant_id")
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
 class CaseStore:
     """Cases in Redis under `prefix`. Methods raise StoreUnavailable when Redis cannot be reached
     (nothing was written then, or the whole move was: scripts are atomic)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, *, escalation: EscalationConfig | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        *,
+        escalation: EscalationConfig | None = None,
+        owners: OwnersConfig | None = None,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.escalation = escalation or EscalationConfig()
+        self.owners = owners or OwnersConfig()
+        self._indexed = False
+        self._assign = redis.register_script(_ASSIGN)
+        self._audit = redis.register_script(_AUDIT)
         self._ingest = redis.register_script(_INGEST)
         self._move = redis.register_script(_MOVE)
         self._escalate = redis.register_script(_ESCALATE)
@@ -445,6 +577,10 @@ class CaseStore:
             "" if position is None else str(position[0]),
             -1 if position is None else position[1],
             event.time.isoformat(),
+            self.owners.team_for(data.rule, data.category, _merchant(data.evidence)) or "",
+            data.category,
+            _merchant(data.evidence) or "",
+            _epoch(data.handle_by),
         ]
         reply = await self._call(f"ingesting {event.type}", self._ingest(keys=[], args=args))
         return self._result(data.exception_id, "resolved", reply)
@@ -529,25 +665,148 @@ class CaseStore:
         severity: str | None = None,
         rule: str | None = None,
         order_id: str | None = None,
+        category: str | None = None,
+        team: str | None = None,
+        owner: str | None = None,
+        merchant: str | None = None,
+        incident_id: str | None = None,
+        order_text: str | None = None,
+        order: str = "new",
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Case], int]:
-        """Cases matching every given filter, newest detection first, and how many match in all."""
-        if status is not None and status not in STATUSES:
-            msg = f"status: expected one of {', '.join(STATUSES)}, got {status!r}"
+        """Cases matching every given filter and how many match in all: newest detection first
+        (`order="new"`) or earliest handle_by first (`order="due"`). `status="unresolved"`: open,
+        acknowledged or escalated. `order_text`: part of the order id, any case."""
+        if status is not None and status not in (*STATUSES, "unresolved"):
+            msg = f"status: expected one of {', '.join(STATUSES)} or unresolved, got {status!r}"
             raise ValueError(msg)
         if limit < 0 or offset < 0:
             msg = f"limit and offset: expected integers >= 0, got {limit} and {offset}"
             raise ValueError(msg)
+        unresolved = status == "unresolved"
+        if unresolved:
+            status = None
+        if order not in ("new", "due"):
+            msg = f"order: expected new or due, got {order!r}"
+            raise ValueError(msg)
+        await self.ensure_indexes()
         p = self.prefix
-        keys = [
-            f"{p}cases:{name}:{value}"
-            for name, value in (("status", status), ("severity", severity), ("rule", rule), ("order", order_id))
-            if value is not None
-        ]
-        reply = await self._call("querying cases", self._query(keys=[], args=[p, offset, limit, *keys]))
+        indexed = (
+            ("status", status),
+            ("severity", severity),
+            ("rule", rule),
+            ("order", order_id),
+            ("category", category),
+            ("team", team),
+            ("owner", owner),
+            ("merchant", merchant),
+        )
+        keys = [f"{p}cases:{name}:{value}" for name, value in indexed if value is not None]
+        filters: list[str] = []
+        if unresolved:
+            filters += ["status", "ne", "resolved"]
+        if incident_id is not None:
+            filters += ["incident_id", "eq", incident_id]
+        if order_text:
+            filters += ["order_id", "has", order_text]
+        args: list[str | int] = [p, offset, limit, order, len(keys), *keys, *filters]
+        reply = await self._call("querying cases", self._query(keys=[], args=args))
         total = int(reply[0])
         return [Case.from_fields(_fields(flat)) for flat in reply[1:]], total
+
+    async def ensure_indexes(self) -> None:
+        """Give cases written before owners and teams (no `handle` field) their deadline, category,
+        merchant and default-team indexes, once per store (a version key records it)."""
+        if self._indexed:
+            return
+        p = self.prefix
+        version = await self._call("reading the index version", self.redis.get(f"{p}indexes:version"))
+        if version is not None and _s(version) == INDEX_VERSION:
+            self._indexed = True
+            return
+        start = 0
+        while True:
+            ids = [
+                _s(i)
+                for i in await self._call("indexing cases", self.redis.zrange(f"{p}cases:all", start, start + 499))
+            ]
+            if not ids:
+                break
+            start += len(ids)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hmget(case_key(p, i), ["data", "handle", "detected", "team"])
+                rows = await self._call("indexing cases", pipe.execute())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i, (raw, handle, detected, team) in zip(ids, rows, strict=True):
+                    if raw is None or handle is not None:
+                        continue
+                    doc = json.loads(_s(raw))
+                    merchant = _merchant(doc.get("evidence") or {})
+                    due = _epoch(datetime.fromisoformat(doc["handle_by"]))
+                    team_now = _s(team) if team else self.owners.team_for(doc["rule"], doc["category"], merchant) or ""
+                    pipe.hset(case_key(p, i), mapping={"handle": due, "team": team_now, "merchant": merchant or ""})
+                    pipe.zadd(f"{p}cases:due", {i: float(due)})
+                    pipe.zadd(f"{p}cases:category:{doc['category']}", {i: float(_s(detected))})
+                    if team_now:
+                        pipe.zadd(f"{p}cases:team:{team_now}", {i: float(_s(detected))})
+                    if merchant:
+                        pipe.zadd(f"{p}cases:merchant:{merchant}", {i: float(_s(detected))})
+                await self._call("indexing cases", pipe.execute())
+        await self._call("recording the index version", self.redis.set(f"{p}indexes:version", INDEX_VERSION))
+        self._indexed = True
+
+    async def assign(
+        self,
+        exception_id: str,
+        who: str,
+        now: datetime,
+        *,
+        owner: str | None = None,
+        team: str | None = None,
+        note: str | None = None,
+        set_owner: bool = False,
+        set_team: bool = False,
+    ) -> bool:
+        """Set the case's owner and/or team (`""` clears one), recorded in the history as an
+        `assigned` entry by `who`; False when nothing changed. CaseNotFound without a case."""
+        args = [
+            self.prefix,
+            exception_id,
+            owner or "",
+            team or "",
+            "1" if set_owner else "0",
+            "1" if set_team else "0",
+            who,
+            note or "",
+            _utc(now).isoformat(),
+        ]
+        await self.ensure_indexes()  # an old case gets its default team before a person changes it
+        reply = await self._call("assigning a case", self._assign(keys=[], args=args))
+        tag = _s(reply[0])
+        if tag == "notfound":
+            msg = f"no case with exception id {exception_id}"
+            raise CaseNotFound(msg)
+        return tag == "assigned"
+
+    async def audit(
+        self,
+        exception_id: str,
+        who: str,
+        event: str,
+        now: datetime,
+        *,
+        action: str | None = None,
+        note: str | None = None,
+    ) -> bool:
+        """Record a write that moves no status (an approval, an incident decision) in the case's
+        history; False when there is no such case."""
+        if event not in AUDIT_EVENTS:
+            msg = f"audit event: expected one of {', '.join(AUDIT_EVENTS)}, got {event!r}"
+            raise ValueError(msg)
+        args = [self.prefix, exception_id, who, event, action or "", note or "", _utc(now).isoformat()]
+        return bool(await self._call("auditing a case", self._audit(keys=[], args=args)))
 
     async def due_escalations(self, now: datetime, limit: int = 100) -> list[tuple[str, int]]:
         """(exception_id, next level) of cases whose next escalation is due at `now`, earliest first."""

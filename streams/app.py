@@ -139,10 +139,24 @@ class Orderwatch:
     """Input partitions found stalled by the last check (streams.health)."""
 
     def problems(self) -> list[str]:
-        """Why this worker is not healthy, for /health and /ready; empty when it is."""
+        """Why this worker is not healthy (/health); empty when it is."""
         out = [f"partition {t}[{p}] stalled: committed offset unmoved while messages wait" for t, p in self.stalled]
         out += [f"agent {a} restarting in a loop" for a in self.crash_loop.looping()]
         return out
+
+    def readiness(self, *, detection: bool = True) -> tuple[list[str], int]:
+        """(why the detector side is not ready, partitions assigned), for /ready: the blocklist
+        not loaded yet, no partition assigned, an agent restarting in a loop."""
+        reasons = []
+        if detection:
+            loaded = self.agents["orders"].ready
+            if loaded is not None and not loaded.is_set():
+                reasons.append("blocklist: not loaded yet")
+        assigned = len(_actives(self.app))
+        if not assigned:
+            reasons.append("partitions: none assigned yet")
+        reasons += [f"agent {a}: restarting in a loop" for a in self.crash_loop.looping()]
+        return reasons, assigned
 
 
 def create_app(
@@ -488,6 +502,15 @@ def create_app(
             return web.json({"status": "unhealthy", "problems": problems}, status=503)
         return web.json({"status": "ok"})
 
+    if handlers is None:
+        # With the handlers, the ops API answers /ready (Redis and the handlers count too).
+        @app.page("/ready")
+        async def ready(web: Any, request: Any) -> Any:
+            reasons, assigned = ow.readiness(detection=detection)
+            if reasons:
+                return web.json({"status": "not ready", "reasons": reasons}, status=503)
+            return web.json({"status": "ready", "partitions": assigned})
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # A revoked partition's state and timers belong to its new owner: drop them here.
@@ -661,7 +684,7 @@ def _install_agent(
         try:
             await consume(stream)
         except Exception:
-            # faust's supervisor restarts the agent; a loop of restarts makes the worker unready.
+            # faust's supervisor restarts the agent; a loop of restarts makes /health unhealthy.
             metrics.agent_crashes.labels(name).inc()
             ow.crash_loop.crashed(name)
             log.exception("%s: the agent loop raised; faust restarts it", name)
@@ -984,7 +1007,7 @@ def _upstream_of(msg: Any) -> tuple[str, int] | None:
         if name == SOURCE_HEADER:
             tp, _, offset = bytes(value).decode("ascii", "replace").rpartition(":")
             try:
-                return f"{tp}", int(offset)
+                return tp, int(offset)
             except ValueError:
                 return None  # only workers write here; a bad header costs the dedupe, not the event
     return None

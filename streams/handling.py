@@ -97,7 +97,7 @@ class HandlerRuntime:
         self.topic = settings.topic("order-exceptions")
         self.redis = open_redis(settings.redis_url, max_connections=redis_max_connections)
         prefix = settings.redis_prefix
-        self.store = CaseStore(self.redis, prefix, escalation=config.escalation)
+        self.store = CaseStore(self.redis, prefix, escalation=config.escalation, owners=config.owners)
         self.incidents = IncidentStore(self.redis, prefix, config.incidents)
         self.service = HandlerService(self.store, self.incidents, config, ow.metrics, clock=self.now)
         self.producer = _Producer(kafka_client_options(settings))

@@ -40,7 +40,7 @@ class Ledger:
         self.low: dict[str, int] = {}
         self.above: dict[str, set[int]] = {}
         self.src: dict[str, int] = {}
-        """Per upstream partition: every offset up to this one was applied here."""
+        """Per upstream partition: every offset up to this one that was forwarded here was applied."""
         self.src_above: dict[str, set[int]] = {}
         """Per upstream partition: offsets past `src` applied here."""
 
@@ -68,9 +68,9 @@ class Ledger:
             self.src_above.setdefault(key, set()).add(offset)
 
     def upstream_done(self, source: tuple[str, int]) -> None:
-        """Every message forwarded from `source`'s partition up to its offset reached this agent
-        below its committed position, in upstream order (one producer per upstream partition),
-        and all of them were applied: fold them into `src`."""
+        """A message forwarded from `source` is now below this agent's committed position, so
+        every message of that upstream partition forwarded here before it was applied too (an
+        upstream partition is forwarded in offset order): fold them into `src`."""
         key, offset = source
         if offset > self.src.get(key, -1):
             self.src[key] = offset

@@ -60,7 +60,23 @@ class Settings(BaseSettings):
     )
     """The worker's own URL in the ops API's answers (which worker owns an order); the chart sets the pod IP."""
     redis_prefix: str = Field("orderwatch:", description="prefix of every Redis key the handlers write")
-    api_token: SecretStr | None = Field(None, description="bearer token the ops API's write endpoints require")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token with every role (viewer, operator, approver), named 'api' in the audit"
+    )
+    viewer_token: SecretStr | None = Field(None, description="bearer/login token of the viewer role (read only)")
+    operator_token: SecretStr | None = Field(
+        None, description="token of the operator role: read, acknowledge, resolve, assign"
+    )
+    approver_token: SecretStr | None = Field(None, description="token of the approver role: read, approve, reject")
+    tokens_file: str | None = Field(
+        None, description="TOML file of named tokens and their roles, re-read when it changes (rotation, no restart)"
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="Secure session cookie: auto = when the request came over TLS (or X-Forwarded-Proto: https)"
+    )
+    session_minutes: float = Field(480.0, gt=0, le=60 * 24 * 30, description="console session lifetime")
+    login_attempts: int = Field(5, ge=1, le=1000, description="failed logins per client address per window")
+    login_window_seconds: float = Field(300.0, ge=1, description="the window of `login_attempts`")
     handlers_config: str | None = Field(
         None, description="TOML file: escalation, incidents, action policy, webhooks (defaults when unset)"
     )

@@ -158,9 +158,9 @@ def test_detector_and_handlers_run_apart() -> None:
     assert "--no-handlers" in detector["spec"]["template"]["spec"]["containers"][0]["args"]
     handler_container = handlers["spec"]["template"]["spec"]["containers"][0]
     assert "--handlers-only" in handler_container["args"]
-    # the handlers answer /ready (Redis, partitions); a detection-only worker has /health only
+    # both answer /ready (the handlers: Redis too; the detector: blocklist, partitions, crash loops)
     assert handler_container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert detector["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert detector["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert not [d for d in render("--set", "handlers.enabled=false") if "handlers" in d["metadata"]["name"]]
 
 
@@ -202,6 +202,12 @@ def test_secrets_only_by_reference() -> None:
             assert env[name]["valueFrom"]["secretKeyRef"]["name"].startswith("orderwatch-")
     handlers = workload(docs, "handlers")["spec"]["template"]["spec"]
     assert {"name": "handlers-config", "secret": {"secretName": "orderwatch-handlers"}} in handlers["volumes"]
+    # named tokens and roles: a Secret mounted as a file the worker re-reads (rotation)
+    assert {"name": "tokens", "secret": {"secretName": "orderwatch-tokens"}} in handlers["volumes"]
+    container = handlers["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ORDERWATCH_TOKENS_FILE"] == "/etc/orderwatch/tokens/tokens.toml"
+    assert {"name": "tokens", "mountPath": "/etc/orderwatch/tokens", "readOnly": True} in container["volumeMounts"]
 
 
 def test_operator_objects_carry_the_rules_and_dashboards() -> None:

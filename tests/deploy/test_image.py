@@ -128,6 +128,9 @@ def test_image_install_step_in_a_clean_virtualenv(tmp_path: Path) -> None:
     assert "--handlers-only" in out.stdout
     code = (
         "import streams.app, streams.worker, handlers.service, detectors.orders, rocksdict, orderwatch, sys;"
+        "import importlib.resources as r;"
+        # the console's templates are package data: a wheel without them serves no console
+        "assert [t for t in r.files('streams.console').joinpath('templates').iterdir() if t.name.endswith('.html')];"
         "print(orderwatch.__file__)"
     )
     imp = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path)

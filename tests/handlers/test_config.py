@@ -49,7 +49,7 @@ def test_an_unknown_section_is_named() -> None:
     with pytest.raises(ConfigError) as err:
         HandlersConfig.from_toml({"webhook": [{"name": "x", "url": "http://x"}]})
     assert str(err.value) == (
-        "handlers config [webhook]: unknown section, expected one of escalation, incidents, actions, webhooks"
+        "handlers config [webhook]: unknown section, expected one of escalation, incidents, actions, webhooks, owners"
     )
 
 
@@ -132,7 +132,7 @@ def test_handlers_config_command_prints_the_effective_settings_without_secrets(
     assert main(["handlers-config", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     shown = json.loads(out)
-    assert set(shown) == {"escalation", "incidents", "actions", "webhooks"}
+    assert set(shown) == {"escalation", "incidents", "actions", "webhooks", "owners"}
     assert shown["webhooks"][0]["url"] == "https://hooks.slack.com/..."
     assert shown["webhooks"][0]["headers"] == ["Authorization"]
     assert shown["actions"]["refund_duplicate_payment"]["max_amount"] == "50.00"

@@ -40,6 +40,7 @@ EXPORTS = {
         "EscalationConfig",
         "HandlersConfig",
         "IncidentConfig",
+        "OwnersConfig",
         "SECTIONS",
         "load_handlers_config",
         "load_section",

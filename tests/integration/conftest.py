@@ -4,6 +4,7 @@ topic prefix, so tests never see each other's messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from streams.settings import Settings
 
@@ -41,14 +43,20 @@ def _require_stack() -> Iterator[None]:
 async def kafka_settings() -> AsyncIterator[Settings]:
     """Settings with a fresh topic prefix; the input and output topics exist, co-partitioned."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
+    app_id = f"orderwatch-{prefix[:-1]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
         names = [*INPUT_TOPICS, "orders-dlq", "order-exceptions", "blocklist", "order-actions"]
         await admin.create_topics([NewTopic(prefix + n, PARTITIONS, 1) for n in names])
-        yield Settings(
-            kafka_bootstrap=BOOTSTRAP, topic_prefix=prefix, partitions=PARTITIONS, app_id=f"orderwatch-{prefix[:-1]}"
-        )
+        yield Settings(kafka_bootstrap=BOOTSTRAP, topic_prefix=prefix, partitions=PARTITIONS, app_id=app_id)
+        # The test's topics and the worker's internal ones (changelogs, repartitions, ticks) go:
+        # a single broker keeps a file open per partition, and a suite's worth of them left behind
+        # exhausts its 20,000 open files (seen: the shared broker died of it mid-run).
+        with contextlib.suppress(KafkaError):
+            mine = [t for t in await admin.list_topics() if t.startswith((prefix, app_id + "-"))]
+            if mine:
+                await admin.delete_topics(mine)
     finally:
         await admin.close()
     await asyncio.sleep(0)

@@ -159,7 +159,10 @@ async def test_replay_then_a_new_consumer_group_doubles_nothing(
                         for e in events
                         if e["type"] == "exception.escalated"
                     }
-                    handled = await _metric(session, settings.web_port, "orderwatch_handler_messages_total")
+                    try:
+                        handled = await _metric(session, settings.web_port, "orderwatch_handler_messages_total")
+                    except aiohttp.ClientError:
+                        continue  # not listening yet: a loaded machine takes seconds to start a worker
                     done = (
                         set(cases) >= set(final)
                         and escalated >= _expected_escalations(events)
@@ -223,7 +226,10 @@ async def test_replay_then_a_new_consumer_group_doubles_nothing(
                     assert proc.poll() is None, log_path.read_text()[-3000:]
                     now = await read_json(settings, topic)
                     twice = Counter(e["id"] for e in now if e["id"] in detector_ids)
-                    handled = await _metric(session, again.web_port, "orderwatch_handler_messages_total")
+                    try:
+                        handled = await _metric(session, again.web_port, "orderwatch_handler_messages_total")
+                    except aiohttp.ClientError:
+                        continue  # not listening yet
                     # the new group's detector emitted everything again and the handlers read it all
                     if set(twice) == detector_ids and min(twice.values()) >= 2 and handled >= len(now):
                         break

@@ -37,7 +37,7 @@ async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings:
     await publish_simulation(tmp_path, kafka_settings, orders=40, seed=2)
     settings = kafka_settings.model_copy(update={"web_port": free_port(), "stall_seconds": 6.0})
     log_path = tmp_path / "worker.log"
-    body, metrics, status = "", "", 0
+    body, metrics, status, ready, ready_status = "", "", 0, "", 0
     with log_path.open("wb") as log:
         proc = spawn_worker(settings, "wall", log)
         try:
@@ -51,6 +51,8 @@ async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings:
                             status, body = resp.status, await resp.text()
                         async with http.get(f"http://127.0.0.1:{settings.web_port}/metrics") as resp:
                             metrics = await resp.text()
+                        async with http.get(f"http://127.0.0.1:{settings.web_port}/ready") as resp:
+                            ready_status, ready = resp.status, await resp.text()
                     except aiohttp.ClientError:
                         continue  # not listening yet
                     if status == 503:
@@ -59,6 +61,8 @@ async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings:
             stop_worker(proc)
     assert status == 503, (status, body, log_path.read_text()[-2000:])
     assert "stalled" in body and kafka_settings.topic("orders") in body
+    # A detection-only worker answers /ready itself, and says why it is not.
+    assert ready_status == 503 and "blocklist: not loaded yet" in ready
     stalled = [
         line
         for line in metrics.splitlines()

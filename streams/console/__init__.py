@@ -1,0 +1,1 @@
+"""The ops console: web pages for the people who work the cases (see docs/handlers.md)."""
