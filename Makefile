@@ -4,15 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean browser screenshots
+.PHONY: help install test test-fast lint bench demo demo-backtest stack-up stack-down stack-status clean browser screenshots \
+	lock deploy-tools deploy-check deploy-evaluated
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(BIN)/orderwatch: pyproject.toml
+# constraints.txt is the lock (`make lock` writes it): every install, the image's included, takes
+# its pins, so CI, a developer's venv and deploy/Dockerfile run the same versions.
+$(BIN)/orderwatch: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 install: $(BIN)/orderwatch ## create .venv with orderwatch installed editable (.venv/bin/orderwatch)
@@ -56,6 +59,23 @@ browser: ## install Debian's chromium for the console's browser tests (idempoten
 
 screenshots: install browser ## retake the console screenshots in docs/images/ (needs the local stack)
 	ORDERWATCH_SCREENSHOTS=docs/images $(BIN)/pytest tests/console/test_browser.py tests/console/test_analytics.py -p no:cacheprovider
+
+LOCK_VENV := .local/lock-venv
+
+lock: ## re-pin constraints.txt from pyproject.toml (after adding a dependency)
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools==7.6.2; }
+	$(LOCK_VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --extra dev --extra rocksdb \
+		--no-emit-index-url --no-emit-find-links -o constraints.txt pyproject.toml
+
+deploy-tools: ## install helm (go install, cached), promtool and prometheus (apt) when missing
+	bash deploy/tools.sh all
+
+deploy-check: install deploy-tools ## lint the Dockerfile, the chart and the rules; unit-test the rules
+	bash deploy/tools.sh check
+
+deploy-evaluated: install deploy-tools ## run the real-Prometheus test, write deploy/prometheus/evaluated.md
+	ORDERWATCH_EVALUATED_OUT=deploy/prometheus/evaluated.md $(BIN)/pytest tests/deploy/test_prometheus_live.py
+
 
 REVIEW_SIM = out/review/sim.jsonl.gz
 example-report: install ## regenerate docs/examples/report.{html,md}: a simulated run (bank transfers clear in days), backtest, calibrate, report

@@ -44,6 +44,7 @@ from handlers.config import HandlersConfig
 from orderwatch.errors import InvalidEvent
 from schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
 from streams.clock import LagAwareClock
+from streams.commits import CommitSensor
 from streams.health import CrashLoop, StallWatch
 from streams.metrics import Metrics
 from streams.rebalance import RewindAfterRebalance
@@ -180,8 +181,8 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
@@ -291,6 +292,8 @@ def create_app(
     agents["orders"].ready = blocklist_loaded
     forward_inputs = {prefix("orders"), prefix("payments"), prefix("inventory")}
     agent_inputs = {t for spec in agents.values() for t in spec.inputs}
+    if detection:
+        metrics.initialise((prefix(t) for t in ("orders", "payments", "inventory", "logistics")), agents=AGENTS)
     ow = Orderwatch(app, settings, metrics, clock, agents, stalls=StallWatch(after=settings.stall_seconds))
 
     partitions = settings.partitions
@@ -437,13 +440,15 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        for tp, lag in _lags(clock, ow.actives(), agent_inputs):
-            metrics.consumer_lag.labels(tp[0], str(tp[1])).set(lag)
+        metrics.report_partitions(_lags(clock, ow.actives(), agent_inputs), ow.stalled)
         for spec in agents.values():
             rts = list(spec.runtimes.values())
             metrics.deadline_queue.labels(spec.name).set(sum(rt.detector.timers() for rt in rts))
             metrics.buffered.labels(spec.name).set(sum(rt.buffered for rt in rts))
             metrics.open_exceptions.labels(spec.name).set(sum(rt.detector.open_exceptions() for rt in rts))  # type: ignore[attr-defined]
+            clocks = [_agent_now(ow.actives, agents, clock, spec.name, p) for p in list(spec.runtimes)]
+            if clocks and min(clocks) > 0:
+                metrics.event_clock.labels(spec.name).set(min(clocks))
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
     @app.page("/clock")
@@ -535,6 +540,7 @@ def create_app(
     # do not skip offsets they have handled (harmless to their state, they are idempotent, but
     # processed and counted again). Their own exposure to the loss is an open question.
     if detection:
+        app.sensors.add(CommitSensor(metrics, agent_inputs))
         app.sensors.add(RewindAfterRebalance(app, agent_inputs, lambda tp: _committed(app, tp), clock.delivered_run))
     return ow
 

@@ -1,20 +1,73 @@
 """Every Prometheus metric of orderwatch, in one place, built against a registry passed in
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
-severity, agent, partition number, kind, level, operation, action code, webhook channel name,
-outcome, API view name and status code. Never an id.
+severity, category, agent, partition number, kind, level, operation, action code, webhook channel
+name, outcome, API view name and status code, version. Never an id.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+import platform
+from collections.abc import Collection, Iterable
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from detectors.catalog import RULES
+from orderwatch import __version__
+
+__all__ = ["INVALID_REASONS", "Metrics"]
+
+# Every reason a message is dead-lettered for: `schemas.events.parse_event`'s, and the runtime's
+# own checks in streams.app (wrong topic, key, a time from the future, rules that raised).
+INVALID_REASONS = (
+    "not_json",
+    "not_cloudevent",
+    "unknown_type",
+    "invalid_data",
+    "key_mismatch",
+    "wrong_topic",
+    "from_future",
+    "processing_error",
+)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._reported: set[tuple[str, int]] = set()  # partitions report_partitions last set
         r = self.registry
+        # Process CPU, memory, open files and start time: the worker-health panels and the
+        # restart detection of the alerts read them (Linux only; elsewhere it exports nothing).
+        ProcessCollector(registry=r)
+        self.build_info = Gauge(
+            "orderwatch_build_info",
+            "Always 1: the orderwatch version and Python version this worker runs",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.rule_info = Gauge(
+            "orderwatch_rule_info",
+            "Always 1, one series per rule of the catalog: its category and default severity, to join "
+            "with the per-rule counters (`* on(rule) group_left(category)`)",
+            ["rule", "category", "severity"],
+            registry=r,
+        )
+        for code, meta in RULES.items():
+            self.rule_info.labels(code, meta.category, meta.severity).set(1)
+        self.last_commit = Gauge(
+            "orderwatch_last_commit_timestamp_seconds",
+            "Unix time of the last offset commit that moved this input topic partition forward (this worker)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.event_clock = Gauge(
+            "orderwatch_event_clock_seconds",
+            "Each agent's clock as a Unix time: the slowest of its actively owned partitions (deadlines fire "
+            "against it); wall clock in live mode, the watermark in replays",
+            ["agent"],
+            registry=r,
+        )
         self.events_in = Counter(
             "orderwatch_events_in_total",
             "Valid events consumed, by topic and event type",
@@ -162,3 +215,39 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+
+    def initialise(
+        self, topics: Iterable[str], rules: Iterable[str] = tuple(RULES), agents: Iterable[str] = ()
+    ) -> None:
+        """Create the series a burst would start, at zero: `rate()` sees a counter's first
+        increase only from a sample before it, so a series born at 500 dead letters would hide
+        the burst that made it. Bounded sets only: input topics x reasons, rules x severity,
+        agents (crashes)."""
+        for topic in topics:
+            for reason in INVALID_REASONS:
+                self.invalid.labels(topic, reason)
+        for code in rules:
+            meta = RULES.get(code)
+            if meta is not None:
+                self.opened.labels(code, meta.severity)
+                self.resolved.labels(code, meta.severity)
+        for agent in agents:
+            self.agent_crashes.labels(agent)
+
+    def report_partitions(
+        self, lags: Iterable[tuple[tuple[str, int], int]], stalled: Collection[tuple[str, int]]
+    ) -> None:
+        """The per-partition gauges of the input partitions this worker owns now: lag, stalled
+        (0 or 1). The series of a partition it no longer owns are dropped, its last commit time
+        too: after a rebalance another worker reports them, and a stale copy here would be
+        summed with theirs (or keep a stall alert firing)."""
+        owned: set[tuple[str, int]] = set()
+        for (topic, partition), lag in lags:
+            owned.add((topic, partition))
+            self.consumer_lag.labels(topic, str(partition)).set(lag)
+            self.partition_stalled.labels(topic, str(partition)).set(1 if (topic, partition) in stalled else 0)
+        for topic, partition in self._reported - owned:
+            for gauge in (self.consumer_lag, self.partition_stalled, self.last_commit):
+                with contextlib.suppress(KeyError):  # never set for that partition
+                    gauge.remove(topic, str(partition))
+        self._reported = owned

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
         description="how long the group waits for a silent worker: a crashed worker's partitions move after it",
     )
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics and the ops views")
+    web_bind: str = Field(
+        "127.0.0.1", min_length=1, description="address the web port listens on: 0.0.0.0 in a container or pod"
+    )
+    """Loopback by default; the image and the Helm chart set 0.0.0.0 so probes and Prometheus reach it."""
+    web_host: str = Field(
+        "127.0.0.1", min_length=1, description="host name other workers and clients reach this worker's web port by"
+    )
+    """The worker's own URL in the ops API's answers (which worker owns an order); the chart sets the pod IP."""
     redis_prefix: str = Field("orderwatch:", description="prefix of every Redis key the handlers write")
     api_token: SecretStr | None = Field(
         None, description="bearer token with every role (viewer, operator, approver), named 'api' in the audit"

@@ -4,7 +4,10 @@ offsets as of the call."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from streams.publish import publish_lines
 from streams.settings import Settings
 from streams.worker import ensure_topics
 
-__all__ = ["publish_simulation", "read_json", "read_records"]
+__all__ = ["exception_keys", "publish_simulation", "read_json", "read_records", "wait_for_outcome"]
 
 
 async def publish_simulation(
@@ -54,3 +57,37 @@ async def read_records(settings: Settings, topics: list[str]) -> list[ConsumerRe
 async def read_json(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """The values of one topic (full name), decoded as JSON."""
     return [json.loads(r.value) for r in await read_records(settings, [topic]) if r.value is not None]
+
+
+def exception_keys(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(exception id, opened | resolved) of each exception event: what a backtest also gives."""
+    return {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in events}
+
+
+async def wait_for_outcome(
+    settings: Settings,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    expected: set[tuple[str, str]],
+    *,
+    dead_letters: int = 0,
+    timeout: float = 150.0,
+    settle: float = 3.0,
+) -> tuple[set[tuple[str, str]], list[dict[str, Any]]]:
+    """Poll `order-exceptions` and `orders-dlq` until every `expected` exception event and at
+    least `dead_letters` dead letters are there (or `timeout`), then read the exceptions once more
+    `settle` seconds later (anything extra would show by then); fails at once if the worker died.
+    Returns what was read last: the exception keys and the dead letters."""
+    got: set[tuple[str, str]] = set()
+    dlq: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(3)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        got = exception_keys(await read_json(settings, settings.topic("order-exceptions")))
+        dlq = await read_json(settings, settings.topic("orders-dlq"))
+        if got >= expected and len(dlq) >= dead_letters:
+            await asyncio.sleep(settle)
+            got = exception_keys(await read_json(settings, settings.topic("order-exceptions")))
+            break
+    return got, dlq

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from streams.app import DLQ_MAX_BYTES
 from streams.settings import Settings
 from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
-from tests.integration.kafka import publish_simulation, read_json
+from tests.integration.kafka import publish_simulation, wait_for_outcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -88,20 +88,14 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
     expected = {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
     assert len(expected) > 20
 
-    log = (tmp_path / "worker.log").open("wb")
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
     proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
-    got: set[tuple[str, str]] = set()
-    dlq: list[dict[str, Any]] = []
     try:
         deadline = time.monotonic() + 200
-        while time.monotonic() < deadline:
-            await asyncio.sleep(3)
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
-            got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
-            dlq = await read_json(kafka_settings, kafka_settings.topic("orders-dlq"))
-            if got >= expected and len(dlq) >= len(poison) + 1:
-                break
+        got, dlq = await wait_for_outcome(
+            kafka_settings, proc, log_path, expected, dead_letters=len(poison) + 1, timeout=200
+        )
         # Commits past each poison message (the event clock still holds the stream's last
         # minute of event time in the reorder buffer, so "to the end" is not what to wait for).
         committed: dict[Any, int] = {}

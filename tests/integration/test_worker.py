@@ -4,11 +4,8 @@ message on every input topic lands in `orders-dlq` with its reason."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -17,7 +14,7 @@ from streams.app import AGENTS
 from streams.runtime import LEDGER_KEY
 from streams.settings import Settings
 from streams.worker import free_port, spawn_worker, stop_worker
-from tests.integration.kafka import publish_simulation, read_json, read_records
+from tests.integration.kafka import publish_simulation, read_records, wait_for_outcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -65,23 +62,11 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
     finally:
         await producer.stop()
 
-    log = (tmp_path / "worker.log").open("wb")
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
     proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
-    got: set[tuple[str, str]] = set()
-    dlq: list[dict[str, Any]] = []
     try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            await asyncio.sleep(3)
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
-            got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
-            dlq = await read_json(kafka_settings, kafka_settings.topic("orders-dlq"))
-            if got >= expected and len(dlq) >= 16:
-                await asyncio.sleep(3)  # anything extra would show up now
-                live = await read_json(kafka_settings, kafka_settings.topic("order-exceptions"))
-                got = {(e["data"]["exception_id"], e["type"].split(".")[1]) for e in live}
-                break
+        got, dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, dead_letters=16)
     finally:
         stop_worker(proc)
         log.close()
