@@ -45,6 +45,7 @@ from orderwatch.errors import InvalidEvent
 from schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
 from streams.clock import LagAwareClock
 from streams.commits import CommitSensor
+from streams.console.access import TokenRegistry
 from streams.health import CrashLoop, StallWatch
 from streams.metrics import Metrics
 from streams.rebalance import RewindAfterRebalance
@@ -451,9 +452,19 @@ def create_app(
                 metrics.event_clock.labels(spec.name).set(min(clocks))
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
+    clock_tokens = TokenRegistry(settings)
+
     @app.page("/clock")
     async def clock_view(web: Any, request: Any) -> Any:
         # For operators: why a partition's deadlines have not fired yet (which input holds it).
+        # Only /health, /ready and /metrics are open: any role's token reads this (no Redis
+        # here, so no failed-token limiter: the tokens are long random secrets).
+        if not clock_tokens.configured:
+            return web.json({"error": "no tokens configured: /clock is closed"}, status=503)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or clock_tokens.lookup(given.strip()) is None:
+            body = {"error": "a valid bearer token is required (Authorization: Bearer <token>)"}
+            return web.json(body, status=401, headers={"WWW-Authenticate": "Bearer"})
         actives = ow.actives()
         doc: dict[str, Any] = {
             "mode": clock.mode,

@@ -196,6 +196,15 @@ def spawn_worker(
         env.pop(f"ORDERWATCH_{name}", None)  # the settings say, not whatever the parent had
         if value is not None:
             env[f"ORDERWATCH_{name}"] = value if isinstance(value, str) else value.get_secret_value()
+    # Role tokens and the tokens file: from the settings when they name one, else as inherited.
+    for name, value in (
+        ("VIEWER_TOKEN", settings.viewer_token),
+        ("OPERATOR_TOKEN", settings.operator_token),
+        ("APPROVER_TOKEN", settings.approver_token),
+        ("TOKENS_FILE", settings.tokens_file),
+    ):
+        if value is not None:
+            env[f"ORDERWATCH_{name}"] = value if isinstance(value, str) else value.get_secret_value()
     return subprocess.Popen(
         [
             sys.executable,

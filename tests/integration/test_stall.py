@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
 
 from streams.settings import Settings
 from streams.worker import free_port, spawn_worker, stop_worker
@@ -35,9 +36,13 @@ async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings:
     finally:
         await admin.close()
     await publish_simulation(tmp_path, kafka_settings, orders=40, seed=2)
-    settings = kafka_settings.model_copy(update={"web_port": free_port(), "stall_seconds": 6.0})
+    token = "clock-reader-token-0123456789"
+    settings = kafka_settings.model_copy(
+        update={"web_port": free_port(), "stall_seconds": 6.0, "viewer_token": SecretStr(token)}
+    )
     log_path = tmp_path / "worker.log"
     body, metrics, status, ready, ready_status = "", "", 0, "", 0
+    clock_anonymous, clock_status, clock = 0, 0, {}
     with log_path.open("wb") as log:
         proc = spawn_worker(settings, "wall", log)
         try:
@@ -56,11 +61,18 @@ async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings:
                     except aiohttp.ClientError:
                         continue  # not listening yet
                     if status == 503:
+                        # /clock, the operators' view of what holds the clock, needs a token.
+                        base = f"http://127.0.0.1:{settings.web_port}/clock"
+                        async with http.get(base) as resp:
+                            clock_anonymous = resp.status
+                        async with http.get(base, headers={"Authorization": f"Bearer {token}"}) as resp:
+                            clock_status, clock = resp.status, await resp.json()
                         break
         finally:
             stop_worker(proc)
     assert status == 503, (status, body, log_path.read_text()[-2000:])
     assert "stalled" in body and kafka_settings.topic("orders") in body
+    assert clock_anonymous == 401 and clock_status == 200 and "orders" in clock["agents"]
     # A detection-only worker answers /ready itself, and says why it is not.
     assert ready_status == 503 and "blocklist: not loaded yet" in ready
     stalled = [
