@@ -25,11 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-
 from bench.bench_backtest import machine  # noqa: E402
 from detectors.records import to_cloudevent  # noqa: E402
 from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
+from orderwatch.review.topic import read_topic  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from streams.publish import publish_lines  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -37,21 +36,7 @@ from streams.worker import committed_offsets, ensure_topics, free_port, spawn_wo
 
 
 async def read_exceptions(settings: Settings) -> list[dict[str, Any]]:
-    topic = settings.topic("order-exceptions")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                out += [json.loads(r.value) for r in records if r.value]
-        return out
-    finally:
-        await consumer.stop()
+    return [json.loads(value) for value in await read_topic(settings, "order-exceptions")]
 
 
 async def committed_share(settings: Settings, total: int) -> float:
