@@ -28,7 +28,15 @@ from handlers.privacy import mask_evidence, mask_text
 from orderwatch.errors import CaseNotFound, ConfigError, StoreUnavailable, TransitionError
 from orderwatch.review.service import AnalyticsService, StoreLoader
 from schemas.action_command import idempotency_key
-from streams.console.access import PERMISSIONS, LoginLimiter, Principal, SessionStore, TokenRegistry, roles_of
+from streams.console.access import (
+    PERMISSIONS,
+    LoginLimiter,
+    Principal,
+    SessionStore,
+    TokenRegistry,
+    bearer_token,
+    roles_of,
+)
 from streams.console.ops import (
     FILTER_PARAMS,
     MAX_LIMIT,
@@ -88,8 +96,8 @@ async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
             "no tokens configured: set ORDERWATCH_VIEWER_TOKEN / OPERATOR_TOKEN / APPROVER_TOKEN, "
             "ORDERWATCH_API_TOKEN or ORDERWATCH_TOKENS_FILE",
         )
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = bearer_token(request.headers)
+    if not given:
         raise InputError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
     client = client_address(request)
     wait = await ops.limiter.retry_after(client)
@@ -97,7 +105,7 @@ async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
         raise InputError(
             429, f"too many failed tokens from this address; try again in {wait} s", {"Retry-After": str(wait)}
         )
-    principal = ops.tokens.lookup(given.strip())
+    principal = ops.tokens.lookup(given)
     if principal is None:
         await ops.limiter.failed(client)
         raise InputError(401, "a valid bearer token is required (Authorization: Bearer <token>)")

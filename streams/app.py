@@ -45,7 +45,7 @@ from orderwatch.errors import InvalidEvent
 from schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
 from streams.clock import LagAwareClock
 from streams.commits import CommitSensor
-from streams.console.access import TokenRegistry
+from streams.console.access import TokenRegistry, bearer_token
 from streams.health import CrashLoop, StallWatch
 from streams.metrics import Metrics
 from streams.rebalance import RewindAfterRebalance
@@ -461,8 +461,7 @@ def create_app(
         # here, so no failed-token limiter: the tokens are long random secrets).
         if not clock_tokens.configured:
             return web.json({"error": "no tokens configured: /clock is closed"}, status=503)
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or clock_tokens.lookup(given.strip()) is None:
+        if clock_tokens.lookup(bearer_token(request.headers)) is None:
             body = {"error": "a valid bearer token is required (Authorization: Bearer <token>)"}
             return web.json(body, status=401, headers={"WWW-Authenticate": "Bearer"})
         actives = ow.actives()

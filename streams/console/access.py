@@ -33,6 +33,7 @@ __all__ = [
     "Principal",
     "SessionStore",
     "TokenRegistry",
+    "bearer_token",
     "fingerprint",
 ]
 
@@ -56,6 +57,12 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_TOKEN = 512
 """Longer presented tokens are refused before hashing (nobody's token is that long)."""
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, ConnectionError)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of an `Authorization: Bearer <token>` header ("" when there is none)."""
+    scheme, _, given = headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else ""
 
 
 def fingerprint(token: str) -> str:

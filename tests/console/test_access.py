@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from orderwatch.errors import ConfigError
-from streams.console.access import ROLES, TokenRegistry, fingerprint
+from streams.console.access import ROLES, TokenRegistry, bearer_token, fingerprint
 from streams.settings import Settings
 
 
@@ -112,3 +112,11 @@ def test_a_missing_tokens_file_stops_start_up(tmp_path: Path) -> None:
 
 def test_every_role_reads() -> None:
     assert all("read" in perms for perms in ROLES.values())
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", ""), ("Bearer", ""), ("", ""), ("abc", "")],
+)
+def test_the_bearer_token_of_an_authorization_header(header: str, token: str) -> None:
+    assert bearer_token({"Authorization": header} if header else {}) == token
