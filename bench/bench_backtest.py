@@ -27,10 +27,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detectors.engine import Engine  # noqa: E402
 from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
+from orderwatch.detectors.engine import Engine  # noqa: E402
+from orderwatch.schemas.events import parse_event  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
-from schemas.events import parse_event  # noqa: E402
 
 
 def machine() -> dict[str, Any]:

@@ -32,9 +32,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from bench.bench_backtest import machine  # noqa: E402
 from orderwatch.backtest import open_lines  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
-from streams.publish import publish_lines  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.worker import committed_offsets, ensure_topics, spawn_worker, stop_worker  # noqa: E402
+from orderwatch.streams.publish import publish_lines  # noqa: E402
+from orderwatch.streams.settings import Settings  # noqa: E402
+from orderwatch.streams.worker import committed_offsets, ensure_topics, spawn_worker, stop_worker  # noqa: E402
 
 INPUTS = ("orders", "payments", "inventory", "logistics")
 

@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_backtest import machine  # noqa: E402
-from detectors.records import to_cloudevent  # noqa: E402
 from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
+from orderwatch.detectors.records import to_cloudevent  # noqa: E402
 from orderwatch.review.topic import read_topic  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
-from streams.publish import publish_lines  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker  # noqa: E402
+from orderwatch.streams.publish import publish_lines  # noqa: E402
+from orderwatch.streams.settings import Settings  # noqa: E402
+from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker  # noqa: E402
 
 
 async def read_exceptions(settings: Settings) -> list[dict[str, Any]]:

@@ -10,11 +10,17 @@ set -eu
 src="$1"
 venv="$2"
 wheels="$(mktemp -d)"
+tree="$(mktemp -d)"
+
+# Build from a clean copy: setuptools reuses a build/ folder left in the source tree, and a stale
+# one would put modules that no longer exist (or the old top-level packages) into the wheel.
+tar -C "$src" --exclude=./.venv --exclude=./.local --exclude=./.git --exclude=./build --exclude=./out \
+    --exclude='./*.egg-info' -cf - . | tar -C "$tree" -xf -
 
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --constraint "$src/constraints.txt" --upgrade pip
-"$venv/bin/pip" wheel --quiet --no-deps --wheel-dir "$wheels" "$src"
+"$venv/bin/pip" wheel --quiet --no-deps --wheel-dir "$wheels" "$tree"
 # One wheel: orderwatch's own. Its dependencies come from the index, each pinned by the lock.
 "$venv/bin/pip" install --quiet --constraint "$src/constraints.txt" "$(ls "$wheels"/orderwatch-*.whl)[rocksdb]"
 "$venv/bin/pip" check
-rm -rf "$wheels"
+rm -rf "$wheels" "$tree"

@@ -4,12 +4,12 @@ Imports nothing from faust, aiokafka, redis or prometheus_client; the backtest a
 runtime drive the same code.
 """
 
-from detectors.blocklist import Blocklist
-from detectors.catalog import RULES, Rule
-from detectors.config import RulesConfig
-from detectors.engine import Engine
-from detectors.records import Emission, ExceptionRecord, to_cloudevent
-from detectors.replay import EventTimeReplay
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.catalog import RULES, Rule
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.records import Emission, ExceptionRecord, to_cloudevent
+from orderwatch.detectors.replay import EventTimeReplay
 
 __all__ = [
     "RULES",

@@ -10,10 +10,10 @@ import heapq
 from collections.abc import Iterator
 from typing import Any
 
-from detectors.catalog import RULES
-from detectors.config import RulesConfig
-from detectors.ids import exception_id
-from detectors.records import Emission, ExceptionRecord
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.ids import exception_id
+from orderwatch.detectors.records import Emission, ExceptionRecord
 
 __all__ = ["KeyedDetector"]
 

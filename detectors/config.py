@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detectors.catalog import RULES
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import ConfigError
 
 __all__ = ["DEFAULT_THRESHOLDS", "GLOBAL_PARAMS", "SEGMENTS", "Profile", "ProfileKey", "RulesConfig", "parse_duration"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.blocklist import Blocklist
-from detectors.config import RulesConfig
-from detectors.ids import address_fingerprint
-from detectors.orders import ORDER_EVENT_TYPES, OrderDetector
-from detectors.records import Emission
-from detectors.stock import StockDetector
-from detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.ids import address_fingerprint
+from orderwatch.detectors.orders import ORDER_EVENT_TYPES, OrderDetector
+from orderwatch.detectors.records import Emission
+from orderwatch.detectors.stock import StockDetector
+from orderwatch.detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
 
 __all__ = ["Engine"]
 

@@ -9,12 +9,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from detectors.base import KeyedDetector
-from detectors.blocklist import Blocklist
-from detectors.catalog import RULES
-from detectors.config import Profile, RulesConfig
-from detectors.records import Emission, ExceptionRecord, iso, milli, money
-from detectors.shipping import address_problems, phone_ok
+from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.config import Profile, RulesConfig
+from orderwatch.detectors.records import Emission, ExceptionRecord, iso, milli, money
+from orderwatch.detectors.shipping import address_problems, phone_ok
 
 __all__ = ["ORDER_EVENT_TYPES", "OrderDetector", "OrderState"]
 

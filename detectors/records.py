@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from detectors.catalog import HANDLING_SECONDS, RULES
+from orderwatch.detectors.catalog import HANDLING_SECONDS, RULES
 
 __all__ = ["Emission", "ExceptionRecord", "iso", "milli", "money", "to_cloudevent"]
 

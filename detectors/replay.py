@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from detectors.engine import Engine
-from detectors.records import Emission
-from detectors.skew import DEFAULT_MAX_SKEW, JumpGuard
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.records import Emission
+from orderwatch.detectors.skew import DEFAULT_MAX_SKEW, JumpGuard
 from orderwatch.errors import InvalidEvent
 
 __all__ = ["DEFAULT_IDLE_AFTER", "EventTimeReplay"]

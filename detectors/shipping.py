@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-from schemas.events import ADDRESS_PARTS, Address
+from orderwatch.schemas.events import ADDRESS_PARTS, Address
 
 __all__ = ["POSTAL_CODE_FORMATS", "address_problems", "phone_ok"]
 

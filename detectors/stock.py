@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from detectors.base import KeyedDetector
-from detectors.records import Emission, ExceptionRecord
+from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.records import Emission, ExceptionRecord
 
 __all__ = ["StockDetector", "StockState"]
 

@@ -12,8 +12,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from detectors.base import KeyedDetector
-from detectors.records import Emission, ExceptionRecord, iso
+from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.records import Emission, ExceptionRecord, iso
 
 __all__ = ["AddressDetector", "CustomerDetector", "ProviderDetector", "items_key"]
 

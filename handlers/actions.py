@@ -26,18 +26,18 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from handlers.changes import CaseChange
-from handlers.policy import BLOCKLIST_ACTIONS, ActionPolicy
 from orderwatch.errors import CaseNotFound, DeliveryError, StoreUnavailable, TransitionError
-from schemas.action_command import ActionCommand, ActionData, ActionParams, idempotency_key
-from schemas.exception_event import ExceptionData
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.policy import BLOCKLIST_ACTIONS, ActionPolicy
+from orderwatch.schemas.action_command import ActionCommand, ActionData, ActionParams, idempotency_key
+from orderwatch.schemas.exception_event import ExceptionData
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
     from redis.asyncio import Redis
 
-    from streams.metrics import Metrics
-    from streams.settings import Settings
+    from orderwatch.streams.metrics import Metrics
+    from orderwatch.streams.settings import Settings
 
 __all__ = [
     "ActionDispatcher",

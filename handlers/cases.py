@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from orderwatch.errors import ConfigError, TransitionError
-from schemas.exception_event import ExceptionData, Resolution
+from orderwatch.schemas.exception_event import ExceptionData, Resolution
 
 __all__ = [
     "ALLOWED_FROM",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from schemas.exception_event import ExceptionData
+from orderwatch.schemas.exception_event import ExceptionData
 
 __all__ = ["CaseChange", "CaseListener", "ChangeKind"]
 

@@ -19,9 +19,9 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.fields import FieldInfo
 
-from handlers.notify import Channel, parse_channels
-from handlers.policy import ActionPolicy, parse_policy, read_handlers_config
 from orderwatch.errors import ConfigError
+from orderwatch.handlers.notify import Channel, parse_channels
+from orderwatch.handlers.policy import ActionPolicy, parse_policy, read_handlers_config
 
 __all__ = [
     "DIMENSIONS",
@@ -215,7 +215,7 @@ class HandlersConfig:
 
 def _owners(doc: Mapping[str, Any]) -> OwnersConfig:
     owners = load_section(doc, "owners", OwnersConfig)
-    from detectors.catalog import RULES  # the catalog is pure data; imported here to keep config light
+    from orderwatch.detectors.catalog import RULES  # the catalog is pure data; imported here to keep config light
 
     unknown = [r for r in owners.by_rule if r not in RULES]
     if unknown:

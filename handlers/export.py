@@ -15,13 +15,13 @@ from typing import IO, Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from handlers.actions import candidate_actions
-from handlers.cases import Case, HistoryEntry
-from handlers.incidents import Incident
-from handlers.privacy import mask_evidence, mask_summary
-from handlers.store import _UNAVAILABLE, case_key
 from orderwatch.errors import StoreUnavailable
-from schemas.action_command import idempotency_key
+from orderwatch.handlers.actions import candidate_actions
+from orderwatch.handlers.cases import Case, HistoryEntry
+from orderwatch.handlers.incidents import Incident
+from orderwatch.handlers.privacy import mask_evidence, mask_summary
+from orderwatch.handlers.store import _UNAVAILABLE, case_key
+from orderwatch.schemas.action_command import idempotency_key
 
 __all__ = ["EXPORT_KINDS", "export_case_store"]
 

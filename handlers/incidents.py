@@ -16,11 +16,11 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 
-from handlers._lua import page_query
-from handlers.config import IncidentConfig
-from handlers.store import _UNAVAILABLE, case_key
 from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
-from schemas.exception_event import ExceptionData
+from orderwatch.handlers._lua import page_query
+from orderwatch.handlers.config import IncidentConfig
+from orderwatch.handlers.store import _UNAVAILABLE, case_key
+from orderwatch.schemas.exception_event import ExceptionData
 
 __all__ = [
     "INCIDENT_STATUSES",

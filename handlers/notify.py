@@ -32,16 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from handlers.changes import CaseChange
-from handlers.policy import config_error, read_handlers_config
-from handlers.privacy import mask_evidence, mask_summary
 from orderwatch.errors import ConfigError, StoreUnavailable
-from schemas.exception_event import CATEGORIES, SEVERITIES, Category, Severity
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.policy import config_error, read_handlers_config
+from orderwatch.handlers.privacy import mask_evidence, mask_summary
+from orderwatch.schemas.exception_event import CATEGORIES, SEVERITIES, Category, Severity
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from streams.metrics import Metrics
+    from orderwatch.streams.metrics import Metrics
 
 __all__ = [
     "Channel",

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from detectors.catalog import RULES
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import ConfigError
 
 __all__ = [

@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from handlers.changes import CaseChange, CaseListener
-from handlers.config import HandlersConfig
-from handlers.incidents import IncidentStore, Membership
-from handlers.store import CaseStore
 from orderwatch.errors import CaseNotFound, StoreUnavailable
-from schemas.exception_event import ExceptionEvent
-from streams.metrics import Metrics
+from orderwatch.handlers.changes import CaseChange, CaseListener
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.handlers.incidents import IncidentStore, Membership
+from orderwatch.handlers.store import CaseStore
+from orderwatch.schemas.exception_event import ExceptionEvent
+from orderwatch.streams.metrics import Metrics
 
 __all__ = ["HandlerService", "Sender"]
 

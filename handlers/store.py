@@ -19,7 +19,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from handlers.cases import (
+from orderwatch.errors import CaseNotFound, StoreUnavailable
+from orderwatch.handlers.cases import (
     ALLOWED_FROM,
     MAX_LEVEL,
     STATUSES,
@@ -29,10 +30,9 @@ from handlers.cases import (
     escalation_times,
     transition_error,
 )
-from handlers.changes import CaseChange
-from handlers.config import EscalationConfig, OwnersConfig
-from orderwatch.errors import CaseNotFound, StoreUnavailable
-from schemas.exception_event import ExceptionEvent, Resolution
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.config import EscalationConfig, OwnersConfig
+from orderwatch.schemas.exception_event import ExceptionEvent, Resolution
 
 __all__ = ["CaseStore", "OutboxMessage", "case_key", "open_redis"]
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from detectors.blocklist import Blocklist
-from detectors.config import RulesConfig
-from detectors.engine import Engine
-from detectors.records import Emission, to_cloudevent
-from detectors.replay import EventTimeReplay
-from detectors.skew import DEFAULT_MAX_SKEW, JUMP_REFUSED
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.records import Emission, to_cloudevent
+from orderwatch.detectors.replay import EventTimeReplay
+from orderwatch.detectors.skew import DEFAULT_MAX_SKEW, JUMP_REFUSED
 from orderwatch.errors import InputError, InvalidEvent
-from schemas.events import TOPIC_OF_TYPE, parse_event
+from orderwatch.schemas.events import TOPIC_OF_TYPE, parse_event
 
 __all__ = [
     "DEFAULT_MAX_FUTURE",

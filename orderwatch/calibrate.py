@@ -18,12 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from detectors.blocklist import Blocklist
-from detectors.catalog import RULES
-from detectors.config import DEFAULT_THRESHOLDS, KEY_ORDER, SEGMENTS, RulesConfig
-from detectors.orders import TERMINAL_STATUSES
-from detectors.records import Emission
 from orderwatch.backtest import open_lines, run_backtest
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.config import DEFAULT_THRESHOLDS, KEY_ORDER, SEGMENTS, RulesConfig
+from orderwatch.detectors.orders import TERMINAL_STATUSES
+from orderwatch.detectors.records import Emission
 from orderwatch.errors import ConfigError, InputError
 
 __all__ = [

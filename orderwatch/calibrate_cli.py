@@ -9,8 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import IO, Any
 
-from detectors.config import RulesConfig
 from orderwatch.cli import _positive_int
+from orderwatch.detectors.config import RulesConfig
 from orderwatch.errors import InputError
 
 __all__ = ["add_parser", "run"]

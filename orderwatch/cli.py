@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from detectors.catalog import RULES
 from orderwatch import __version__
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import ConfigError, InputError, OrderwatchError
 
 __all__ = ["main"]
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return command.run(args)
         if args.command == "demo":
-            from streams.demo import run_demo
+            from orderwatch.streams.demo import run_demo
 
             return 1 if run_demo(orders=args.orders, seed=args.seed, timeout=args.timeout) else 0
     except ConfigError as exc:
@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from detectors.config import RulesConfig
     from orderwatch.backtest import load_blocklist, open_lines, run_backtest, score
+    from orderwatch.detectors.config import RulesConfig
 
     config = RulesConfig.load(args.config) if args.config else RulesConfig()
     blocklist = load_blocklist(args.blocklist) if args.blocklist else None
@@ -391,8 +391,8 @@ def _publish(args: argparse.Namespace) -> int:
     import asyncio
 
     from orderwatch.backtest import open_lines
-    from streams.publish import publish_lines
-    from streams.settings import load_settings
+    from orderwatch.streams.publish import publish_lines
+    from orderwatch.streams.settings import load_settings
 
     settings = load_settings()
     if args.input != "-" and not Path(args.input).is_file():
@@ -431,9 +431,9 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from detectors.config import RulesConfig
-    from streams.settings import load_settings
-    from streams.worker import run_worker
+    from orderwatch.detectors.config import RulesConfig
+    from orderwatch.streams.settings import load_settings
+    from orderwatch.streams.worker import run_worker
 
     overrides: dict[str, object] = {}
     if args.clock:
@@ -446,7 +446,7 @@ def _worker(args: argparse.Namespace) -> int:
     rules = RulesConfig.load(args.config) if args.config else RulesConfig()
     handlers = None
     if not args.no_handlers:
-        from handlers.config import load_handlers_config
+        from orderwatch.handlers.config import load_handlers_config
 
         handlers = load_handlers_config(settings.handlers_config)
     run_worker(settings, rules, loglevel=args.loglevel, detection=not args.handlers_only, handlers=handlers)
@@ -454,7 +454,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _handlers_config(args: argparse.Namespace) -> int:
-    from handlers.config import load_handlers_config
+    from orderwatch.handlers.config import load_handlers_config
 
     config = load_handlers_config(args.file)
     print(json.dumps(config.describe(), indent=2))
@@ -462,7 +462,7 @@ def _handlers_config(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from schemas.export import write_schemas
+    from orderwatch.schemas.export import write_schemas
 
     written = write_schemas(Path(args.out))
     print(f"wrote {len(written)} JSON Schemas to {args.out}")
@@ -470,7 +470,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _rules() -> int:
-    from detectors.config import DEFAULT_THRESHOLDS, GLOBAL_PARAMS
+    from orderwatch.detectors.config import DEFAULT_THRESHOLDS, GLOBAL_PARAMS
 
     for code, r in RULES.items():
         default = DEFAULT_THRESHOLDS.get(code)

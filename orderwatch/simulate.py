@@ -19,8 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from detectors.ids import address_fingerprint
-from schemas.events import TOPIC_OF_TYPE
+from orderwatch.detectors.ids import address_fingerprint
+from orderwatch.schemas.events import TOPIC_OF_TYPE
 
 __all__ = ["ANOMALIES", "PAYMENT_METHODS", "simulate"]
 

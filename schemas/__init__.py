@@ -1,6 +1,6 @@
 """Wire contract of orderwatch: input CloudEvents, exception events, dead letters (pydantic)."""
 
-from schemas.events import (
+from orderwatch.schemas.events import (
     EVENT_MODELS,
     EVENT_TYPES,
     INPUT_TOPICS,
@@ -11,7 +11,7 @@ from schemas.events import (
     LineItem,
     parse_event,
 )
-from schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
+from orderwatch.schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
 
 __all__ = [
     "EVENT_MODELS",

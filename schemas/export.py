@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.action_command import ActionCommand
-from schemas.events import EVENT_MODELS
-from schemas.exception_event import ExceptionEvent
+from orderwatch.schemas.action_command import ActionCommand
+from orderwatch.schemas.events import EVENT_MODELS
+from orderwatch.schemas.exception_event import ExceptionEvent
 
 __all__ = ["write_schemas"]
 

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from aiokafka.partitioner import murmur2
 from faust.web import View
 
-from detectors.catalog import RULES
-from detectors.orders import OrderDetector
-from handlers.incidents import INCIDENT_STATUSES
-from handlers.privacy import mask_evidence, mask_text
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.orders import OrderDetector
 from orderwatch.errors import CaseNotFound, ConfigError, StoreUnavailable, TransitionError
+from orderwatch.handlers.incidents import INCIDENT_STATUSES
+from orderwatch.handlers.privacy import mask_evidence, mask_text
 from orderwatch.review.service import AnalyticsService, StoreLoader
-from schemas.action_command import idempotency_key
-from streams.console.access import (
+from orderwatch.schemas.action_command import idempotency_key
+from orderwatch.streams.console.access import (
     PERMISSIONS,
     LoginLimiter,
     Principal,
@@ -37,7 +37,7 @@ from streams.console.access import (
     bearer_token,
     roles_of,
 )
-from streams.console.ops import (
+from orderwatch.streams.console.ops import (
     FILTER_PARAMS,
     MAX_LIMIT,
     MAX_OFFSET,
@@ -59,8 +59,8 @@ from streams.console.ops import (
 )
 
 if TYPE_CHECKING:
-    from streams.app import Orderwatch
-    from streams.handling import HandlerRuntime
+    from orderwatch.streams.app import Orderwatch
+    from orderwatch.streams.handling import HandlerRuntime
 
 __all__ = ["MAX_LIMIT", "install_api", "order_partition", "readiness"]
 
@@ -449,7 +449,7 @@ def build_ops(ow: Orderwatch, rt: HandlerRuntime) -> Ops:
 
 def install_api(ow: Orderwatch, rt: HandlerRuntime) -> Ops:
     """Register the ops API views and the console on the app's web server; the `Ops` they share."""
-    from streams.console.pages import install_console
+    from orderwatch.streams.console.pages import install_console
 
     ops = build_ops(ow, rt)
     analytics = AnalyticsService(StoreLoader(rt.redis, ow.settings.redis_prefix), clock=EpochClock(rt.now))

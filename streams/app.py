@@ -32,25 +32,25 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import generate_latest
 
-from detectors.base import KeyedDetector
-from detectors.blocklist import Blocklist
-from detectors.config import RulesConfig
-from detectors.ids import address_fingerprint
-from detectors.orders import OrderDetector
-from detectors.records import Emission, ExceptionRecord, iso, to_cloudevent
-from detectors.stock import StockDetector
-from detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
-from handlers.config import HandlersConfig
+from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.ids import address_fingerprint
+from orderwatch.detectors.orders import OrderDetector
+from orderwatch.detectors.records import Emission, ExceptionRecord, iso, to_cloudevent
+from orderwatch.detectors.stock import StockDetector
+from orderwatch.detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
 from orderwatch.errors import InvalidEvent
-from schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
-from streams.clock import LagAwareClock
-from streams.commits import CommitSensor
-from streams.console.access import TokenRegistry, bearer_token
-from streams.health import CrashLoop, StallWatch
-from streams.metrics import Metrics
-from streams.rebalance import RewindAfterRebalance
-from streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
-from streams.settings import Settings
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.schemas.events import ENTITY_FIELD, INPUT_TOPICS, TOPIC_OF_TYPE, entity_of, parse_event
+from orderwatch.streams.clock import LagAwareClock
+from orderwatch.streams.commits import CommitSensor
+from orderwatch.streams.console.access import TokenRegistry, bearer_token
+from orderwatch.streams.health import CrashLoop, StallWatch
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.rebalance import RewindAfterRebalance
+from orderwatch.streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
+from orderwatch.streams.settings import Settings
 
 __all__ = ["AGENTS", "DLQ_MAX_BYTES", "Orderwatch", "create_app", "dead_letter_record", "internal_topics"]
 
@@ -541,7 +541,7 @@ def create_app(
         owned["now"] = _actives(app)
 
     if handlers is not None:
-        from streams.handling import install_handlers
+        from orderwatch.streams.handling import install_handlers
 
         ow.handlers = install_handlers(ow, handlers, detection=detection)
     # faust can drop what it fetched during a rebalance: once one is over, the agents read their
@@ -814,7 +814,7 @@ async def _follow_blocklist(
 ) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.publish import kafka_client_options
+    from orderwatch.streams.publish import kafka_client_options
 
     topic = settings.topic("blocklist")
     consumer = AIOKafkaConsumer(

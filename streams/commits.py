@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from streams.metrics import Metrics
+from orderwatch.streams.metrics import Metrics
 
 __all__ = ["CommitSensor"]
 

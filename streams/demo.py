@@ -21,13 +21,13 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from detectors.catalog import RULES
 from orderwatch.backtest import open_lines
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import InputError
 from orderwatch.simulate import simulate
-from streams.publish import kafka_client_options, publish_lines
-from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.publish import kafka_client_options, publish_lines
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 
 __all__ = ["run_demo"]
 

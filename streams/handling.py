@@ -20,17 +20,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from handlers.actions import ActionDispatcher, ActionSink, DryRunSink, KafkaActionSink
-from handlers.config import HandlersConfig
-from handlers.incidents import IncidentStore
-from handlers.notify import Notifier
-from handlers.service import HandlerService
-from handlers.store import CaseStore, open_redis
-from schemas.exception_event import ExceptionEvent
-from streams.publish import kafka_client_options
+from orderwatch.handlers.actions import ActionDispatcher, ActionSink, DryRunSink, KafkaActionSink
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.handlers.incidents import IncidentStore
+from orderwatch.handlers.notify import Notifier
+from orderwatch.handlers.service import HandlerService
+from orderwatch.handlers.store import CaseStore, open_redis
+from orderwatch.schemas.exception_event import ExceptionEvent
+from orderwatch.streams.publish import kafka_client_options
 
 if TYPE_CHECKING:
-    from streams.app import Orderwatch
+    from orderwatch.streams.app import Orderwatch
 
 __all__ = ["HANDLER_AGENT", "HandlerRuntime", "install_handlers"]
 
@@ -366,7 +366,7 @@ def install_handlers(
 ) -> HandlerRuntime:
     """Add the handlers to the app: the `order-exceptions` agent, the task that starts them and
     runs their timer, and the ops API views."""
-    from streams.api import install_api
+    from orderwatch.streams.api import install_api
 
     rt = HandlerRuntime(
         ow,

@@ -12,8 +12,8 @@ from collections.abc import Collection, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from detectors.catalog import RULES
 from orderwatch import __version__
+from orderwatch.detectors.catalog import RULES
 
 __all__ = ["INVALID_REASONS", "Metrics"]
 

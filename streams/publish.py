@@ -14,8 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE
-from streams.settings import Settings
+from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE
+from orderwatch.streams.settings import Settings
 
 __all__ = ["PublishResult", "kafka_client_options", "publish_lines"]
 

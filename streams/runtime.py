@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from detectors.base import KeyedDetector
-from detectors.records import Emission
+from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.records import Emission
 
 __all__ = ["LEDGER_KEY", "Ledger", "PartitionRuntime", "Release"]
 

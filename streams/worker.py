@@ -16,11 +16,11 @@ from typing import IO, Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from detectors.config import RulesConfig
-from handlers.config import HandlersConfig
-from streams.app import create_app, internal_topics
-from streams.publish import kafka_client_options
-from streams.settings import Settings
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.streams.app import create_app, internal_topics
+from orderwatch.streams.publish import kafka_client_options
+from orderwatch.streams.settings import Settings
 
 __all__ = [
     "committed_offsets",

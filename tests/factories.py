@@ -9,13 +9,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from detectors.config import RulesConfig
-from detectors.engine import Engine
-from detectors.ids import exception_id
-from detectors.records import Emission, ExceptionRecord
-from detectors.replay import EventTimeReplay
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.ids import exception_id
+from orderwatch.detectors.records import Emission, ExceptionRecord
+from orderwatch.detectors.replay import EventTimeReplay
 from orderwatch.errors import InvalidEvent
-from schemas.events import Event, parse_event
+from orderwatch.schemas.events import Event, parse_event
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 _ids = itertools.count(1)

@@ -18,7 +18,7 @@ __all__ = ["add_parser", "run"]
 
 
 def _duration(value: str) -> float:
-    from detectors.config import parse_duration
+    from orderwatch.detectors.config import parse_duration
 
     try:
         return parse_duration(value, "--period")
@@ -85,8 +85,8 @@ def _teams(path: str | None) -> dict[str, str]:
 
 
 async def _live_export(url: str, prefix: str) -> list[bytes]:
-    from handlers.export import export_case_store
-    from handlers.store import open_redis
+    from orderwatch.handlers.export import export_case_store
+    from orderwatch.handlers.store import open_redis
 
     client = open_redis(url, timeout=5.0)
     try:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         cases = read_case_set(asyncio.run(_live_export(args.redis, args.prefix)), teams)
     else:
         from orderwatch.review.topic import read_topic
-        from streams.settings import load_settings
+        from orderwatch.streams.settings import load_settings
 
         cases = read_case_set(asyncio.run(read_topic(load_settings())), teams)
     if args.history:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from detectors.catalog import RULES
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import InputError
 
 __all__ = [

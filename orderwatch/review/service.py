@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from detectors.config import parse_duration
+from orderwatch.detectors.config import parse_duration
 from orderwatch.errors import ConfigError
 from orderwatch.review.analytics import DIMENSIONS, GROUPS, Analytics, Period
 from orderwatch.review.dataset import CaseSet, read_case_set
@@ -179,7 +179,7 @@ class StoreLoader:
         self.prefix = prefix
 
     async def __call__(self) -> CaseSet:
-        from handlers.export import export_case_store
+        from orderwatch.handlers.export import export_case_store
 
         buf = io.StringIO()
         await export_case_store(self.redis, self.prefix, buf)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from orderwatch.errors import InputError
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    from orderwatch.streams.settings import Settings
 
 __all__ = ["read_topic"]
 
@@ -23,7 +23,7 @@ async def read_topic(settings: Settings, name: str = "order-exceptions", *, time
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
-    from streams.publish import kafka_client_options
+    from orderwatch.streams.publish import kafka_client_options
 
     topic = settings.topic(name)
     consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=None, enable_auto_commit=False)
@@ -60,7 +60,7 @@ async def _partitions(settings: Settings, topic: str) -> list[int]:
     """The topic's partition numbers from the cluster's metadata (none when it does not exist)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streams.publish import kafka_client_options
+    from orderwatch.streams.publish import kafka_client_options
 
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()

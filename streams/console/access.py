@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from orderwatch.errors import ConfigError, StoreUnavailable
-from streams.settings import Settings
+from orderwatch.streams.settings import Settings
 
 __all__ = [
     "PERMISSIONS",

@@ -13,23 +13,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from detectors.catalog import RULES
-from handlers.actions import candidate_actions
-from handlers.cases import STATUSES, Case, HistoryEntry
-from handlers.incidents import Incident
-from handlers.privacy import mask_evidence, mask_summary, mask_text
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import DeliveryError, OrderwatchError
-from schemas.action_command import ActionCommand
-from schemas.exception_event import SEVERITIES
+from orderwatch.handlers.actions import candidate_actions
+from orderwatch.handlers.cases import STATUSES, Case, HistoryEntry
+from orderwatch.handlers.incidents import Incident
+from orderwatch.handlers.privacy import mask_evidence, mask_summary, mask_text
+from orderwatch.schemas.action_command import ActionCommand
+from orderwatch.schemas.exception_event import SEVERITIES
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from handlers.actions import ActionDispatcher, PendingAction
-    from handlers.incidents import IncidentStore
-    from handlers.service import HandlerService
-    from handlers.store import CaseStore
-    from streams.console.access import LoginLimiter, SessionStore, TokenRegistry
+    from orderwatch.handlers.actions import ActionDispatcher, PendingAction
+    from orderwatch.handlers.incidents import IncidentStore
+    from orderwatch.handlers.service import HandlerService
+    from orderwatch.handlers.store import CaseStore
+    from orderwatch.streams.console.access import LoginLimiter, SessionStore, TokenRegistry
 
 __all__ = [
     "CATEGORIES",

@@ -24,18 +24,18 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from detectors.catalog import RULES
-from handlers.actions import candidate_actions
-from handlers.cases import ALLOWED_FROM, STATUSES
-from handlers.incidents import INCIDENT_STATUSES
-from handlers.privacy import mask_evidence, mask_text
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
+from orderwatch.handlers.actions import candidate_actions
+from orderwatch.handlers.cases import ALLOWED_FROM, STATUSES
+from orderwatch.handlers.incidents import INCIDENT_STATUSES
+from orderwatch.handlers.privacy import mask_evidence, mask_text
 from orderwatch.review.analytics import Period
 from orderwatch.review.report import build_report, render_body
 from orderwatch.review.service import AnalyticsService
-from schemas.exception_event import SEVERITIES
-from streams.console.access import PERMISSIONS, Session
-from streams.console.ops import (
+from orderwatch.schemas.exception_event import SEVERITIES
+from orderwatch.streams.console.access import PERMISSIONS, Session
+from orderwatch.streams.console.ops import (
     CATEGORIES,
     MAX_BODY,
     MAX_OFFSET,
@@ -58,8 +58,8 @@ from streams.console.ops import (
 )
 
 if TYPE_CHECKING:
-    from streams.app import Orderwatch
-    from streams.handling import HandlerRuntime
+    from orderwatch.streams.app import Orderwatch
+    from orderwatch.streams.handling import HandlerRuntime
 
 __all__ = ["NAV", "PAGES", "Console", "Page", "install_console"]
 
@@ -464,7 +464,7 @@ async def action_write(
 async def order_page(
     console: Console, request: web.Request, session: Session, form: Mapping[str, str]
 ) -> web.StreamResponse:
-    from streams.api import order_timeline
+    from orderwatch.streams.api import order_timeline
 
     order_id = valid_id(request.match_info["order_id"], "order")
     body, owned = await order_timeline(console.ow, console.rt, order_id)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from orderwatch.cli import main
-from schemas.events import Event
-from schemas.exception_event import ExceptionEvent
+from orderwatch.schemas.events import Event
+from orderwatch.schemas.exception_event import ExceptionEvent
 from tests.factories import T0, at, cancelled, created, paid, reserved, shipment, status
 
 # -- input -------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from detectors.catalog import RULES
-from detectors.config import RulesConfig
 from orderwatch.backtest import load_blocklist, open_lines
 from orderwatch.calibrate import (
     GRID,
@@ -27,6 +25,8 @@ from orderwatch.calibrate import (
     shadow_backtest,
 )
 from orderwatch.cli import main
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.config import RulesConfig
 from orderwatch.errors import ConfigError
 from orderwatch.simulate import simulate
 from tests.factories import T0, at, cancelled, created, paid, raw, status

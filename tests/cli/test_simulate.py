@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from detectors.catalog import RULES
 from orderwatch.backtest import load_blocklist, open_lines, run_backtest, score
 from orderwatch.cli import main
+from orderwatch.detectors.catalog import RULES
 from orderwatch.simulate import simulate
 
 

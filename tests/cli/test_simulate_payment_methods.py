@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from orderwatch.cli import main
+from orderwatch.schemas.events import parse_event
 from orderwatch.simulate import PAYMENT_METHODS, simulate
-from schemas.events import parse_event
 
 DAY = 86400.0
 

@@ -15,11 +15,11 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from handlers.config import HandlersConfig
-from streams.app import create_app
-from streams.handling import HandlerRuntime
-from streams.metrics import Metrics
-from streams.settings import Settings
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.streams.app import create_app
+from orderwatch.streams.handling import HandlerRuntime
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.settings import Settings
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 

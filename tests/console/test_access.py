@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from orderwatch.errors import ConfigError
-from streams.console.access import ROLES, TokenRegistry, bearer_token, fingerprint
-from streams.settings import Settings
+from orderwatch.streams.console.access import ROLES, TokenRegistry, bearer_token, fingerprint
+from orderwatch.streams.settings import Settings
 
 
 def _write(path: Path, body: str, *, bump: int = 0) -> None:

@@ -22,9 +22,9 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from handlers.policy import BLOCKLIST_ACTIONS
-from streams.settings import Settings
-from streams.worker import free_port, spawn_worker, stop_worker
+from orderwatch.handlers.policy import BLOCKLIST_ACTIONS
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.console.conftest import People
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings

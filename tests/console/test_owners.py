@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from handlers.config import HandlersConfig, OwnersConfig
-from handlers.store import CaseStore
 from orderwatch.errors import CaseNotFound, ConfigError
+from orderwatch.handlers.config import HandlersConfig, OwnersConfig
+from orderwatch.handlers.store import CaseStore
 from tests.handlers.conftest import T0, _require_redis, exception_data, opened, prefix, redis_client
 
 __fixtures__ = (_require_redis, redis_client, prefix)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from detectors.catalog import RULES
-from handlers.config import HandlersConfig
-from streams.handling import HandlerRuntime
-from streams.settings import Settings
+from orderwatch.detectors.catalog import RULES
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.streams.handling import HandlerRuntime
+from orderwatch.streams.settings import Settings
 from tests.console.conftest import Browser, People, console_server
 from tests.handlers.conftest import _require_redis, exception_data, free_port, opened, prefix, redis_client
 

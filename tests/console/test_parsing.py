@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from streams.console.ops import (
+from orderwatch.streams.console.ops import (
     MAX_BODY,
     InputError,
     body_name,

@@ -127,10 +127,15 @@ def test_image_install_step_in_a_clean_virtualenv(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "--handlers-only" in out.stdout
     code = (
-        "import streams.app, streams.worker, handlers.service, detectors.orders, rocksdict, orderwatch, sys;"
+        "import orderwatch.streams.app, orderwatch.streams.worker;"
+        "import orderwatch.handlers.service, orderwatch.detectors.orders;"
+        "import rocksdict, orderwatch, sys, importlib.util;"
+        # one namespace: installing orderwatch puts no module named schemas or handlers on the path
+        "assert not [m for m in ('schemas', 'detectors', 'streams', 'handlers') if importlib.util.find_spec(m)];"
         "import importlib.resources as r;"
         # the console's templates are package data: a wheel without them serves no console
-        "assert [t for t in r.files('streams.console').joinpath('templates').iterdir() if t.name.endswith('.html')];"
+        "pages = r.files('orderwatch.streams.console').joinpath('templates').iterdir();"
+        "assert [t for t in pages if t.name.endswith('.html')];"
         "print(orderwatch.__file__)"
     )
     imp = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path)

@@ -12,10 +12,10 @@ import pytest
 from faust.types import TP
 from prometheus_client import generate_latest
 
-from detectors.catalog import RULES
 from orderwatch import __version__
-from streams.commits import CommitSensor
-from streams.metrics import INVALID_REASONS, Metrics
+from orderwatch.detectors.catalog import RULES
+from orderwatch.streams.commits import CommitSensor
+from orderwatch.streams.metrics import INVALID_REASONS, Metrics
 from tests.deploy.prometheus import require_binary
 
 
@@ -51,7 +51,7 @@ def test_commit_sensor_stamps_only_partitions_whose_commit_moved(monkeypatch: py
     m = Metrics()
     sensor = CommitSensor(m, ["orders", "payments"])
     consumer = SimpleNamespace(_committed_offset={TP("orders", 0): 10, TP("orders", 1): 5, TP("ticks", 0): 3})
-    monkeypatch.setattr("streams.commits.time.time", lambda: 1000.0)
+    monkeypatch.setattr("orderwatch.streams.commits.time.time", lambda: 1000.0)
     state = sensor.on_commit_initiated(consumer)
     consumer._committed_offset[TP("orders", 0)] = 20  # moved
     consumer._committed_offset[TP("ticks", 0)] = 9  # not an input of the sensor
@@ -62,7 +62,7 @@ def test_commit_sensor_stamps_only_partitions_whose_commit_moved(monkeypatch: py
     assert _value(m, "orderwatch_last_commit_timestamp_seconds", topic="orders", partition="1") is None
     assert _value(m, "orderwatch_last_commit_timestamp_seconds", topic="ticks", partition="0") is None
     # a commit that moved nothing leaves the stamps alone
-    monkeypatch.setattr("streams.commits.time.time", lambda: 2000.0)
+    monkeypatch.setattr("orderwatch.streams.commits.time.time", lambda: 2000.0)
     sensor.on_commit_completed(consumer, sensor.on_commit_initiated(consumer))
     assert _value(m, "orderwatch_last_commit_timestamp_seconds", topic="orders", partition="0") == 1000.0
 

@@ -30,8 +30,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from streams.settings import Settings
-from streams.worker import free_port, spawn_worker, stop_worker
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.deploy.prometheus import PrometheusServer, require_binary
 from tests.deploy.queries import panel_queries, rules, signal, test_rules_copy, variable_queries
 from tests.handlers.conftest import _require_redis, delete_prefix, exception_data, opened, redis_client

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from orderwatch.errors import ConfigError
-from streams.app import create_app
-from streams.settings import Settings, load_settings
+from orderwatch.streams.app import create_app
+from orderwatch.streams.settings import Settings, load_settings
 
 
 def test_defaults_stay_on_loopback() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detectors.catalog import RULES
-from detectors.config import DEFAULT_THRESHOLDS, GLOBAL_PARAMS, RulesConfig
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.config import DEFAULT_THRESHOLDS, GLOBAL_PARAMS, RulesConfig
 from orderwatch.errors import ConfigError, OrderwatchError
 from tests.factories import T0, at, created, opened, paid, run
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from detectors.config import SEGMENTS
-from detectors.engine import Engine
+from orderwatch.detectors.config import SEGMENTS
+from orderwatch.detectors.engine import Engine
 from orderwatch.errors import ConfigError
 from tests.detectors.test_config import load
 from tests.factories import T0, at, created, opened, paid, run, shipment

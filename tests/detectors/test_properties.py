@@ -25,10 +25,10 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from detectors.engine import Engine
-from detectors.records import Emission, to_cloudevent
 from orderwatch.cli import main
-from schemas.events import INPUT_TOPICS, TOPIC_OF_TYPE, Event, parse_event
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.records import Emission, to_cloudevent
+from orderwatch.schemas.events import INPUT_TOPICS, TOPIC_OF_TYPE, Event, parse_event
 from tests.factories import (
     T0,
     created,

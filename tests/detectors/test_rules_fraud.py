@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from detectors.blocklist import Blocklist
-from detectors.engine import Engine
-from detectors.ids import address_fingerprint
-from schemas.events import Event
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.ids import address_fingerprint
+from orderwatch.schemas.events import Event
 from tests.factories import (
     ADDRESS,
     T0,

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from detectors.catalog import RULES
-from detectors.config import RulesConfig
-from detectors.engine import Engine
-from detectors.records import Emission
+from orderwatch.detectors.catalog import RULES
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.records import Emission
 from orderwatch.errors import ConfigError
-from schemas.events import Event
+from orderwatch.schemas.events import Event
 from tests.factories import (
     ADDRESS,
     T0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from schemas.events import Event
+from orderwatch.schemas.events import Event
 from tests.factories import (
     T0,
     at,

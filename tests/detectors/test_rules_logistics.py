@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from detectors.ids import exception_id
-from schemas.events import Event
+from orderwatch.detectors.ids import exception_id
+from orderwatch.schemas.events import Event
 from tests.factories import (
     T0,
     at,

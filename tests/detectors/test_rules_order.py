@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from detectors.config import RulesConfig
-from detectors.ids import exception_id
-from detectors.records import to_cloudevent
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.ids import exception_id
+from orderwatch.detectors.records import to_cloudevent
 from tests.factories import (
     ADDRESS,
     PHONE,

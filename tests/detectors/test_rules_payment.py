@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from detectors.engine import Engine
-from detectors.records import Emission, to_cloudevent
-from schemas.events import Event
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.records import Emission, to_cloudevent
+from orderwatch.schemas.events import Event
 from tests.factories import (
     T0,
     at,

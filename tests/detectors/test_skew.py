@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from detectors.engine import Engine
-from detectors.replay import EventTimeReplay
-from detectors.skew import JumpGuard
-from schemas.events import TOPIC_OF_TYPE
+from orderwatch.detectors.engine import Engine
+from orderwatch.detectors.replay import EventTimeReplay
+from orderwatch.detectors.skew import JumpGuard
+from orderwatch.schemas.events import TOPIC_OF_TYPE
 from tests.factories import T0, at, created, event, opened, paid
 
 H = 3600.0

@@ -20,15 +20,15 @@ from urllib.parse import urlparse
 import pytest
 import redis.asyncio as aioredis
 
-from detectors.catalog import HANDLING_SECONDS, RULES
-from handlers.changes import CaseChange
-from handlers.config import EscalationConfig, HandlersConfig, IncidentConfig
-from handlers.incidents import IncidentStore
-from handlers.service import HandlerService
-from handlers.store import CaseStore
-from schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
-from streams.metrics import Metrics
-from streams.settings import Settings
+from orderwatch.detectors.catalog import HANDLING_SECONDS, RULES
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.config import EscalationConfig, HandlersConfig, IncidentConfig
+from orderwatch.handlers.incidents import IncidentStore
+from orderwatch.handlers.service import HandlerService
+from orderwatch.handlers.store import CaseStore
+from orderwatch.schemas.exception_event import ExceptionData, ExceptionEvent, Resolution
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.settings import Settings
 from tests.kafka_topics import BOOTSTRAP, fresh_topics
 
 REDIS_URL = os.environ.get("ORDERWATCH_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from detectors.records import to_cloudevent
-from handlers.changes import CaseChange, ChangeKind
-from schemas.exception_event import ExceptionData
+from orderwatch.detectors.records import to_cloudevent
+from orderwatch.handlers.changes import CaseChange, ChangeKind
+from orderwatch.schemas.exception_event import ExceptionData
 from tests.factories import (
     ADDRESS,
     T0,

@@ -18,12 +18,12 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from handlers.actions import ActionDispatcher, DryRunSink, KafkaActionSink, plan
-from handlers.policy import ActionPolicy, ActionRule
 from orderwatch.errors import CaseNotFound, DeliveryError, StoreUnavailable, TransitionError
-from schemas.action_command import ActionCommand
-from streams.metrics import Metrics
-from streams.settings import Settings
+from orderwatch.handlers.actions import ActionDispatcher, DryRunSink, KafkaActionSink, plan
+from orderwatch.handlers.policy import ActionPolicy, ActionRule
+from orderwatch.schemas.action_command import ActionCommand
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.settings import Settings
 from tests.handlers import samples
 from tests.handlers.samples import change
 
@@ -299,7 +299,7 @@ async def test_dry_run_sends_nothing_and_logs_without_personal_data(
 ) -> None:
     policy = ActionPolicy({**ActionPolicy.default().rules, "blocklist_customer": ActionRule(mode="auto")})
     dry = ActionDispatcher(redis_client, redis_prefix, DryRunSink(kafka_topics), policy, metrics)
-    caplog.set_level(logging.DEBUG, logger="handlers.actions")
+    caplog.set_level(logging.DEBUG, logger="orderwatch.handlers.actions")
     shipping = samples.with_personal_data(samples.invalid_shipping_info())
     burst = samples.with_personal_data(samples.new_account_burst("c-dry"))
     for data in (shipping, burst, shipping):

@@ -13,18 +13,18 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from handlers.actions import ActionDispatcher, DryRunSink
-from handlers.config import HandlersConfig, IncidentConfig
-from handlers.export import export_case_store
-from handlers.incidents import IncidentStore
-from handlers.policy import ActionPolicy
-from handlers.service import HandlerService
-from handlers.store import CaseStore, open_redis
 from orderwatch.cli import main
 from orderwatch.errors import StoreUnavailable
+from orderwatch.handlers.actions import ActionDispatcher, DryRunSink
+from orderwatch.handlers.config import HandlersConfig, IncidentConfig
+from orderwatch.handlers.export import export_case_store
+from orderwatch.handlers.incidents import IncidentStore
+from orderwatch.handlers.policy import ActionPolicy
+from orderwatch.handlers.service import HandlerService
+from orderwatch.handlers.store import CaseStore, open_redis
 from orderwatch.review import Analytics, Period, read_case_set
 from orderwatch.review.service import AnalyticsService, StoreLoader
-from streams.metrics import Metrics
+from orderwatch.streams.metrics import Metrics
 from tests.handlers.conftest import REDIS_URL, T0, PrivateRedis, exception_data, opened, resolved
 
 PHONE = "+4915112345678"

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handlers.cases import (
+from orderwatch.errors import ConfigError, TransitionError
+from orderwatch.handlers.cases import (
     ALLOWED_FROM,
     STATUSES,
     Case,
@@ -17,8 +18,7 @@ from handlers.cases import (
     escalation_times,
     next_escalation,
 )
-from orderwatch.errors import ConfigError, TransitionError
-from schemas.exception_event import Resolution
+from orderwatch.schemas.exception_event import Resolution
 from tests.handlers.conftest import T0, exception_data
 
 ALLOWED = {

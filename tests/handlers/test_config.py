@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from handlers.config import (
+from orderwatch.errors import ConfigError
+from orderwatch.handlers.config import (
     EscalationConfig,
     HandlersConfig,
     IncidentConfig,
     load_handlers_config,
     load_section,
 )
-from orderwatch.errors import ConfigError
 
 
 def test_defaults_when_absent() -> None:
@@ -108,8 +108,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "handlers.example.tom
 def test_the_shipped_example_loads_and_sets_every_key() -> None:
     import tomllib
 
-    from handlers.notify import Channel
-    from handlers.policy import ActionRule
+    from orderwatch.handlers.notify import Channel
+    from orderwatch.handlers.policy import ActionRule
 
     cfg = load_handlers_config(EXAMPLE)
     doc = tomllib.loads(EXAMPLE.read_text())

@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from handlers.config import EscalationConfig, HandlersConfig
-from handlers.incidents import IncidentStore
-from handlers.service import HandlerService
-from handlers.store import CaseStore
-from schemas.exception_event import ExceptionEvent
+from orderwatch.handlers.config import EscalationConfig, HandlersConfig
+from orderwatch.handlers.incidents import IncidentStore
+from orderwatch.handlers.service import HandlerService
+from orderwatch.handlers.store import CaseStore
+from orderwatch.schemas.exception_event import ExceptionEvent
 from tests.handlers.conftest import T0, Recorder, exception_data, opened
 
 pytestmark = pytest.mark.integration

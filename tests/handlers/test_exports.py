@@ -10,8 +10,8 @@ import sys
 import pytest
 
 EXPORTS = {
-    "handlers.privacy": {"MASK", "PERSONAL_KEYS", "mask_evidence", "mask_summary", "mask_text"},
-    "handlers.cases": {
+    "orderwatch.handlers.privacy": {"MASK", "PERSONAL_KEYS", "mask_evidence", "mask_summary", "mask_text"},
+    "orderwatch.handlers.cases": {
         "ALLOWED_FROM",
         "MAX_LEVEL",
         "STATUSES",
@@ -25,8 +25,8 @@ EXPORTS = {
         "transition_error",
         "wire_status",
     },
-    "handlers.store": {"CaseStore", "OutboxMessage", "case_key", "open_redis"},
-    "handlers.incidents": {
+    "orderwatch.handlers.store": {"CaseStore", "OutboxMessage", "case_key", "open_redis"},
+    "orderwatch.handlers.incidents": {
         "INCIDENT_STATUSES",
         "Incident",
         "IncidentNotFound",
@@ -35,7 +35,7 @@ EXPORTS = {
         "cause_of",
         "incident_id_for",
     },
-    "handlers.config": {
+    "orderwatch.handlers.config": {
         "DIMENSIONS",
         "EscalationConfig",
         "HandlersConfig",
@@ -46,7 +46,7 @@ EXPORTS = {
         "load_section",
         "read_toml",
     },
-    "handlers.service": {"HandlerService", "Sender"},
+    "orderwatch.handlers.service": {"HandlerService", "Sender"},
 }
 
 

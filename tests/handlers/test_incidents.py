@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from handlers.incidents import IncidentNotFound, IncidentStore, cause_of
-from handlers.service import HandlerService
 from orderwatch.errors import CaseNotFound, TransitionError
-from schemas.exception_event import ExceptionData
+from orderwatch.handlers.incidents import IncidentNotFound, IncidentStore, cause_of
+from orderwatch.handlers.service import HandlerService
+from orderwatch.schemas.exception_event import ExceptionData
 from tests.handlers.conftest import T0, Recorder, exception_data, opened, resolved
 
 MIN = timedelta(minutes=1)

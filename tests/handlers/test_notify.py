@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from handlers.changes import CaseChange
-from handlers.notify import Channel, CircuitBreaker, Notifier, load_channels, parse_channels, route
 from orderwatch.errors import ConfigError, StoreUnavailable
-from schemas.exception_event import ExceptionData
-from streams.metrics import Metrics
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.notify import Channel, CircuitBreaker, Notifier, load_channels, parse_channels, route
+from orderwatch.schemas.exception_event import ExceptionData
+from orderwatch.streams.metrics import Metrics
 from tests.factories import ADDRESS
 from tests.handlers import samples
 from tests.handlers.samples import change
@@ -568,7 +568,7 @@ async def test_nothing_personal_reaches_the_endpoint_or_the_dead_letters(
 async def test_dry_run_sends_nothing_and_logs_nothing_personal(
     make_notifier: MakeNotifier, hook: Hook, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="handlers.notify")
+    caplog.set_level(logging.DEBUG, logger="orderwatch.handlers.notify")
     notifier = make_notifier(dry_run=True)
     data = samples.with_personal_data(_exception())
     await notifier(change(data))

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from handlers.config import HandlersConfig
-from handlers.incidents import IncidentStore
-from handlers.service import HandlerService
-from handlers.store import CaseStore, open_redis
-from schemas.exception_event import ExceptionData, ExceptionEvent
-from streams.metrics import Metrics
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.handlers.incidents import IncidentStore
+from orderwatch.handlers.service import HandlerService
+from orderwatch.handlers.store import CaseStore, open_redis
+from orderwatch.schemas.exception_event import ExceptionData, ExceptionEvent
+from orderwatch.streams.metrics import Metrics
 from tests.handlers.conftest import T0, PrivateRedis, Recorder, exception_data, opened, resolved
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,7 +59,7 @@ def _plan() -> list[tuple[float, str, int]]:
 async def test_redis_stopped_for_30_s_while_events_flow(
     private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="handlers.service")
+    caplog.set_level(logging.WARNING, logger="orderwatch.handlers.service")
     client = open_redis(private_redis.url, timeout=1.0)
     clock = SimClock()
     recorder = Recorder()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from detectors.catalog import RULES
-from handlers.policy import ACTION_CODES, ActionPolicy, load_policy
+from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import ConfigError
+from orderwatch.handlers.policy import ACTION_CODES, ActionPolicy, load_policy
 
 MONEY_OUT = ("refund_duplicate_payment", "retry_refund", "expedite_refund")
 NEEDS_A_PERSON = (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.privacy import MASK, mask_evidence, mask_summary, mask_text
+from orderwatch.handlers.privacy import MASK, mask_evidence, mask_summary, mask_text
 
 PHONE = "+4915123456789"
 ADDRESS = {"recipient": "Ada Lovelace", "line1": "12 Acacia Avenue", "line2": "Flat 3", "city": "Berlin",

@@ -15,14 +15,14 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from handlers.changes import CaseChange
-from handlers.config import HandlersConfig
-from handlers.incidents import IncidentStore
-from handlers.service import HandlerService
-from handlers.store import CaseStore
 from orderwatch.errors import StoreUnavailable
-from schemas.exception_event import ExceptionEvent
-from streams.metrics import Metrics
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.handlers.incidents import IncidentStore
+from orderwatch.handlers.service import HandlerService
+from orderwatch.handlers.store import CaseStore
+from orderwatch.schemas.exception_event import ExceptionEvent
+from orderwatch.streams.metrics import Metrics
 from tests.handlers.conftest import T0, Recorder, delete_prefix, exception_data, opened
 
 pytestmark = pytest.mark.integration

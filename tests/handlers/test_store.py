@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from handlers.changes import CaseChange
-from handlers.store import CaseStore
 from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
-from schemas.exception_event import ExceptionData, ExceptionEvent
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.store import CaseStore
+from orderwatch.schemas.exception_event import ExceptionData, ExceptionEvent
 from tests.handlers.conftest import T0, exception_data, free_port, opened, resolved
 
 pytestmark = pytest.mark.integration

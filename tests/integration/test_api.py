@@ -24,16 +24,16 @@ from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from detectors.catalog import HANDLING_SECONDS, RULES
-from handlers.config import HandlersConfig
-from handlers.policy import BLOCKLIST_ACTIONS
 from orderwatch.backtest import open_lines, run_backtest
+from orderwatch.detectors.catalog import HANDLING_SECONDS, RULES
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.handlers.policy import BLOCKLIST_ACTIONS
+from orderwatch.schemas.exception_event import ExceptionData, ExceptionEvent
 from orderwatch.simulate import simulate
-from schemas.exception_event import ExceptionData, ExceptionEvent
-from streams.app import create_app
-from streams.metrics import Metrics
-from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.app import create_app
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.kafka import publish_simulation, read_json
 

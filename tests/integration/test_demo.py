@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from streams.demo import run_demo
+from orderwatch.streams.demo import run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

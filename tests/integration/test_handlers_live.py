@@ -20,12 +20,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from handlers.actions import plan
-from handlers.changes import CaseChange
-from handlers.policy import ActionPolicy
-from schemas.exception_event import ExceptionData
-from streams.settings import Settings
-from streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.handlers.actions import plan
+from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.policy import ActionPolicy
+from orderwatch.schemas.exception_event import ExceptionData
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.kafka import publish_simulation, read_json
 

@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from streams.settings import Settings
-from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
 from tests.factories import ADDRESS, raw
 from tests.integration.kafka import read_json
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.app import internal_topics
-from streams.settings import Settings
-from streams.worker import committed_offsets, ensure_topics, pin_start_offsets
+from orderwatch.streams.app import internal_topics
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import committed_offsets, ensure_topics, pin_start_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.app import DLQ_MAX_BYTES
-from streams.settings import Settings
-from streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.app import DLQ_MAX_BYTES
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation, wait_for_outcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from orderwatch.backtest import open_lines
+from orderwatch.schemas.events import TOPIC_OF_TYPE
 from orderwatch.simulate import simulate
-from schemas.events import TOPIC_OF_TYPE
-from streams.publish import publish_lines
-from streams.settings import Settings
+from orderwatch.streams.publish import publish_lines
+from orderwatch.streams.settings import Settings
 from tests.integration.kafka import read_records
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from detectors.records import to_cloudevent
-from streams.settings import Settings
-from streams.worker import free_port, spawn_worker, stop_worker
+from orderwatch.detectors.records import to_cloudevent
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation, read_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]

@@ -15,8 +15,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
-from streams.settings import Settings
-from streams.worker import free_port, spawn_worker, stop_worker
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]

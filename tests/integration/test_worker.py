@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.app import AGENTS
-from streams.runtime import LEDGER_KEY
-from streams.settings import Settings
-from streams.worker import free_port, spawn_worker, stop_worker
+from orderwatch.streams.app import AGENTS
+from orderwatch.streams.runtime import LEDGER_KEY
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation, read_records, wait_for_outcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from detectors.records import to_cloudevent
 from orderwatch.backtest import run_backtest
 from orderwatch.cli import main
+from orderwatch.detectors.records import to_cloudevent
 from orderwatch.errors import InputError
 from orderwatch.review import Analytics, read_case_set
 from orderwatch.review.topic import read_topic
-from streams.settings import load_settings
+from orderwatch.streams.settings import load_settings
 from tests.factories import T0, at, created, paid
 from tests.kafka_topics import BOOTSTRAP, fresh_topics
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from detectors.records import to_cloudevent
+from orderwatch.detectors.records import to_cloudevent
 from orderwatch.errors import InvalidEvent, OrderwatchError
-from schemas.events import EVENT_MODELS, EVENT_TYPES, TOPIC_OF_TYPE, parse_event
-from schemas.exception_event import ExceptionEvent
+from orderwatch.schemas.events import EVENT_MODELS, EVENT_TYPES, TOPIC_OF_TYPE, parse_event
+from orderwatch.schemas.exception_event import ExceptionEvent
 from tests.factories import T0, at, created, opened, paid, resolved, rules_opened, run
 
 WHEN = "2026-03-02T09:00:00+00:00"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orderwatch.cli import main
-from schemas.events import EVENT_TYPES
+from orderwatch.schemas.events import EVENT_TYPES
 
 EXCEPTION_TYPES = ("exception.opened", "exception.resolved", "exception.escalated")
 COMMAND_TYPES = ("action.requested",)

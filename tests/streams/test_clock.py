@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.clock import LagAwareClock
+from orderwatch.streams.clock import LagAwareClock
 
 A, B, R = ("orders", 0), ("payments", 0), ("inbox", 0)
 
@@ -173,7 +173,7 @@ def test_the_delivered_run_is_what_came_since_the_assignment_without_a_skipped_o
 
 
 def test_an_agent_bounded_by_another_never_lifts_that_agents_watermark_cap() -> None:
-    from streams.app import _Agent, _agent_now
+    from orderwatch.streams.app import _Agent, _agent_now
 
     def agent(name: str, inputs: list[str], upstream: list[str], repartitioned: list[str]) -> _Agent:
         spec = _Agent(name, inputs, f"ticks-{name}", upstream, repartitioned, lambda: None, lambda d, e, t: [])  # type: ignore[arg-type, return-value]

@@ -16,14 +16,14 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from detectors.config import RulesConfig
-from detectors.orders import OrderDetector
-from handlers.config import HandlersConfig
-from schemas.exception_event import ExceptionEvent
-from streams.app import Orderwatch, create_app
-from streams.handling import HANDLER_AGENT, HandlerRuntime
-from streams.metrics import Metrics
-from streams.settings import Settings
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.orders import OrderDetector
+from orderwatch.handlers.config import HandlersConfig
+from orderwatch.schemas.exception_event import ExceptionEvent
+from orderwatch.streams.app import Orderwatch, create_app
+from orderwatch.streams.handling import HANDLER_AGENT, HandlerRuntime
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.settings import Settings
 from tests.factories import at, created, paid
 from tests.handlers.conftest import _require_redis, delete_prefix, exception_data, opened, redis_client, resolved
 from tests.integration.kafka import read_json, read_records

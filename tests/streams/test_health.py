@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.health import CrashLoop, StallWatch
+from orderwatch.streams.health import CrashLoop, StallWatch
 
 
 class Clock:

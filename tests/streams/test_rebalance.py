@@ -3,7 +3,7 @@ targets out (no Kafka; the integration test test_rebalance runs it against the b
 
 from __future__ import annotations
 
-from streams.rebalance import read_again_from, rewind_targets
+from orderwatch.streams.rebalance import read_again_from, rewind_targets
 
 INPUTS = ["orders", "payments", "app-order-inbox"]
 

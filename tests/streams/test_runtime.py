@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.base import KeyedDetector
-from detectors.config import RulesConfig
-from detectors.orders import OrderDetector
-from detectors.records import Emission
-from streams.runtime import Ledger, PartitionRuntime
+from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.orders import OrderDetector
+from orderwatch.detectors.records import Emission
+from orderwatch.streams.runtime import Ledger, PartitionRuntime
 from tests.factories import at, created, paid, status
 
 
@@ -92,7 +92,7 @@ def test_an_order_detector_uses_the_blocklist_it_is_given_even_while_empty() -> 
     # Live, the lookup reads a dict the blocklist consumer fills later: an empty blocklist object
     # must not be swapped for a fresh one (it is falsy through __len__).
     entries: dict[str, tuple[str, float | None]] = {}
-    from detectors.blocklist import Blocklist
+    from orderwatch.detectors.blocklist import Blocklist
 
     det = OrderDetector(RulesConfig(), Blocklist(lookup=entries.get))
     entries["customer:c-9"] = ("chargebacks", None)
