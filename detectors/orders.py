@@ -9,12 +9,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.catalog import RULES
 from orderwatch.detectors.config import Profile, RulesConfig
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso, milli, money
 from orderwatch.detectors.shipping import address_problems, phone_ok
+from orderwatch.detectors.topology import ADOPT, address_key
 
 __all__ = ["ORDER_EVENT_TYPES", "OrderDetector", "OrderState"]
 
@@ -105,8 +106,10 @@ class OrderState:
         self.profile = profile
 
 
-class OrderDetector(KeyedDetector):
+class OrderDetector(Detector[str, OrderState]):
     """All rules whose subject is one order."""
+
+    name = "orders"
 
     def __init__(self, config: RulesConfig, blocklist: Blocklist | None = None) -> None:
         super().__init__(config)
@@ -147,24 +150,27 @@ class OrderDetector(KeyedDetector):
         }
 
     # -- entry points -------------------------------------------------------------------------
-    def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
-        """Apply one event with event time `t`; `now` is the engine clock (for `detected_at`)."""
+    def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
+        """Apply one event for order `key` with event time `t`; `now` is the clock (`detected_at`).
+        An `Adopt` hands this order an exception another detector opened about it."""
+        if ev.type == ADOPT:
+            return self.adopt(ev.data)
         out: list[Emission] = []
         handler = self._handlers.get(ev.type)
-        oid = ev.data.order_id
-        self.dirty.add(oid)
-        st = self.states.get(oid)
+        self.dirty.add(key)
+        st = self.states.get(key)
         if st is None:
-            st = self.states[oid] = OrderState(oid, self.default_profile)
+            st = self.states[key] = OrderState(key, self.default_profile)
         if handler is not None:
-            if ev.type == "order.created":
-                self._on_created(st, ev, t, now, out, fingerprint)
-            else:
-                handler(st, ev, t, now, out)
+            handler(st, ev, t, now, out)
         self._touch(st, ev, t, now, out)
         return out
 
-    def advance(self, now: float) -> list[Emission]:
+    def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
+        """Pre-contract entry point streams/app.py still calls; the fingerprint is recomputed."""
+        return self.on_event(ev.data.order_id, ev, t, now)
+
+    def _fire(self, now: float) -> list[Emission]:
         """Fire every episode whose deadline the clock `now` has passed."""
         out: list[Emission] = []
         for oid, st in self._due(now):
@@ -414,9 +420,7 @@ class OrderDetector(KeyedDetector):
                 if thr is not None:
                     self._start(st, "ORDER_STUCK", t + thr, ev.id)
 
-    def _on_created(
-        self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission], fingerprint: str | None = None
-    ) -> None:
+    def _on_created(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         if st.flags & CREATED:
             return
         d = ev.data
@@ -433,19 +437,18 @@ class OrderDetector(KeyedDetector):
         if phone_ok(d.contact_phone, addr.country):
             st.flags |= PHONE_OK
         self._check_shipping_info(st, ev, t, now, out)
-        if fingerprint is not None:
-            hit = self.blocklist.match(d.customer_id, fingerprint, t)
-            if hit is not None:
-                self._open(
-                    st,
-                    "BLOCKLISTED_ORDER",
-                    ev.id,
-                    t,
-                    now,
-                    f"Order {st.oid} matches the blocklist ({hit[0]} entry).",
-                    {"event_id": ev.id, "match": hit[0], "entry": hit[1], "reason": hit[2]},
-                    out,
-                )
+        hit = self.blocklist.match(d.customer_id, address_key(ev), t)
+        if hit is not None:
+            self._open(
+                st,
+                "BLOCKLISTED_ORDER",
+                ev.id,
+                t,
+                now,
+                f"Order {st.oid} matches the blocklist ({hit[0]} entry).",
+                {"event_id": ev.id, "match": hit[0], "entry": hit[1], "reason": hit[2]},
+                out,
+            )
         if not st.flags & (PAID | CANCELLED) and (thr := prof["PAYMENT_TIMEOUT"]) is not None:
             self._start(st, "PAYMENT_TIMEOUT", t + thr, ev.id)
         if d.promised_ship_by is not None:

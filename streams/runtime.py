@@ -17,13 +17,21 @@ from typing import Any, Generic, TypeVar
 
 from orderwatch.detectors.base import KeyedDetector
 from orderwatch.detectors.records import Emission
+from orderwatch.detectors.topology import key_for
 
-__all__ = ["LEDGER_KEY", "Ledger", "PartitionRuntime", "Release"]
+__all__ = ["LEDGER_KEY", "Ledger", "PartitionRuntime", "Release", "apply_routed"]
 
 Token = TypeVar("Token")
 LEDGER_KEY = "\x00ledger"  # the table key under which a partition keeps its ledger
 
 ApplyFn = Callable[[KeyedDetector, Any, float], list[Emission]]
+
+
+def apply_routed(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
+    """The detector contract driven by the routing table: `ev` (an event or a
+    `detectors.topology.Adopt`) under the key the table gives it for this detector, `now` = `t`
+    (the event-time clock)."""
+    return det.on_event(key_for(det.name, ev), ev, t, t)
 
 
 class Ledger:
@@ -125,10 +133,16 @@ class PartitionRuntime(Generic[Token]):
     """Reorder buffer + detector for one partition of one agent."""
 
     def __init__(
-        self, detector: KeyedDetector, apply: ApplyFn, dedupe_horizon: float = 24 * 3600.0, ledger: Ledger | None = None
+        self,
+        detector: KeyedDetector,
+        apply: ApplyFn | None = None,
+        dedupe_horizon: float = 24 * 3600.0,
+        ledger: Ledger | None = None,
     ) -> None:
         self.detector = detector
-        self._apply = apply
+        # Without `apply` the routing table keys each event (the way the agents are meant to
+        # call detectors); streams/app.py still passes its own functions until it moves over.
+        self._apply = apply or apply_routed
         self.ledger = ledger or Ledger()
         self.dedupe_horizon = dedupe_horizon
         self._buffer: list[tuple[float, int, Any, str, int, Token]] = []
@@ -223,7 +237,4 @@ class PartitionRuntime(Generic[Token]):
 
     def take_dirty(self) -> list[tuple[Any, bytes | None]]:
         """(key, snapshot) for every key changed since the last call; None: the key is gone."""
-        det = self.detector
-        out = [(key, det.snapshot(key) if key in det.states else None) for key in det.dirty]
-        det.dirty.clear()
-        return out
+        return self.detector.take_dirty()
