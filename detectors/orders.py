@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from typing import Any
 
 from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.blocklist import Blocklist
-from orderwatch.detectors.catalog import RULES
 from orderwatch.detectors.config import Profile, RulesConfig
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso, milli, money
 from orderwatch.detectors.shipping import address_problems, phone_ok
+from orderwatch.detectors.snapshots import GC, RULE_BY_ID, RULE_IDS, decode, encode
 from orderwatch.detectors.topology import ADOPT, address_key
 
 __all__ = ["ORDER_EVENT_TYPES", "OrderDetector", "OrderState"]
@@ -47,7 +46,6 @@ _FLAG_NAMES = (
 
 PAID_OR_LATER = frozenset({"paid", "allocated", "shipped", "delivered", "completed", "refunded"})
 TERMINAL_STATUSES = frozenset({"delivered", "completed", "cancelled", "refunded"})
-GC = "_GC"  # internal episode: drop the state of a finished order
 # A cancelled order is remembered longer than other finished ones: a shipment weeks after the
 # cancellation is still SHIPPED_AFTER_CANCEL, and live, a DUPLICATE_ORDER record that travels
 # through the customer agent (on another worker, possibly days of event time behind in a
@@ -229,33 +227,37 @@ class OrderDetector(Detector[str, OrderState]):
 
     # -- snapshots: the changelog / RocksDB value of one order ----------------------------------
     def snapshot(self, oid: str) -> bytes:
-        """Compact JSON of one order's state (the key, the order id, is not repeated in it)."""
+        """Compact JSON of one order's state (the key, the order id, is not repeated in it),
+        versioned (detectors.snapshots)."""
         st = self.states[oid]
-        doc = [
-            st.flags,
-            st.status,
-            st.total,
-            st.paid,
-            list(st.pay_ids),
-            st.refunds,
-            _ms(st.last_t),
-            _ms(st.ship_by),
-            [[_RULE_NO[ep[0]], _ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
-            [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
-            list(self.config.profile_key(st.profile)),
-            [[p[0], p[1], p[2], p[3], _ms(p[4])] for p in st.early] if st.early else None,
-        ]
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return encode(
+            [
+                st.flags,
+                st.status,
+                st.total,
+                st.paid,
+                list(st.pay_ids),
+                st.refunds,
+                _ms(st.last_t),
+                _ms(st.ship_by),
+                [[RULE_IDS[ep[0]], _ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
+                [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
+                list(self.config.profile_key(st.profile)),
+                [[p[0], p[1], p[2], p[3], _ms(p[4])] for p in st.early] if st.early else None,
+            ]
+        )
 
     def restore(self, oid: str, blob: bytes) -> None:
         """Rebuild one order from `snapshot` output (recovery from the changelog)."""
-        flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey, early = json.loads(blob)
+        # Format 0 has the same fields; its rule numbers are the ones RULE_IDS froze.
+        _, fields = decode(blob)
+        flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey, early = fields
         st = OrderState(oid, self.config.profile(*pkey))
         st.flags, st.status, st.total, st.paid = flags, status, total, paid
         st.pay_ids, st.refunds = tuple(pay_ids), refunds
         st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = _sec(ship_by)
-        st.eps = [(_RULES_BY_NO[no], _sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
+        st.eps = [(RULE_BY_ID[no], _sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
         if opened:
             st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
         if early:
@@ -884,10 +886,6 @@ class OrderDetector(Detector[str, OrderState]):
             f"Order {st.oid} has seen no event for {(st.profile['ORDER_STUCK'] or 0) / 86400:g} days.",
             {"order_status": st.status, "last_event_id": ep[2]},
         )
-
-
-_RULE_NO = {code: n for n, code in enumerate([GC, *RULES])}
-_RULES_BY_NO = dict(enumerate([GC, *RULES]))
 
 
 def _ms(t: float | None) -> int | None:

@@ -4,11 +4,11 @@ releases after it; oversold while reserved exceeds on hand. Keys are `sku + "\\x
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.records import Emission, ExceptionRecord
+from orderwatch.detectors.snapshots import decode, encode
 from orderwatch.detectors.topology import stock_key
 
 __all__ = ["StockDetector", "StockState"]
@@ -78,10 +78,10 @@ class StockDetector(Detector[str, StockState]):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps([st.on_hand, st.reserved, st.record.to_dict() if st.record else None]).encode()
+        return encode([st.on_hand, st.reserved, st.record.to_dict() if st.record else None])
 
     def restore(self, key: str, blob: bytes) -> None:
-        on_hand, reserved, record = json.loads(blob)
+        _, (on_hand, reserved, record) = decode(blob)  # format 0 has the same fields
         st = self.states[key] = StockState()
         st.on_hand, st.reserved = on_hand, reserved
         st.record = ExceptionRecord.from_dict(record) if record else None

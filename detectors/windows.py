@@ -8,12 +8,12 @@ join its evidence (an `updated` emission); a new one opens only after the condit
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from typing import Any
 
 from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso
+from orderwatch.detectors.snapshots import decode, encode
 from orderwatch.detectors.topology import address_key, customer_key, provider_key
 
 __all__ = ["AddressDetector", "CustomerDetector", "ProviderDetector", "items_key"]
@@ -72,12 +72,10 @@ class _SlidingDetector(Detector[str, _WindowState]):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps(
-            [[list(e) for e in st.entries], st.holding, st.record.to_dict() if st.record else None]
-        ).encode()
+        return encode([[list(e) for e in st.entries], st.holding, st.record.to_dict() if st.record else None])
 
     def restore(self, key: str, blob: bytes) -> None:
-        entries, holding, record = json.loads(blob)
+        _, (entries, holding, record) = decode(blob)  # format 0 has the same fields
         st = self.states[key] = _WindowState()
         st.entries = [tuple(e) for e in entries]
         st.holding = holding
@@ -313,12 +311,12 @@ class ProviderDetector(Detector[str, _ProviderState]):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps(
+        return encode(
             [st.win_start, st.attempts, st.failures, st.first_failure, st.record.to_dict() if st.record else None]
-        ).encode()
+        )
 
     def restore(self, key: str, blob: bytes) -> None:
-        win_start, attempts, failures, first_failure, record = json.loads(blob)
+        _, (win_start, attempts, failures, first_failure, record) = decode(blob)  # format 0: same fields
         st = self.states[key] = _ProviderState(win_start)
         st.attempts, st.failures, st.first_failure = attempts, failures, first_failure
         st.record = ExceptionRecord.from_dict(record) if record else None
