@@ -1,7 +1,8 @@
-"""Backtest benchmark: throughput against plain `json.loads` on the same lines in the same run,
-and bytes of detector state per open order (tracemalloc). Writes bench/results/.
+"""Backtest benchmark: CPU time against plain `json.loads` on the same lines in the same run, split
+into buckets, and bytes of detector state per open order (tracemalloc) with the process RSS.
+Writes bench/results/.
 
-    .venv/bin/python bench/bench_backtest.py [--orders 20000] [--open-orders 20000] [--repeat 3]
+    .venv/bin/python bench/bench_backtest.py [--orders 20000] [--open-orders 1000000] [--repeat 3]
 
 Figures are measured, never asserted: CI machines are shared and noisy; compare ratios taken
 in one run, not absolute numbers across runs.
@@ -12,23 +13,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
+import heapq
 import io
+import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
+from orderwatch.backtest import _topic_of, open_lines, run_backtest  # noqa: E402
 from orderwatch.detectors.engine import Engine  # noqa: E402
+from orderwatch.detectors.records import Emission  # noqa: E402
+from orderwatch.detectors.replay import EventTimeReplay  # noqa: E402
+from orderwatch.detectors.skew import DEFAULT_MAX_SKEW  # noqa: E402
+from orderwatch.errors import InvalidEvent  # noqa: E402
 from orderwatch.schemas.events import parse_event  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 
@@ -51,74 +62,141 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _cpu_best(fn: Callable[[], Any], best: float) -> float:
+    t = time.process_time()
+    fn()
+    return min(best, time.process_time() - t)
+
+
+def _loads_all(lines: list[bytes]) -> None:
+    for raw in lines:
+        with contextlib.suppress(ValueError):
+            json.loads(raw)
+
+
+def _parse_all(lines: list[bytes]) -> None:
+    for raw in lines:
+        with contextlib.suppress(InvalidEvent):
+            parse_event(raw)
+
+
+def _nothing(*_: Any) -> list[Emission]:
+    return []
+
+
+class _NoRules:
+    """An engine that applies nothing: what the replay (reorder buffer, dedupe, clock) costs."""
+
+    def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
+        return []
+
+    def advance(self, now: float) -> list[Emission]:
+        return []
+
+
+def _dispatch_only() -> Engine:
+    """The real engine (routing table, keys, adoption checks) with every detector's rules
+    replaced by a function that does nothing: what dispatch costs."""
+    engine = Engine()
+    for det in (engine.orders, engine.stock, engine.addresses, engine.customers, engine.providers):
+        det.on_event = _nothing  # type: ignore[method-assign,assignment]
+        det.on_clock = _nothing  # type: ignore[method-assign,assignment]
+    return engine
+
+
+def _replay_all(lines: list[bytes], engine: Any) -> None:
+    """run_backtest's loop without its bookkeeping and output (same parse, same replay)."""
+    replay = EventTimeReplay(engine, lateness=60.0, source_of=_topic_of, max_skew=DEFAULT_MAX_SKEW)
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            replay.push(parse_event(raw), (n, raw))
+        except InvalidEvent:
+            continue
+        replay.refused.clear()
+    replay.finish(None)
+
+
+def _backtest_quiet(lines: list[bytes]) -> None:
+    _replay_all(lines, Engine())
+
+
+def _backtest_full(lines: list[bytes]) -> None:
+    run_backtest(iter(lines), output=io.StringIO())
+
+
 def throughput(lines: list[bytes], repeat: int) -> dict[str, Any]:
-    """Best of `repeat` alternating runs of json.loads, parse_event alone and the full backtest
-    over `lines`: the middle one shows how much of the gap is validation and how much the rules."""
-    json_best = bt_best = parse_best = float("inf")
-    result = None
+    """CPU seconds (time.process_time: robust on a shared machine), best of `repeat` alternating
+    runs over the same lines, of `json.loads`, `parse_event` alone and the whole backtest, and
+    of the stages in between, whose differences split the backtest into buckets:
+
+    - parsing/validation: `parse_event` alone;
+    - reorder buffer + dedupe + clock: parse and replay into an engine that applies nothing;
+    - rule dispatch: the real engine (routing, keys, adoptions) over detectors that do nothing;
+    - rules: the real detectors, no output;
+    - emission/serialisation: `run_backtest` writing the exception CloudEvents (and counting).
+    """
+    best = dict.fromkeys(("json", "parse", "replay", "dispatch", "rules", "full"), float("inf"))
     for _ in range(repeat):
-        t = time.perf_counter()
-        for raw in lines:
-            with contextlib.suppress(Exception):
-                parse_event(raw)
-        parse_best = min(parse_best, time.perf_counter() - t)
-        t = time.perf_counter()
-        for raw in lines:
-            with contextlib.suppress(ValueError):
-                json.loads(raw)
-        json_best = min(json_best, time.perf_counter() - t)
-        sink = io.StringIO()
-        t = time.perf_counter()
-        result = run_backtest(iter(lines), output=sink)
-        bt_best = min(bt_best, time.perf_counter() - t)
-    assert result is not None
+        best["json"] = _cpu_best(partial(_loads_all, lines), best["json"])
+        best["parse"] = _cpu_best(partial(_parse_all, lines), best["parse"])
+        best["replay"] = _cpu_best(partial(_replay_all, lines, _NoRules()), best["replay"])
+        best["dispatch"] = _cpu_best(partial(_replay_all, lines, _dispatch_only()), best["dispatch"])
+        best["rules"] = _cpu_best(partial(_backtest_quiet, lines), best["rules"])
+        best["full"] = _cpu_best(partial(_backtest_full, lines), best["full"])
+    sink = io.StringIO()
+    result = run_backtest(iter(lines), output=sink)
     n = len(lines)
+    full = best["full"]
+    buckets = {
+        "parsing_validation": best["parse"],
+        "reorder_dedupe_clock": best["replay"] - best["parse"],
+        "rule_dispatch": best["dispatch"] - best["replay"],
+        "rules": best["rules"] - best["dispatch"],
+        "emission_serialisation": full - best["rules"],
+    }
     return {
         "lines": n,
-        "json_loads_seconds": round(json_best, 3),
-        "json_loads_lines_per_s": round(n / json_best),
-        "parse_event_seconds": round(parse_best, 3),
-        "parse_event_ratio_to_json_loads": round(json_best / parse_best, 3),
-        "backtest_seconds": round(bt_best, 3),
-        "backtest_events_per_s": round(n / bt_best),
-        "ratio_to_json_loads": round(json_best / bt_best, 3),
+        "timer": f"time.process_time, best of {repeat} alternating runs",
+        "json_loads_cpu_s": round(best["json"], 3),
+        "parse_event_cpu_s": round(best["parse"], 3),
+        "backtest_cpu_s": round(full, 3),
+        "ratio_to_json_loads": round(best["json"] / full, 3),
+        "parse_event_ratio_to_json_loads": round(best["json"] / best["parse"], 3),
+        "backtest_cpu_us_per_line": round(full / n * 1e6, 2),
+        "json_loads_cpu_us_per_line": round(best["json"] / n * 1e6, 2),
+        "buckets_cpu_s": {k: round(v, 3) for k, v in buckets.items()},
+        "buckets_share": {k: round(v / full, 3) for k, v in buckets.items()},
         "exceptions_opened": sum(result.opened.values()),
+        "output_sha256": hashlib.sha256(sink.getvalue().encode()).hexdigest(),
     }
 
 
-def _journey(i: int, t0: datetime, stage: str) -> list[str]:
-    """Raw events of one order up to `stage`: paid (awaiting shipment) or in_transit."""
+# Minutes after an order's creation at which each event of its journey happens, by stage.
+_OFFSETS = {"paid": (0, 0.2, 2, 3), "in_transit": (0, 0.2, 2, 3, 600, 601, 1440)}
+
+
+def _event(i: int, n: int, t0: datetime) -> str:
+    """Raw event `n` (1-based) of order `i`'s journey (created, reserved, paid, status paid,
+    shipment, status shipped, tracking), its order created at `t0 + i` seconds."""
     oid = f"o-{i:08d}"
-
-    def ts(minutes: float) -> str:
-        return (t0 + timedelta(minutes=minutes)).isoformat()
-
-    def ev(n: int, type_: str, minutes: float, subject: str, data: dict[str, Any]) -> str:
-        return json.dumps(
-            {
-                "specversion": "1.0",
-                "id": f"{oid}-{n}-5f0c6a0e-8d1b-4c1e-9a57",
-                "source": "/bench",
-                "type": type_,
-                "time": ts(minutes),
-                "subject": subject,
-                "data": data,
-            }
-        )
-
-    out = [
-        ev(
-            1,
+    created = t0 + timedelta(seconds=i)
+    minutes = _OFFSETS["in_transit"][n - 1]
+    sku = f"SKU-{i % 500:04d}"
+    subject = oid
+    type_: str
+    data: dict[str, Any]
+    if n == 1:
+        type_, data = (
             "order.created",
-            0,
-            oid,
             {
                 "order_id": oid,
                 "customer_id": f"c-{i:08d}",
                 "customer_since": "2024-01-01T00:00:00+00:00",
                 "merchant_id": "m-1",
                 "channel": "web",
-                "items": [{"sku": f"SKU-{i % 500:04d}", "quantity": 1, "unit_price": "19.90"}],
+                "items": [{"sku": sku, "quantity": 1, "unit_price": "19.90"}],
                 "total_amount": "19.90",
                 "currency": "EUR",
                 "shipping_address": {
@@ -129,79 +207,116 @@ def _journey(i: int, t0: datetime, stage: str) -> list[str]:
                     "country": "DE",
                 },
                 "contact_phone": "+4915123456789",
-                "promised_delivery_by": ts(6 * 1440),
+                "promised_delivery_by": (created + timedelta(days=6)).isoformat(),
             },
         )
-    ]
-    out.append(
-        ev(
-            2,
-            "inventory.reserved",
-            0.2,
-            f"SKU-{i % 500:04d}",
-            {"sku": f"SKU-{i % 500:04d}", "warehouse_id": "W1", "order_id": oid, "quantity": 1},
+    elif n == 2:
+        subject = sku
+        type_, data = "inventory.reserved", {"sku": sku, "warehouse_id": "W1", "order_id": oid, "quantity": 1}
+    elif n == 3:
+        type_, data = (
+            "payment.succeeded",
+            {
+                "order_id": oid,
+                "payment_id": f"pay-{i:08d}",
+                "amount": "19.90",
+                "currency": "EUR",
+                "provider": "stripe",
+                "method": "card",
+            },
         )
+    elif n == 4:
+        type_, data = "order.status_changed", {"order_id": oid, "status": "paid"}
+    elif n == 5:
+        type_, data = (
+            "shipment.created",
+            {
+                "order_id": oid,
+                "shipment_id": f"shp-{i:08d}",
+                "carrier": "dhl",
+                "tracking_number": f"T{i}",
+            },
+        )
+    elif n == 6:
+        type_, data = "order.status_changed", {"order_id": oid, "status": "shipped"}
+    else:
+        type_, data = (
+            "shipment.tracking_updated",
+            {"order_id": oid, "shipment_id": f"shp-{i:08d}", "status": "in_transit"},
+        )
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"{oid}-{n}-5f0c6a0e-8d1b-4c1e-9a57",
+            "source": "/bench",
+            "type": type_,
+            "time": (created + timedelta(minutes=minutes)).isoformat(),
+            "subject": subject,
+            "data": data,
+        }
     )
-    if stage in ("paid", "in_transit"):
-        out.append(
-            ev(
-                3,
-                "payment.succeeded",
-                2,
-                oid,
-                {
-                    "order_id": oid,
-                    "payment_id": f"pay-{i:08d}",
-                    "amount": "19.90",
-                    "currency": "EUR",
-                    "provider": "stripe",
-                    "method": "card",
-                },
-            )
-        )
-        out.append(ev(4, "order.status_changed", 3, oid, {"order_id": oid, "status": "paid"}))
-    if stage == "in_transit":
-        out.append(
-            ev(
-                5,
-                "shipment.created",
-                600,
-                oid,
-                {"order_id": oid, "shipment_id": f"shp-{i:08d}", "carrier": "dhl", "tracking_number": f"T{i}"},
-            )
-        )
-        out.append(ev(6, "order.status_changed", 601, oid, {"order_id": oid, "status": "shipped"}))
-        out.append(
-            ev(
-                7,
-                "shipment.tracking_updated",
-                1440,
-                oid,
-                {"order_id": oid, "shipment_id": f"shp-{i:08d}", "status": "in_transit"},
-            )
-        )
-    return out
 
 
-def state_size(n: int, stage: str) -> dict[str, Any]:
+def _journeys(n: int, stage: str, t0: datetime) -> Iterator[str]:
+    """The events of `n` journeys in event-time order (ties: by order, then step), generated
+    lazily: 1M journeys are ~4-7M events, too many to hold as text."""
+    offsets = _OFFSETS[stage]
+    pending: list[tuple[float, int, int]] = []
+    base = t0.timestamp()
+    for i in range(n):
+        start = base + i
+        while pending and pending[0][0] < start:
+            _, j, k = heapq.heappop(pending)
+            yield _event(j, k, t0)
+        for k, minutes in enumerate(offsets, 1):
+            heapq.heappush(pending, (start + minutes * 60, i, k))
+    while pending:
+        _, j, k = heapq.heappop(pending)
+        yield _event(j, k, t0)
+
+
+def _rss() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in bytes."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def state_size(n: int, stage: str, trace: bool) -> dict[str, Any]:
     """Bytes held by the engine per open order at `stage`, split into the order state (dict,
-    state object, episodes, timer heap) and the windowed detectors' per-order entries."""
+    state object, episodes, timer heap) and the windowed detectors' per-order entries (traced:
+    tracemalloc; untraced: the process RSS only, tracemalloc's own bookkeeping would inflate it)."""
     t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    raws = [r for i in range(n) for r in _journey(i, t0 + timedelta(seconds=i), stage)]
-    # Apply in event-time order with the clock advancing, as a live worker would: short episodes
+    # Applied in event-time order with the clock advancing, as a live worker would: short episodes
     # (5-15 min) of early orders are decided and stale timers popped, the steady state of a table.
-    timed = sorted(((json.loads(r)["time"], r) for r in raws), key=lambda x: x[0])
     gc.collect()
-    tracemalloc.start()
+    if trace:
+        tracemalloc.start()
+    rss0, _ = _rss()
     engine = Engine()
-    base = tracemalloc.get_traced_memory()[0]
-    for _, raw in timed:
+    base = tracemalloc.get_traced_memory()[0] if trace else 0
+    cpu = time.process_time()
+    for raw in _journeys(n, stage, t0):
         ev = parse_event(raw)
         t = ev.time.timestamp()
         engine.advance(t)
         engine.apply(ev, t, t)
     del ev
+    cpu = time.process_time() - cpu
     gc.collect()
+    rss1, hwm = _rss()
+    out: dict[str, Any] = {
+        "stage": stage,
+        "open_orders": len(engine.orders.states),
+        "traced": trace,
+        "cpu_s": round(cpu, 1),
+    }
+    if not trace:
+        out |= {
+            "rss_mib": round(rss1 / 2**20, 1),
+            "rss_peak_mib": round(hwm / 2**20, 1),
+            "rss_growth_bytes_per_order": round((rss1 - rss0) / n),
+        }
+        return out
     total = tracemalloc.get_traced_memory()[0] - base
     # Drop the windowed detectors to see what the order detector alone holds.
     windows = 0
@@ -209,14 +324,13 @@ def state_size(n: int, stage: str) -> dict[str, Any]:
         before = tracemalloc.get_traced_memory()[0]
         det.states.clear()
         det._heap.clear()
+        det.dirty.clear()
         gc.collect()
         windows += before - tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     # What a RocksDB-backed table or the changelog holds per order: the snapshot's bytes.
-    blobs = [len(engine.orders.snapshot(oid)) for oid in engine.orders.states]
-    return {
-        "stage": stage,
-        "open_orders": len(engine.orders.states),
+    blobs = [len(engine.orders.snapshot(oid)) for oid in itertools.islice(engine.orders.states, 100_000)]
+    return out | {
         "snapshot_bytes_per_order_mean": round(sum(blobs) / len(blobs)),
         "snapshot_bytes_max": max(blobs),
         "bytes_per_order_total": round(total / n),
@@ -225,26 +339,47 @@ def state_size(n: int, stage: str) -> dict[str, Any]:
     }
 
 
+def _state_size_child(n: int, stage: str, trace: bool) -> dict[str, Any]:
+    """state_size in a fresh interpreter, so each RSS figure starts from a clean heap."""
+    cmd = [sys.executable, __file__, "--state-child", stage, str(n), "trace" if trace else "rss"]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--orders", type=int, default=20_000, help="simulated orders for the throughput run")
-    ap.add_argument("--open-orders", type=int, default=20_000, help="open orders for the state-size run")
+    ap.add_argument("--open-orders", type=int, default=1_000_000, help="open orders for the state-size run")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--skip-throughput", action="store_true", help="only the state-size part")
+    ap.add_argument("--skip-state", action="store_true", help="only the throughput part")
+    ap.add_argument("--state-child", nargs=3, metavar=("STAGE", "N", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.state_child:
+        stage, n, mode = args.state_child
+        print(json.dumps(state_size(int(n), stage, mode == "trace")))
+        return 0
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sim.jsonl"
-        simulate(
-            orders=args.orders, seed=11, output=path, labels=Path(tmp) / "l.jsonl", blocklist=Path(tmp) / "b.jsonl"
-        )
-        lines = list(open_lines(path))
-    print(f"throughput over {len(lines):,} lines ({args.orders:,} simulated orders) ...", flush=True)
-    tp = throughput(lines, args.repeat)
-    print(json.dumps(tp, indent=2), flush=True)
-    sizes = [state_size(args.open_orders, stage) for stage in ("paid", "in_transit")]
-    for s in sizes:
-        print(json.dumps(s), flush=True)
+    tp: dict[str, Any] | None = None
+    if not args.skip_throughput:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "sim.jsonl"
+            simulate(
+                orders=args.orders, seed=11, output=path, labels=Path(tmp) / "l.jsonl", blocklist=Path(tmp) / "b.jsonl"
+            )
+            lines = list(open_lines(path))
+        print(f"throughput over {len(lines):,} lines ({args.orders:,} simulated orders) ...", flush=True)
+        tp = throughput(lines, args.repeat)
+        print(json.dumps(tp, indent=2), flush=True)
+    sizes = []
+    if not args.skip_state:
+        for stage in ("paid", "in_transit"):
+            for trace in (True, False):
+                print(f"state size: {args.open_orders:,} open orders, {stage}, traced={trace} ...", flush=True)
+                sizes.append(_state_size_child(args.open_orders, stage, trace))
+                print(json.dumps(sizes[-1]), flush=True)
 
     stamp = datetime.now(UTC)
     report = {
