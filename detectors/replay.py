@@ -66,6 +66,8 @@ class EventTimeReplay:
         self.duplicates = 0
         self.too_late = 0
         self._buffer: ReorderBuffer[Any] = ReorderBuffer(dedupe_horizon)
+        self._slowest = float("-inf")  # _slowest_active() as of the last push
+        self._idle_due = 0  # arrivals at which an active source goes idle (recompute then)
 
     def push(self, ev: Any, token: Any = None) -> list[Emission]:
         """Offer one validated event; returns what the clock's progress made happen. `token`
@@ -83,24 +85,46 @@ class EventTimeReplay:
             msg = f"event time is more than {self.dedupe_horizon:g} s behind the watermark, the dedupe horizon"
             raise InvalidEvent("too_late", msg)
         buf.remember(eid, t)
-        if self.source_of is None:
+        source_of = self.source_of
+        if source_of is None:
             if t > self.max_seen:
                 self._move(t - self.lateness)
             self._buffer_event(t, ev)
         else:
-            source = self.source_of(ev)
+            source = source_of(ev)
             self._arrivals += 1
-            self._last_arrival[source] = self._arrivals
-            verdict = self.guard.offer(t, (ev, token))
+            last = self._last_arrival
             progress = self._progress
-            for held_ev, _ in verdict.accepted:
-                ht = held_ev.time.timestamp()
-                self._buffer_event(ht, held_ev)
-                src = source if held_ev is ev else self.source_of(held_ev)
-                if ht > progress.get(src, float("-inf")):
-                    progress[src] = ht
-            self.refused += verdict.refused
-            self._move(self._slowest_active() - self.lateness)
+            # Whether the source was among the active ones before this event (see _slowest_active).
+            was_active = last.get(source, 0) > self._arrivals - 1 - self.idle_after and source in progress
+            last[source] = self._arrivals
+            if self.guard.admit(t):
+                # Fast path (nothing held, no jump): the same as `offer` accepting this one event.
+                self._buffer_event(t, ev)
+                low = self._slowest
+                old = progress.get(source, float("-inf"))
+                if t > old:
+                    progress[source] = t
+                    # Raising one source's progress can only change the minimum if it was the
+                    # minimum (or just became active); otherwise only an idle timeout can.
+                    if not was_active or old <= low:
+                        low = self._slowest_active()
+                elif not was_active:
+                    low = self._slowest_active()
+            else:
+                verdict = self.guard.offer(t, (ev, token))
+                for held_ev, _ in verdict.accepted:
+                    ht = held_ev.time.timestamp()
+                    self._buffer_event(ht, held_ev)
+                    src = source if held_ev is ev else source_of(held_ev)
+                    if ht > progress.get(src, float("-inf")):
+                        progress[src] = ht
+                self.refused += verdict.refused
+                low = self._slowest_active()
+            if self._arrivals >= self._idle_due:
+                low = self._slowest_active()
+            self._slowest = low
+            self._move(low - self.lateness)
         if not buf.due(self.watermark):
             return self.engine.advance(self.watermark)  # nothing to release; the clock still moves
         return self._release(self.watermark, self.watermark)
@@ -118,12 +142,23 @@ class EventTimeReplay:
 
     def _slowest_active(self) -> float:
         """The smallest accepted progress among the sources that delivered one of the last
-        `idle_after` events (the source of the event in hand always does)."""
+        `idle_after` events (the source of the event in hand always does). Also notes the
+        arrival count at which the next of them goes idle (`_idle_due`): until then, and while
+        no progress that is the minimum moves, the minimum stands (`push` keeps it cached)."""
         horizon = self._arrivals - self.idle_after
         progress = self._progress
-        # A source whose every event so far is held has no progress yet: it holds nothing back.
-        active = [progress[s] for s, last in self._last_arrival.items() if last > horizon and s in progress]
-        return min(active, default=float("-inf"))
+        low = float("inf")
+        oldest = self._arrivals + self.idle_after + 1
+        for s, last in self._last_arrival.items():
+            # A source whose every event so far is held has no progress yet: it holds nothing back.
+            if last > horizon and s in progress:
+                if last < oldest:
+                    oldest = last
+                p = progress[s]
+                if p < low:
+                    low = p
+        self._idle_due = oldest + self.idle_after
+        return low if low != float("inf") else float("-inf")
 
     def finish(self, until: float | None = None) -> list[Emission]:
         """End of input: apply every buffered event, then move the clock to the last watermark
@@ -140,14 +175,18 @@ class EventTimeReplay:
 
     def _release(self, upto: float, clock: float) -> list[Emission]:
         out: list[Emission] = []
-        engine = self.engine
+        advance, apply = self.engine.advance, self.engine.apply
         for t, ev in self._buffer.release(upto):
             # Deadlines strictly before the event fire first: an event at exactly D still clears.
             # The event-time clock is the event's own time here, so the output (detected_at
             # included) depends only on the events, not on how they were interleaved.
-            out += engine.advance(min(t, clock))
-            out += engine.apply(ev, t, t)
-        out += engine.advance(clock)
+            fired = advance(t if t < clock else clock)
+            if fired:
+                out += fired
+            done = apply(ev, t, t)
+            if done:
+                out += done
+        out += advance(clock)
         return out
 
     @property

@@ -66,6 +66,21 @@ class JumpGuard(Generic[Item]):
         self._ordinary = 0  # ordinary events since the last jump was held
         self.refused = 0
 
+    def admit(self, t: float) -> bool:
+        """The common case, decided without building a `Verdict`: nothing is held and `t` is no
+        jump. Then the event is accepted (progress moves) and True is returned; otherwise nothing
+        changes and the caller must `offer` it. Same outcome as `offer` accepting it alone."""
+        if self._held:
+            return False
+        progress = self.progress
+        skew = self.max_skew
+        if skew is None or progress == float("-inf") or t <= progress + skew:
+            self._streak = 0
+            if t > progress:
+                self.progress = t
+            return True
+        return False
+
     def offer(self, t: float, item: Item) -> Verdict[Item]:
         out: Verdict[Item] = Verdict()
         skew = self.max_skew
