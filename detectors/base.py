@@ -36,7 +36,16 @@ from orderwatch.detectors.ids import exception_id
 from orderwatch.detectors.records import Emission, ExceptionRecord
 from orderwatch.detectors.topology import DetectorName
 
-__all__ = ["Detector", "Incoming", "KeyedDetector", "Timed"]
+__all__ = ["Detector", "Incoming", "KeyedDetector", "Timed", "Untracked"]
+
+
+class Untracked(set[Any]):
+    """A `dirty` set that keeps nothing, for a caller that never persists state (the backtest's
+    `Engine`): tracking there would hold every key ever touched, about 100 bytes per open order
+    per detector, for a `take_dirty` nobody calls."""
+
+    def add(self, key: Any) -> None:
+        return None
 
 
 class Incoming(Protocol):

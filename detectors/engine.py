@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from orderwatch.detectors.base import Detector, Incoming, KeyedDetector
+from orderwatch.detectors.base import Detector, Incoming, KeyedDetector, Untracked
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.detectors.orders import OrderDetector
@@ -45,6 +45,8 @@ class Engine:
             self.providers,
         )
         self._by_name: dict[str, KeyedDetector] = {d.name: d for d in self._detectors}
+        for d in self._detectors:
+            d.dirty = Untracked()  # all in memory, nothing persisted: no changed keys to list
         # The clock is advanced twice per event: skip the detectors that never set a timer.
         self._timed = tuple(d for d in self._detectors if type(d)._fire is not Detector._fire)
         plan: dict[str, list[_Step]] = {}

@@ -28,6 +28,8 @@ from orderwatch.detectors.orders.state import (
     TERMINAL_STATUSES,
     Episode,
     OrderState,
+    compact,
+    known_status,
 )
 from orderwatch.detectors.orders.stock import OrderStockRules
 from orderwatch.detectors.orders.stuck import StuckRules
@@ -88,6 +90,7 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
         if handler is not None:
             handler(st, ev, t, now, out)
         self._touch(st, ev, t, now, out)
+        compact(st)
         return out
 
     def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
@@ -134,7 +137,7 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
             self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id)
 
     def _on_status(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
-        status = ev.data.status
+        status = known_status(ev.data.status)
         st.status = status
         if status == "cancelled":
             self._cancelled(st, ev, t, now, out)

@@ -22,12 +22,18 @@ from orderwatch.detectors.orders.state import (
     TERMINAL,
     Episode,
     OrderState,
+    compact,
+    episodes,
     milli_tolerance,
     to_ms,
     to_sec,
 )
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso, money
 from orderwatch.detectors.snapshots import GC, RULE_BY_ID, RULE_IDS, decode, encode
+
+
+def _deadline(ep: Episode) -> float:
+    return ep[1]
 
 
 class OrderCore(Detector[str, OrderState]):
@@ -49,9 +55,9 @@ class OrderCore(Detector[str, OrderState]):
         """Fire every episode whose deadline the clock `now` has passed."""
         out: list[Emission] = []
         for oid, st in self._due(now):
-            due = sorted((ep for ep in st.eps if ep[1] < now), key=lambda ep: ep[1])
+            due = sorted((ep for ep in episodes(st) if ep[1] < now), key=_deadline)
             for ep in due:
-                st.eps.remove(ep)
+                self._end(st, ep[0], ep[3])
                 if ep[0] == GC:
                     if not st.opened and not st.eps:
                         del self.states[oid]
@@ -116,7 +122,7 @@ class OrderCore(Detector[str, OrderState]):
                 st.refunds,
                 to_ms(st.last_t),
                 to_ms(st.ship_by),
-                [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
+                [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in episodes(st)],
                 [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
                 list(self.config.profile_key(st.profile)),
                 [[p[0], p[1], p[2], p[3], to_ms(p[4])] for p in st.early] if st.early else None,
@@ -133,20 +139,21 @@ class OrderCore(Detector[str, OrderState]):
         st.pay_ids, st.refunds = tuple(pay_ids), refunds
         st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = to_sec(ship_by)
-        st.eps = [(RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
+        st.eps = tuple(x for no, d, sid, ref in eps for x in (RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref))
         if opened:
             st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
         if early:
             st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
+        compact(st)
         self.states[oid] = st
         self._reschedule(st)
 
     def pending(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for st in self.states.values():
-            for ep in st.eps:
-                if ep[0] != GC:
-                    counts[ep[0]] = counts.get(ep[0], 0) + 1
+            for rule in st.eps[::4]:
+                if rule != GC:
+                    counts[rule] = counts.get(rule, 0) + 1
         return counts
 
     def open_exceptions(self) -> int:
@@ -175,7 +182,7 @@ class OrderCore(Detector[str, OrderState]):
             "ship_by": iso(st.ship_by) if st.ship_by is not None else None,
             "deadlines": [
                 {"rule": rule, "due": iso(due), "start_event_id": start_id, "ref": ref}
-                for rule, due, start_id, ref in sorted(st.eps, key=lambda ep: ep[1])
+                for rule, due, start_id, ref in sorted(episodes(st), key=_deadline)
                 if rule != GC
             ],
             "open_exceptions": [
@@ -206,23 +213,25 @@ class OrderCore(Detector[str, OrderState]):
             if st.profile.get(rule) is None:
                 return
         self._end(st, rule, ref)
-        st.eps.append((rule, deadline, start_id, ref))
+        st.eps += (rule, deadline, start_id, ref)
         # Only an earlier deadline needs a new timer; a later one is found when the current
         # timer pops and the state reschedules itself (lazy, one heap entry per order).
         self._wake_at(st.oid, st, deadline)
 
     @staticmethod
     def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
-        for ep in st.eps:
-            if ep[0] == rule and ep[3] == ref:
-                st.eps.remove(ep)
+        eps = st.eps
+        for i in range(0, len(eps), 4):
+            if eps[i] == rule and eps[i + 3] == ref:
+                st.eps = eps[:i] + eps[i + 4 :]
                 return
 
     @staticmethod
     def _episode(st: OrderState, rule: str, ref: str | None = None) -> Episode | None:
-        for ep in st.eps:
-            if ep[0] == rule and ep[3] == ref:
-                return ep
+        eps = st.eps
+        for i in range(0, len(eps), 4):
+            if eps[i] == rule and eps[i + 3] == ref:
+                return (rule, eps[i + 1], eps[i + 2], ref)
         return None
 
     @staticmethod
@@ -235,7 +244,7 @@ class OrderCore(Detector[str, OrderState]):
 
     def _reschedule(self, st: OrderState) -> None:
         if st.eps:
-            self._wake_at(st.oid, st, min(ep[1] for ep in st.eps))
+            self._wake_at(st.oid, st, min(st.eps[1::4]))
 
     def _open(
         self,
@@ -279,7 +288,7 @@ class OrderCore(Detector[str, OrderState]):
             return
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
-        st.eps = [ep for ep in st.eps if ep[0] == "REFUND_OVERDUE"]
+        st.eps = tuple(x for ep in episodes(st) if ep[0] == "REFUND_OVERDUE" for x in ep)
         self._start(st, GC, t + self._retention(st), "", force=True)
 
     def _retention(self, st: OrderState) -> float:
