@@ -192,7 +192,23 @@ def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[
                 events = asyncio.run(_watch(settings, labels, worker, timeout, out))
             finally:
                 _stop_worker(worker)
+                asyncio.run(_delete_topics(settings))
     return _scorecard(events, labels, out)
+
+
+async def _delete_topics(settings: Settings) -> None:
+    """The run's topics go when it ends: each run has its own prefix, and a broker keeps a file
+    open per partition, so runs left behind add up."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    with contextlib.suppress(KafkaError, OSError):
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith((settings.topic_prefix, settings.app_id + "-"))]
+        if mine:
+            await admin.delete_topics(mine)
+    await admin.close()
 
 
 async def _publish_blocklist(settings: Settings, path: Path) -> None:

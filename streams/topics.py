@@ -37,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -261,29 +262,45 @@ async def create_topics(settings: Settings, *, replication: int | None = None, w
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker or command won the race
                 await admin.create_topics(new)
-            await _wait_for_leaders(admin, [s.name for s in missing], wait)
+            await _wait_for_leaders(admin, settings, [s.name for s in missing], wait)
             found = await describe_topics(admin, (s.name for s in plan))
     return Created([s.name for s in missing], diagnose(plan, found, settings))
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: Sequence[str], timeout: float) -> None:
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, settings: Settings, names: Sequence[str], timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         found = await describe_topics(admin, names)
         waiting = [n for n in names if n not in found or found[n].leaderless]
         if not waiting:
-            return
+            break
         if time.monotonic() > deadline:
             msg = f"topics without a leader on every partition after {timeout:.0f} s: {', '.join(waiting)}"
             raise InputError(msg)
         await asyncio.sleep(0.2)
+    # The metadata names a leader a moment before that broker serves the partition (KRaft
+    # publishes the metadata image before the replica manager applies it): a produce in that
+    # moment is answered NotLeaderForPartition. A ListOffsets request meets the same check, and
+    # aiokafka retries it quietly, so its answer is the sign that the leaders serve.
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(n, p) for n in names for p in range(found[n].partitions)]
+        await asyncio.wait_for(consumer.end_offsets(tps), max(1.0, deadline - time.monotonic()))
+    except TimeoutError as exc:
+        msg = f"the leaders of {', '.join(names)} did not serve their partitions within {timeout:.0f} s"
+        raise InputError(msg) from exc
+    finally:
+        await consumer.stop()
 
 
 async def wait_for_leaders(settings: Settings, names: Sequence[str], timeout: float = 60.0) -> None:
     """Return once every partition of every topic in `names` has a leader. Just-created topics
     elect theirs within a moment; a client using them before that gets NotLeaderForPartition."""
     async with _Admin(settings) as admin:
-        await _wait_for_leaders(admin, names, timeout)
+        await _wait_for_leaders(admin, settings, names, timeout)
 
 
 def _raise_if(problems: Sequence[Problem], settings: Settings, what: str) -> None:
