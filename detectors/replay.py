@@ -69,15 +69,17 @@ class EventTimeReplay:
         self._slowest = float("-inf")  # _slowest_active() as of the last push
         self._idle_due = 0  # arrivals at which an active source goes idle (recompute then)
 
-    def push(self, ev: Any, token: Any = None) -> list[Emission]:
+    def push(self, ev: Any, token: Any = None, t: float | None = None) -> list[Emission]:
         """Offer one validated event; returns what the clock's progress made happen. `token`
-        comes back with the event if it is later refused (see `refused`)."""
+        comes back with the event if it is later refused (see `refused`); `t` is its event time
+        in epoch seconds when the caller has it already (`ev.time.timestamp()` otherwise)."""
         eid = ev.id
         buf = self._buffer
         if buf.seen(eid):
             self.duplicates += 1
             return []
-        t = ev.time.timestamp()
+        if t is None:
+            t = ev.time.timestamp()
         if t < self.watermark - self.dedupe_horizon:
             # Its id may have been forgotten already, so it cannot be told from a re-delivery:
             # refuse it (the caller dead-letters it) rather than risk applying an event twice.

@@ -153,10 +153,11 @@ def run_backtest(
             continue
         try:
             ev = parse_event(raw)
-            if ev.time.timestamp() > future_limit:
+            t = ev.time.timestamp()
+            if t > future_limit:
                 msg = f"event time is more than {max_future:g} s ahead of the wall clock"
                 raise InvalidEvent("from_future", msg)
-            emissions = replay.push(ev, (n, raw))
+            emissions = replay.push(ev, (n, raw), t)
         except InvalidEvent as exc:
             reject(n, raw, exc)
             continue
