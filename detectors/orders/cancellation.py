@@ -15,6 +15,7 @@ from orderwatch.detectors.orders.state import (
     PAID,
     Episode,
     OrderState,
+    payment_ids,
 )
 from orderwatch.detectors.records import Emission, milli, money
 
@@ -116,7 +117,7 @@ class CancellationRules(PaymentRules):
                     "refunds": money(refunds),
                     "paid": money(st.paid),
                     "refund_ids": sorted(st.refunds),
-                    "payment_ids": list(st.pay_ids),
+                    "payment_ids": list(payment_ids(st)),
                 },
                 out,
             )

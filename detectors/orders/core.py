@@ -23,8 +23,10 @@ from orderwatch.detectors.orders.state import (
     Episode,
     OrderState,
     compact,
+    compact_ids,
     episodes,
     milli_tolerance,
+    payment_ids,
     to_ms,
     to_sec,
 )
@@ -118,7 +120,7 @@ class OrderCore(Detector[str, OrderState]):
                 st.status,
                 st.total,
                 st.paid,
-                list(st.pay_ids),
+                list(payment_ids(st)),
                 st.refunds,
                 to_ms(st.last_t),
                 to_ms(st.ship_by),
@@ -136,7 +138,7 @@ class OrderCore(Detector[str, OrderState]):
         flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey, early = fields
         st = OrderState(oid, self.config.profile(*pkey))
         st.flags, st.status, st.total, st.paid = flags, status, total, paid
-        st.pay_ids, st.refunds = tuple(pay_ids), refunds
+        st.pay_ids, st.refunds = compact_ids(pay_ids), refunds
         st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = to_sec(ship_by)
         st.eps = tuple(x for no, d, sid, ref in eps for x in (RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref))
@@ -173,7 +175,7 @@ class OrderCore(Detector[str, OrderState]):
             "flags": flags,
             "total": money(st.total) if st.flags & CREATED else None,
             "paid": money(st.paid),
-            "payment_ids": list(st.pay_ids),
+            "payment_ids": list(payment_ids(st)),
             "refunds": [
                 {"refund_id": rid, "requested": money(r[0]), "succeeded": money(r[1]), "done": bool(r[2])}
                 for rid, r in sorted((st.refunds or {}).items())

@@ -16,6 +16,8 @@ from orderwatch.detectors.orders.state import (
     RESERVATION_SEEN,
     Episode,
     OrderState,
+    add_payment_id,
+    payment_ids,
 )
 from orderwatch.detectors.records import Emission, milli, money
 
@@ -26,7 +28,7 @@ class PaymentRules(OrderCore):
     def _on_payment(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
         d = ev.data
         pid = d.payment_id
-        if pid in st.pay_ids:
+        if pid in payment_ids(st):
             return  # the same payment reported again under a new event id
         amount = milli(d.amount)
         first = not st.flags & PAID
@@ -37,7 +39,7 @@ class PaymentRules(OrderCore):
             if st.early is None:
                 st.early = []
             st.early.append((pid, amount, d.currency, ev.id, t))
-        st.pay_ids += (pid,)
+        add_payment_id(st, pid)
         st.paid += amount
         st.flags |= PAID
         self._end(st, "PAYMENT_TIMEOUT")
@@ -81,7 +83,7 @@ class PaymentRules(OrderCore):
                 "payment_id": pid,
                 "amount": money(amount),
                 "currency": currency,
-                "earlier_payment_ids": list(st.pay_ids),
+                "earlier_payment_ids": list(payment_ids(st)),
                 "earlier_paid": money(st.paid),
                 "order_total": money(st.total),
             },
@@ -99,7 +101,7 @@ class PaymentRules(OrderCore):
         st.paid, st.pay_ids = 0, ()
         for pid, amount, currency, event_id, t in sorted(early, key=lambda p: p[4]):
             self._check_duplicate_payment(st, pid, amount, currency, event_id, t, now, out)
-            st.pay_ids += (pid,)
+            add_payment_id(st, pid)
             st.paid += amount
         st.paid, st.pay_ids = paid, pay_ids
 
@@ -113,7 +115,7 @@ class PaymentRules(OrderCore):
             return None
         return (
             f"Payment for order {st.oid} succeeded but the order is still not marked paid.",
-            {"order_status": st.status, "payment_ids": list(st.pay_ids)},
+            {"order_status": st.status, "payment_ids": list(payment_ids(st))},
         )
 
     @staticmethod
@@ -132,7 +134,7 @@ class PaymentRules(OrderCore):
                 "order_total": money(st.total),
                 "paid": money(st.paid),
                 "difference": money(st.paid - st.total),
-                "payment_ids": list(st.pay_ids),
+                "payment_ids": list(payment_ids(st)),
             },
         )
 
@@ -142,5 +144,5 @@ class PaymentRules(OrderCore):
             return None
         return (
             f"A payment arrived for order {st.oid}, which orderwatch has never seen created.",
-            {"payment_ids": list(st.pay_ids), "paid": money(st.paid)},
+            {"payment_ids": list(payment_ids(st)), "paid": money(st.paid)},
         )

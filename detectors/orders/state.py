@@ -32,10 +32,13 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Episode",
     "OrderState",
+    "add_payment_id",
     "compact",
+    "compact_ids",
     "episodes",
     "known_status",
     "milli_tolerance",
+    "payment_ids",
     "to_ms",
     "to_sec",
 ]  # fmt: skip
@@ -128,6 +131,22 @@ def compact(st: OrderState) -> None:
         st.paid = st.total
 
 
+def payment_ids(st: OrderState) -> tuple[str, ...]:
+    """The distinct payment ids of the order, in the order they came."""
+    ids = st.pay_ids
+    return (ids,) if isinstance(ids, str) else ids
+
+
+def add_payment_id(st: OrderState, pid: str) -> None:
+    # A lone id is kept bare: a 1-tuple around it is 48 bytes an order.
+    st.pay_ids = pid if not st.pay_ids else (*payment_ids(st), pid)
+
+
+def compact_ids(ids: list[str]) -> str | tuple[str, ...]:
+    """`pay_ids` from a stored list (snapshots keep a list)."""
+    return ids[0] if len(ids) == 1 else tuple(ids)
+
+
 def known_status(status: str) -> str:
     """The one shared copy of a status string (the parser hands a new one with every event)."""
     return _STATUSES.get(status, status)
@@ -145,7 +164,8 @@ class OrderState:
         self.status: str | None = None
         self.total = 0  # milli-units
         self.paid = 0  # sum of distinct succeeded payments, milli-units
-        self.pay_ids: tuple[str, ...] = ()
+        # One payment id (the common case) as itself, several as a tuple: `payment_ids` reads it.
+        self.pay_ids: str | tuple[str, ...] = ()
         self.refunds: dict[str, list[int]] | None = None  # refund id -> [requested, succeeded, done]
         self.last_t = float("-inf")
         self.ship_by: float | None = None
