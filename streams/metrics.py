@@ -28,6 +28,7 @@ INVALID_REASONS = (
     "wrong_topic",
     "from_future",
     "processing_error",
+    "invalid_control",
 )
 
 
@@ -139,6 +140,13 @@ class Metrics:
             "orderwatch_agent_crashes_total",
             "Agent loops that raised and were restarted by faust's supervisor, by agent",
             ["agent"],
+            registry=r,
+        )
+        self.merge_forced = Counter(
+            "orderwatch_merge_forced_total",
+            "Records the record-timestamp merge released before it could tell they were next, by agent and "
+            "why (idle: an input with lag had nothing fetched within the idle wait; overflow: too many held)",
+            ["agent", "reason"],
             registry=r,
         )
         # Handlers: cases, escalation, incidents (handlers.service).
