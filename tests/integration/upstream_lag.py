@@ -4,6 +4,7 @@ timestamps (the contract of `orderwatch publish`: ts_i = max(ts_{i-1} + 1, event
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -64,7 +65,7 @@ def stamps(lines: Iterable[bytes], base_ms: int | None = None) -> list[int]:
     return out
 
 
-async def publish_stamped(lines: list[bytes], settings: Settings, *, start: int = 0) -> int:
+async def publish_stamped(lines: list[bytes], settings: Settings, *, start: int = 0, shift_to_now: bool = True) -> int:
     """Send each routable line from `start` on to its topic with its record timestamp (`stamps`
     over the whole list, so two calls continue one run's stamps); returns how many."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=10)
@@ -72,7 +73,13 @@ async def publish_stamped(lines: list[bytes], settings: Settings, *, start: int 
     sent = 0
     try:
         pending = []
-        for line, ts in list(zip(lines, stamps(lines), strict=True))[start:]:
+        # Shifted so that the last record is stamped now: the order and spacing are the file's,
+        # and no record is older than the broker's retention (7 days), which would delete a
+        # historical stream's segments at its next retention check, mid-test.
+        stamped = stamps(lines)
+        shift = round(time.time() * 1000) - stamped[-1] if shift_to_now else 0
+        for line, ts in list(zip(lines, stamped, strict=True))[start:]:
+            ts += shift
             routed = route(line)
             if routed is None or routed is KEY_MISMATCH:
                 continue
