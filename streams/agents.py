@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from orderwatch.detectors.base import KeyedDetector
-from orderwatch.detectors.records import Emission
 from orderwatch.streams.clock import LagAwareClock
 
 __all__ = ["AgentClocks", "AgentSpec"]
@@ -29,7 +27,6 @@ class AgentSpec:
     repartitioned: list[str]
     """Its inputs fed by forwards: several upstream partitions mixed, times out of order."""
     make: Callable[[], KeyedDetector]
-    apply: Callable[[KeyedDetector, Any, float], list[Emission]]
     bounded_by: list[str] = field(default_factory=list)
     """Agents whose clock this one never runs ahead of (they feed its inbox)."""
     partitions: int = 1

@@ -35,14 +35,12 @@ import faust
 from orderwatch.detectors.base import KeyedDetector
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
-from orderwatch.detectors.ids import address_fingerprint
 from orderwatch.detectors.orders import OrderDetector
-from orderwatch.detectors.records import Emission, ExceptionRecord
 from orderwatch.detectors.stock import StockDetector
+from orderwatch.detectors.topology import ADOPTIONS, DETECTORS, ROUTES, direct_topics, forward_topics
 from orderwatch.detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
 from orderwatch.handlers.config import HandlersConfig
-from orderwatch.schemas.control import Adoption
-from orderwatch.schemas.events import INPUT_TOPICS
+from orderwatch.schemas.events import INPUT_TOPICS, TOPIC_OF_TYPE
 from orderwatch.streams.agents import AgentClocks, AgentSpec
 from orderwatch.streams.blocklist_follower import BlocklistFollower
 from orderwatch.streams.clock import LagAwareClock
@@ -134,83 +132,36 @@ class Orderwatch:
         return reasons, assigned
 
 
-class _Apply:
-    """How each agent hands an event to its detector (the address fingerprint is computed here,
-    once, from the event's address: detectors never see the address itself)."""
-
-    @staticmethod
-    def order(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
-        orders = cast(OrderDetector, det)  # this agent's runtimes are built by its own factory
-        if isinstance(ev, Adoption):
-            return orders.adopt(ExceptionRecord.from_dict(ev.exception))
-        fp = None
-        if ev.type == "order.created":
-            a = ev.data.shipping_address
-            fp = address_fingerprint(a.line1, a.postal_code, a.country)
-        return orders.apply(ev, t, t, fp)
-
-    @staticmethod
-    def address(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
-        a = ev.data.shipping_address
-        return cast(AddressDetector, det).apply(ev, t, t, address_fingerprint(a.line1, a.postal_code, a.country))
-
-    @staticmethod
-    def plain(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
-        return det.apply(ev, t, t)  # type: ignore[attr-defined, no-any-return]
-
-
 def agent_specs(settings: Settings, config: RulesConfig, blocklist: Blocklist) -> dict[str, AgentSpec]:
-    prefix, app = settings.topic, settings.app_id
-    inbox = f"{app}-order-inbox"
-    by = {k: f"{app}-by-{k}" for k in ("address", "customer", "provider")}
-
-    def ticks(name: str) -> str:
-        return f"{app}-ticks-{name}"
-
-    specs = {
-        "orders": AgentSpec(
-            "orders",
-            [prefix("orders"), prefix("payments"), prefix("logistics"), inbox],
-            ticks("orders"),
-            [prefix("inventory")],
-            [inbox],
-            lambda: OrderDetector(config, blocklist),
-            _Apply.order,
-            bounded_by=["customer"],
-        ),
-        "inventory": AgentSpec(
-            "inventory", [prefix("inventory")], ticks("inventory"), [], [], lambda: StockDetector(config), _Apply.plain
-        ),
-        "address": AgentSpec(
-            "address",
-            [by["address"]],
-            ticks("address"),
-            [prefix("orders")],
-            [by["address"]],
-            lambda: AddressDetector(config),
-            _Apply.address,
-        ),
-        "customer": AgentSpec(
-            "customer",
-            [by["customer"]],
-            ticks("customer"),
-            [prefix("orders")],
-            [by["customer"]],
-            lambda: CustomerDetector(config),
-            _Apply.plain,
-        ),
-        "provider": AgentSpec(
-            "provider",
-            [by["provider"]],
-            ticks("provider"),
-            [prefix("payments")],
-            [by["provider"]],
-            lambda: ProviderDetector(config),
-            _Apply.plain,
-        ),
+    """Each agent as the routing table (detectors.topology) says: the contract topics it reads
+    itself, the internal topics forwards and adoptions reach it by, the upstream topics those
+    forwards come from (they bound its clock), the agents whose adoptions it owns (it never runs
+    ahead of their clocks). Contract inputs first, in the contract's order (the merge's ties)."""
+    app = settings.app_id
+    make: dict[str, Callable[[], KeyedDetector]] = {
+        "orders": lambda: OrderDetector(config, blocklist),
+        "inventory": lambda: StockDetector(config),
+        "address": lambda: AddressDetector(config),
+        "customer": lambda: CustomerDetector(config),
+        "provider": lambda: ProviderDetector(config),
     }
-    for spec in specs.values():
-        spec.partitions = settings.partitions
+    specs: dict[str, AgentSpec] = {}
+    for name in DETECTORS:
+        direct = direct_topics(name)
+        internal = sorted(forward_topics(name))
+        upstream = sorted(
+            {TOPIC_OF_TYPE[t] for r in ROUTES if r.detector == name and r.forward is not None for t in r.types}
+        )
+        specs[name] = AgentSpec(
+            name,
+            [settings.topic(t) for t in INPUT_TOPICS if t in direct] + [f"{app}-{t}" for t in internal],
+            f"{app}-ticks-{name}",
+            [settings.topic(t) for t in upstream],
+            [f"{app}-{t}" for t in internal],
+            make[name],
+            bounded_by=[a.found_by for a in ADOPTIONS if a.owner == name],
+            partitions=settings.partitions,
+        )
     return specs
 
 
@@ -297,21 +248,12 @@ def create_app(
     clocks = AgentClocks(specs, clock, owned)
     out = outputs if outputs is not None else KafkaOutputs(app)
     prefix, app_id = settings.topic, settings.app_id
-    inbox = f"{app_id}-order-inbox"
-    forwarder = Forwarder(
-        out,
-        clock,
-        owned,
-        settings.partitions,
-        by_address=f"{app_id}-by-address",
-        by_customer=f"{app_id}-by-customer",
-        by_provider=f"{app_id}-by-provider",
-        inbox=inbox,
-    )
+    forwarder = Forwarder(out, clock, owned, settings.partitions, internal_prefix=f"{app_id}-")
     crash_loop = CrashLoop()
     publisher = EmissionPublisher(out, prefix("order-exceptions"), metrics, forwarder)
     dead_letters = DeadLetters(out, prefix("orders-dlq"), metrics)
-    forward_inputs = frozenset({prefix("orders"), prefix("payments"), prefix("inventory")})
+    feeds = forwarder.feeds(prefix)  # contract topic -> the internal topics it is forwarded to
+    forward_inputs = frozenset(feeds)
     contract_topics = {prefix(t): t for t in INPUT_TOPICS}
     drivers = {
         name: AgentDriver(
@@ -321,7 +263,7 @@ def create_app(
             metrics=metrics,
             publisher=publisher,
             dead_letters=dead_letters,
-            forwarder=forwarder if name in ("orders", "inventory") else None,
+            forwarder=forwarder if forward_inputs & set(spec.inputs) else None,
             forward_inputs=forward_inputs,
             contract_topics=contract_topics,
             max_future_seconds=settings.max_future_seconds,
@@ -359,11 +301,7 @@ def create_app(
             clock,
             forwarder,
             owned,
-            {
-                prefix("orders"): [forwarder.by_address, forwarder.by_customer],
-                prefix("payments"): [forwarder.by_provider],
-                prefix("inventory"): [inbox],
-            },
+            {topic: sorted(targets) for topic, targets in feeds.items()},
             settings.partitions,
         )
         app.timer(interval=TICK_INTERVAL)(watermarks.send)

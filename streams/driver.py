@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.records import ExceptionRecord
+from orderwatch.detectors.topology import Adopt
 from orderwatch.errors import InvalidEvent
 from orderwatch.schemas.control import Adoption, Watermark, decode_control, decode_tick
 from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE, entity_of, parse_event
@@ -164,7 +166,8 @@ class AgentDriver:
                 elif value and value.startswith(tag):
                     det.restore(key.decode(), value[len(tag) :])
             det.dirty.clear()
-            rt = self.runtimes[partition] = PartitionRuntime(det, self.spec.apply, ledger=ledger)
+            # No apply function: the runtime keys each event by the routing table.
+            rt = self.runtimes[partition] = PartitionRuntime(det, ledger=ledger)
             self._batches[partition] = _Batch()
             if len(self.spec.inputs) > 1:
                 self.merges[partition] = TimestampMerge(
@@ -199,7 +202,7 @@ class AgentDriver:
     def wants_tick(self, partition: int, rt: PartitionRuntime[Any]) -> bool:
         """Work the clock may have made due: buffered events, a timer, or records the merge holds."""
         now = self._clocks.now(self.name, partition)
-        nxt = rt.detector.next_timer()
+        nxt = rt.detector.notify_at()
         merge = self.merges.get(partition)
         return (
             (rt.buffered > 0 and rt.oldest < now)
@@ -314,7 +317,7 @@ class AgentDriver:
             if control is not None and not isinstance(control, Adoption):
                 raise InvalidEvent("invalid_control", f"a {control.kind} does not belong on {msg.topic}")
             if isinstance(control, Adoption):
-                ev: Any = control
+                ev: Any = Adopt(control.id, ExceptionRecord.from_dict(control.exception), control.event_time)
                 t = control.event_time
             else:
                 ev = parse_event(msg.value or b"")
@@ -327,7 +330,7 @@ class AgentDriver:
             await self._dead_letters.send(msg, exc)
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
-        if not isinstance(ev, Adoption):
+        if not isinstance(ev, Adopt):
             self._metrics.events_in.labels(msg.topic, ev.type).inc()
         return await self._admit(rt, stream, ev, t, event)
 

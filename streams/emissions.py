@@ -40,12 +40,12 @@ class EmissionPublisher:
                 metrics.lag_seconds.labels("opened").observe(max(0.0, now - rec.event_time))
             elif em.kind == "resolved":
                 metrics.resolved.labels(rec.rule, rec.severity).inc()
-            if agent == "customer" and rec.rule == "DUPLICATE_ORDER" and em.kind == "opened" and rec.order_id:
-                adoption = Adoption(id=f"adopt:{rec.exception_id}", event_time=rec.event_time, exception=rec.to_dict())
-                headers, value = encode(adoption)
-                await self._forwarder.send(
-                    self._forwarder.inbox, rec.order_id, value, timestamp=arrival, headers=headers
-                )
+            adoption = self._forwarder.adoption(agent, em)
+            if adoption is not None:
+                topic, key = adoption
+                message = Adoption(id=f"adopt:{rec.exception_id}", event_time=rec.event_time, exception=rec.to_dict())
+                headers, value = encode(message)
+                await self._forwarder.send(topic, key, value, timestamp=arrival, headers=headers)
             pending.append(
                 await self._outputs.send(
                     self.topic,

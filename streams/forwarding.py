@@ -12,11 +12,13 @@ adoptions) are stamped in the same time domain for the same reason.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiokafka.partitioner import murmur2
 
-from orderwatch.detectors.ids import address_fingerprint
+from orderwatch.detectors.records import Emission
+from orderwatch.detectors.topology import ROUTES, DetectorName, adoption_for, forwards
+from orderwatch.schemas.events import TOPIC_OF_TYPE
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.outputs import Outputs
 
@@ -56,16 +58,13 @@ class Forwarder:
         actives: Callable[[], frozenset[TP]],
         partitions: int,
         *,
-        by_address: str,
-        by_customer: str,
-        by_provider: str,
-        inbox: str,
+        internal_prefix: str,
     ) -> None:
         self._outputs = outputs
         self._clock = clock
         self._actives = actives
         self._partitions = partitions
-        self.by_address, self.by_customer, self.by_provider, self.inbox = by_address, by_customer, by_provider, inbox
+        self._internal = internal_prefix
         self.arrival: dict[TP, float] = {}
         """Largest record timestamp (seconds) forwarded from each upstream partition: the time
         domain of its watermarks."""
@@ -103,17 +102,24 @@ class Forwarder:
         return [await self.send(t, k, raw, timestamp=timestamp, headers=headers) for t, k in targets]
 
     def targets(self, ev: Any) -> list[tuple[str, str]]:
-        """(topic, key) each event type is regrouped onto."""
-        kind = ev.type
-        if kind == "order.created":
-            a = ev.data.shipping_address
-            fp = address_fingerprint(a.line1, a.postal_code, a.country)
-            return [(self.by_address, fp), (self.by_customer, ev.data.customer_id)]
-        if kind in ("payment.succeeded", "payment.failed"):
-            return [(self.by_provider, ev.data.provider)]
-        if kind in ("inventory.reserved", "inventory.reservation_failed", "inventory.released"):
-            return [(self.inbox, ev.data.order_id)]
-        return []
+        """(topic, key) an event is regrouped onto: the routing table's forwarded routes."""
+        return [(self._internal + str(r.forward), str(r.key(ev))) for r in forwards(ev.type)]
+
+    def adoption(self, agent: str, em: Emission) -> tuple[str, str] | None:
+        """(topic, key) an emission of `agent` is sent to for another detector to own, if any."""
+        route = adoption_for(cast(DetectorName, agent), em)
+        if route is None or em.record.order_id is None:
+            return None
+        return self._internal + route.forward, str(route.key(em.record))
+
+    def feeds(self, topic: Callable[[str], str]) -> dict[str, set[str]]:
+        """Contract topic (named by `topic`) -> the internal topics its events are forwarded to."""
+        out: dict[str, set[str]] = {}
+        for r in ROUTES:
+            if r.forward is not None:
+                for t in r.types:
+                    out.setdefault(topic(TOPIC_OF_TYPE[t]), set()).add(self._internal + r.forward)
+        return out
 
 
 def _on_done(fut: Any, then: Callable[[int | None], None]) -> None:

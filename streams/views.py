@@ -93,7 +93,7 @@ class RuntimeViews:
             rts = list(driver.runtimes.values())
             metrics.deadline_queue.labels(name).set(sum(rt.detector.timers() for rt in rts))
             metrics.buffered.labels(name).set(sum(rt.buffered for rt in rts))
-            metrics.open_exceptions.labels(name).set(sum(rt.detector.open_exceptions() for rt in rts))  # type: ignore[attr-defined]
+            metrics.open_exceptions.labels(name).set(sum(rt.detector.open_exceptions() for rt in rts))
             clocks = [ow.clocks.now(name, p) for p in list(driver.runtimes)]
             if clocks and min(clocks) > 0:
                 metrics.event_clock.labels(name).set(min(clocks))

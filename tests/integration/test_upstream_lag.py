@@ -16,9 +16,10 @@ import pytest
 from orderwatch.backtest import BacktestResult, open_lines, run_backtest
 from orderwatch.simulate import simulate
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.worker import committed_offsets, ensure_topics
 from tests.integration.kafka import exception_keys, read_json, wait_for_outcome
 from tests.integration.upstream_lag import delay_created, publish_stamped
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [
     pytest.mark.integration,
