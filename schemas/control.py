@@ -145,10 +145,15 @@ def _validate(model: type[_Control], raw: bytes) -> Control:
     try:
         message = model.model_validate_json(raw)
     except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "message"
-        raise InvalidEvent("invalid_control", f"{model.__name__}: {where}: {err['msg']}") from exc
+        raise _invalid(model.__name__, exc) from exc
     return message  # type: ignore[return-value]  # one of the Control union by construction
+
+
+def _invalid(what: str, exc: ValidationError) -> InvalidEvent:
+    """Where and what failed, never the value (a forged control message may carry anything)."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "message"
+    return InvalidEvent("invalid_control", f"{what}: {where}: {err['msg']}")
 
 
 # Legacy forms (worker version 1, no header): read for one release, see the module docstring.
@@ -196,7 +201,5 @@ def _validate_doc(model: type[_Control], doc: dict[str, Any]) -> Control:
     try:
         message = model.model_validate(doc)
     except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "message"
-        raise InvalidEvent("invalid_control", f"legacy {model.__name__}: {where}: {err['msg']}") from exc
+        raise _invalid(f"legacy {model.__name__}", exc) from exc
     return message  # type: ignore[return-value]

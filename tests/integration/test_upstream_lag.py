@@ -48,6 +48,11 @@ def _keys(res: BacktestResult) -> set[tuple[str, str]]:
     return {(em.record.exception_id, "resolved" if em.kind == "resolved" else "opened") for em in res.emissions}
 
 
+def _assert_same(got: set[tuple[str, str]], expected: set[tuple[str, str]]) -> None:
+    assert got - expected == set(), "exceptions backtest does not raise"
+    assert expected - got == set(), "exceptions backtest raises that the worker did not"
+
+
 def _check_the_stream_has_what_the_test_is_about(res: BacktestResult, delayed: list[str]) -> None:
     raised = {em.record.order_id for em in res.emissions if em.record.rule == "PAYMENT_WITHOUT_ORDER"}
     resolved = {
@@ -74,8 +79,7 @@ async def test_a_replay_with_a_lagging_upstream_equals_backtest(tmp_path: Path, 
             got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, timeout=240)
         finally:
             stop_worker(proc)
-    assert got - expected == set(), "exceptions backtest does not raise"
-    assert expected - got == set(), "exceptions backtest raises that the worker did not"
+    _assert_same(got, expected)
 
 
 async def test_a_worker_stopped_partway_and_restarted_later_catches_up_to_backtest(
@@ -113,8 +117,7 @@ async def test_a_worker_stopped_partway_and_restarted_later_catches_up_to_backte
             got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, timeout=240)
         finally:
             stop_worker(proc)
-    assert got - expected == set(), "exceptions backtest does not raise"
-    assert expected - got == set(), "exceptions backtest raises that the worker did not"
+    _assert_same(got, expected)
 
 
 async def publish_stamped_tail(lines: list[bytes], start: int, settings: Settings) -> None:
