@@ -138,6 +138,15 @@ class ConsumerPort:
         earliest = await consumer.earliest_offsets(*(FaustTP(t, p) for t, p in tps))
         return {(tp.topic, tp.partition): int(off) for tp, off in earliest.items()}
 
+    async def earliest(self, tp: TP) -> int | None:
+        """The partition's log start offset, None when the broker cannot say right now (the
+        caller goes on with what it has)."""
+        try:
+            return (await self.earliest_offsets([tp])).get(tp)
+        except Exception as exc:  # consumer not started, broker unreachable: one answer, no retry
+            log.warning("earliest offset of %s[%s] unknown: %r", tp[0], tp[1], exc)
+            return None
+
     async def seek_wait(self, targets: Mapping[TP, int]) -> None:
         """Seek each partition and wait until the fetcher has moved there."""
         consumer: Any = self._app.consumer

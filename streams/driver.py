@@ -451,9 +451,16 @@ class AgentDriver:
         seeks to the committed offset, and what it delivered in between can be cleared from
         the agent's queue and then skipped as already read (faust-streaming issue #216; seen
         here as a restarted worker starting its order topics at offset 5 or 18 with nothing
-        committed past 0). So the ledger starts at the committed offset, never past it, and a
-        gap is read again: nothing after it is acked until it is filled."""
+        committed past 0). So the ledger starts at the committed offset (the earliest one when
+        nothing was committed), never past it, and a gap is read again: nothing after it is
+        acked until it is filled."""
         committed = self._port.committed((topic, partition))
+        if committed is None:
+            # No commit: reading starts where the consumer's reset does (the earliest offset),
+            # not at whatever faust delivered first. Seen: a fresh worker's first inventory
+            # message at offset 742 (0..741 fetched before the rewind's seek and cleared), the
+            # ledger based there, and the re-read of 0..741 then dropped as already applied.
+            committed = await self._port.earliest((topic, partition))
         start = offset if committed is None else min(committed, offset)
         rt.ledger.seen_base(tpkey, start)
         if start < offset:
