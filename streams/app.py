@@ -541,7 +541,7 @@ def create_app(
         owned["now"] = _actives(app)
 
     if handlers is not None:
-        from orderwatch.streams.handling import install_handlers
+        from orderwatch.streams.wiring import install_handlers
 
         ow.handlers = install_handlers(ow, handlers, detection=detection)
     # faust can drop what it fetched during a rebalance: once one is over, the agents read their
