@@ -182,6 +182,15 @@ class HandlerRuntime:
 
     # -- the agent -----------------------------------------------------------------------------
 
+    async def consume(self, stream: Any) -> AsyncIterator[str]:
+        """The agent's body: each `order-exceptions` message once the handlers have started."""
+        await self.started.wait()
+        # faust acks an event when the loop asks for the next one: after `on_message` returned,
+        # so an offset is never committed before the case store has the event.
+        async for event in stream.events():
+            msg = event.message
+            yield await self.on_message(msg.value, msg.partition, msg.offset)
+
     async def on_message(self, value: bytes | None, partition: int, offset: int) -> str:
         """One `order-exceptions` message; returns the outcome (changed, unchanged, invalid,
         tombstone). Returns only when the case store recorded it: ack after it."""
@@ -349,6 +358,10 @@ class HandlerRuntime:
             return 0
         return int(off) if off is not None else 0
 
+    async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """faust's partitions-revoked signal: forget this topic's revoked partitions."""
+        self.forget([tp.partition for tp in revoked if tp.topic == self.topic])
+
     def forget(self, partitions: list[int]) -> None:
         """Partitions revoked: what was read from them says nothing about the next owner's work."""
         for p in partitions:
@@ -357,26 +370,11 @@ class HandlerRuntime:
 
 
 def install_handler_agent(host: Host, rt: HandlerRuntime) -> None:
-    """Add the handlers to the app: the `order-exceptions` agent, the task that starts them and
-    runs their timer, and the listener that forgets revoked partitions. (The functions below only
-    hand over to `rt`, which holds every piece of state.)"""
+    """Add the handlers to the app: the `order-exceptions` agent (`rt.consume`), the task that
+    starts them and runs their timer (`rt.run`), and the listener that forgets revoked partitions
+    (`rt.on_revoked`). Every piece of state stays in `rt`."""
     app = host.app
     channel = app.topic(rt.topic, key_type=bytes, value_type=bytes)
-
-    async def handlers_agent(stream: Any) -> AsyncIterator[str]:
-        await rt.started.wait()
-        # faust acks an event when the loop asks for the next one: after `on_message` returned,
-        # so an offset is never committed before the case store has the event.
-        async for event in stream.events():
-            msg = event.message
-            yield await rt.on_message(msg.value, msg.partition, msg.offset)
-
-    app.agent(channel, name=HANDLER_AGENT)(handlers_agent)
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def handlers_main() -> None:
-        await rt.run()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        rt.forget([tp.partition for tp in revoked if tp.topic == rt.topic])
+    app.agent(channel, name=HANDLER_AGENT)(rt.consume)
+    app.task(rt.run)
+    app.on_partitions_revoked.connect(rt.on_revoked)  # type: ignore[arg-type]
