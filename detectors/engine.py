@@ -1,28 +1,31 @@
-"""The rule engine: routes each event to the keyed detectors that care about it and advances
-their timers. Pure: no I/O, no clock of its own (the caller passes event time and `now`).
+"""The rule engine of the backtest: every keyed detector in one process, driven by the routing
+table (`detectors.topology`): each event goes to the detectors its routes name, by their keys,
+and an exception an adoption route claims goes on to its owner. Pure: no I/O, no clock of its
+own (the caller passes event time and `now`).
 
-In the live runtime each detector runs in its own agent, keyed as here; the backtest runs them
-all in one process through this class.
+In the live runtime each detector runs in its own agent and the same table decides what each
+agent reads, forwards and adopts (streams/).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
+from orderwatch.detectors.base import Detector, Incoming, KeyedDetector
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
-from orderwatch.detectors.ids import address_fingerprint
-from orderwatch.detectors.orders import ORDER_EVENT_TYPES, OrderDetector
+from orderwatch.detectors.orders import OrderDetector
 from orderwatch.detectors.records import Emission
 from orderwatch.detectors.stock import StockDetector
+from orderwatch.detectors.topology import ADOPTIONS, ROUTES, Adopt, Adoption, DetectorName
 from orderwatch.detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
 
 __all__ = ["Engine"]
 
-_STOCK_TYPES = frozenset(
-    {"inventory.level_reported", "inventory.reserved", "inventory.released", "inventory.reservation_failed"}
-)
-_PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed"})
+
+# One step of an event's plan: the detector, its key function, the adoptions of what it finds.
+_Step = tuple[KeyedDetector, Callable[[Any], Hashable], tuple[tuple[Adoption, KeyedDetector], ...]]
 
 
 class Engine:
@@ -34,38 +37,48 @@ class Engine:
         self.addresses = AddressDetector(self.config)
         self.customers = CustomerDetector(self.config)
         self.providers = ProviderDetector(self.config)
-        self._detectors = (self.orders, self.stock, self.addresses, self.customers, self.providers)
+        self._detectors: tuple[KeyedDetector, ...] = (
+            self.orders,
+            self.stock,
+            self.addresses,
+            self.customers,
+            self.providers,
+        )
+        self._by_name: dict[str, KeyedDetector] = {d.name: d for d in self._detectors}
+        # The clock is advanced twice per event: skip the detectors that never set a timer.
+        self._timed = tuple(d for d in self._detectors if type(d)._fire is not Detector._fire)
+        plan: dict[str, list[_Step]] = {}
+        for route in ROUTES:
+            det = self._by_name[route.detector]
+            adopted = tuple((a, self._by_name[a.owner]) for a in ADOPTIONS if a.found_by == route.detector)
+            for t in route.types:
+                plan.setdefault(t, []).append((det, route.key, adopted))
+        self._plan = {t: tuple(steps) for t, steps in plan.items()}
 
-    def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
+    def detector(self, name: DetectorName | str) -> KeyedDetector:
+        """The detector of that name in the routing table."""
+        return self._by_name[name]
+
+    def apply(self, ev: Incoming, t: float, now: float) -> list[Emission]:
         """Apply one validated event whose event time is `t` (epoch seconds)."""
-        kind = ev.type
         out: list[Emission] = []
-        if kind == "order.created":
-            addr = ev.data.shipping_address
-            fp = address_fingerprint(addr.line1, addr.postal_code, addr.country)
-            out += self.orders.apply(ev, t, now, fp)
-            out += self.addresses.apply(ev, t, now, fp)
-            for em in self.customers.apply(ev, t, now):
+        for det, key, adopted in self._plan.get(ev.type, ()):
+            emissions = det.on_event(key(ev), ev, t, now)
+            if not adopted:
+                out += emissions
+                continue
+            for em in emissions:
                 out.append(em)
-                if em.record.rule == "DUPLICATE_ORDER" and em.kind == "opened":
-                    out += self.orders.adopt(em.record)
-            return out
-        if kind in ORDER_EVENT_TYPES:
-            out += self.orders.apply(ev, t, now)
-        if kind in _STOCK_TYPES:
-            out += self.stock.apply(ev, t, now)
-        if kind in _PAYMENT_TYPES:
-            out += self.providers.apply(ev, t, now)
+                for adoption, owner in adopted:
+                    if adoption.claims(em):
+                        out += owner.on_event(adoption.key(em.record), Adopt.of(em.record), t, now)
         return out
 
     def advance(self, now: float) -> list[Emission]:
         """Fire whatever the clock `now` has passed: deadlines, closed windows, state expiry."""
         out: list[Emission] = []
-        for det in self._detectors:
-            # Called twice per event on the hot path: peek at the heap before paying for a call.
-            heap = det._heap
-            if heap and heap[0][0] < now:
-                out += det.advance(now)
+        for det in self._timed:
+            out += det.on_clock(now)
         return out
 
     def pending(self) -> dict[str, int]:
@@ -73,7 +86,7 @@ class Engine:
         return self.orders.pending()
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (d.next_timer() for d in self._detectors) if t is not None]
+        times = [t for t in (d.notify_at() for d in self._detectors) if t is not None]
         return min(times) if times else None
 
     def stats(self) -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 __all__ = ["address_fingerprint", "exception_id", "normalise_address_part"]
 
@@ -25,6 +26,8 @@ def normalise_address_part(value: str) -> str:
     return _FOLD.sub("", value.casefold())
 
 
+# Cached: the order and address detectors both key an order.created by it (pure, so safe).
+@lru_cache(maxsize=1024)
 def address_fingerprint(line1: str, postal_code: str, country: str) -> str:
     """Lower-cased, whitespace- and punctuation-folded `line1 + postal_code + country`, hashed,
     so no raw address leaves the detector (20 hex chars)."""

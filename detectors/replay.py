@@ -1,7 +1,8 @@
 """Event-time clock for backtests and `--clock event` workers: a reorder buffer plus watermark.
 
-Events are held until the watermark (largest event time seen minus the allowed lateness) passes
-them, then applied in event-time order with the deadlines interleaved, so any arrival order
+Events are held (`detectors.reorder.ReorderBuffer`, the same buffer and dedupe the live agents
+use) until the watermark (largest event time seen minus the allowed lateness) passes them, then
+applied in event-time order with the deadlines interleaved, so any arrival order
 within the lateness gives the same exceptions. Re-delivered events (same id) are dropped; an
 event older than the dedupe horizon behind the watermark is refused (`InvalidEvent("too_late")`),
 since it can no longer be told apart from a re-delivery.
@@ -17,13 +18,12 @@ largest event time seen, as before.
 
 from __future__ import annotations
 
-import heapq
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from orderwatch.detectors.engine import Engine
 from orderwatch.detectors.records import Emission
+from orderwatch.detectors.reorder import ReorderBuffer
 from orderwatch.detectors.skew import DEFAULT_MAX_SKEW, JumpGuard
 from orderwatch.errors import InvalidEvent
 
@@ -64,19 +64,15 @@ class EventTimeReplay:
         self.max_seen = float("-inf")
         self.watermark = float("-inf")
         self.duplicates = 0
-        self.late = 0
         self.too_late = 0
-        self._buffer: list[tuple[float, int, Any]] = []
-        self._seq = 0
-        self._seen: dict[str, float] = {}
-        self._seen_order: deque[tuple[float, str]] = deque()
+        self._buffer: ReorderBuffer[Any] = ReorderBuffer(dedupe_horizon)
 
     def push(self, ev: Any, token: Any = None) -> list[Emission]:
         """Offer one validated event; returns what the clock's progress made happen. `token`
         comes back with the event if it is later refused (see `refused`)."""
         eid = ev.id
-        seen = self._seen
-        if eid in seen:
+        buf = self._buffer
+        if buf.seen(eid):
             self.duplicates += 1
             return []
         t = ev.time.timestamp()
@@ -86,8 +82,7 @@ class EventTimeReplay:
             self.too_late += 1
             msg = f"event time is more than {self.dedupe_horizon:g} s behind the watermark, the dedupe horizon"
             raise InvalidEvent("too_late", msg)
-        seen[eid] = t
-        self._seen_order.append((t, eid))
+        buf.remember(eid, t)
         if self.source_of is None:
             if t > self.max_seen:
                 self._move(t - self.lateness)
@@ -106,25 +101,20 @@ class EventTimeReplay:
                     progress[src] = ht
             self.refused += verdict.refused
             self._move(self._slowest_active() - self.lateness)
-        if not self._buffer or self._buffer[0][0] >= self.watermark:
+        if not buf.due(self.watermark):
             return self.engine.advance(self.watermark)  # nothing to release; the clock still moves
         return self._release(self.watermark, self.watermark)
 
     def _buffer_event(self, t: float, ev: Any) -> None:
-        if t < self.watermark:
-            self.late += 1
         if t > self.max_seen:
             self.max_seen = t
-        self._seq += 1
-        heapq.heappush(self._buffer, (t, self._seq, ev))
+        self._buffer.add(t, ev, self.watermark)
 
     def _move(self, watermark: float) -> None:
         if watermark <= self.watermark:
             return  # a clock never runs backwards (a source waking up lowers the minimum)
         self.watermark = watermark
-        order = self._seen_order
-        if order and order[0][0] < watermark - self.dedupe_horizon:
-            self._forget(watermark - self.dedupe_horizon)
+        self._buffer.forget_behind(watermark)
 
     def _slowest_active(self) -> float:
         """The smallest accepted progress among the sources that delivered one of the last
@@ -150,9 +140,8 @@ class EventTimeReplay:
 
     def _release(self, upto: float, clock: float) -> list[Emission]:
         out: list[Emission] = []
-        buf, engine = self._buffer, self.engine
-        while buf and buf[0][0] < upto:
-            t, _, ev = heapq.heappop(buf)
+        engine = self.engine
+        for t, ev in self._buffer.release(upto):
             # Deadlines strictly before the event fire first: an event at exactly D still clears.
             # The event-time clock is the event's own time here, so the output (detected_at
             # included) depends only on the events, not on how they were interleaved.
@@ -161,11 +150,10 @@ class EventTimeReplay:
         out += engine.advance(clock)
         return out
 
-    def _forget(self, before: float) -> None:
-        order, seen = self._seen_order, self._seen
-        while order and order[0][0] < before:
-            _, eid = order.popleft()
-            seen.pop(eid, None)
+    @property
+    def late(self) -> int:
+        """Events buffered behind the watermark (applied late, still in event-time order)."""
+        return self._buffer.late
 
     @property
     def buffered(self) -> int:

@@ -4,11 +4,12 @@ releases after it; oversold while reserved exceeds on hand. Keys are `sku + "\\x
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.records import Emission, ExceptionRecord
+from orderwatch.detectors.snapshots import decode, encode
+from orderwatch.detectors.topology import stock_key
 
 __all__ = ["StockDetector", "StockState"]
 
@@ -23,12 +24,17 @@ class StockState:
         self.wake: float | None = None
 
 
-class StockDetector(KeyedDetector):
+class StockDetector(Detector[str, StockState]):
+    name = "inventory"
+
     def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
+        """Pre-contract entry point streams/app.py still calls."""
+        return self.on_event(stock_key(ev), ev, t, now)
+
+    def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         if not self.config.enabled["STOCK_OVERSOLD"]:
             return []
         d = ev.data
-        key = f"{d.sku}\x1f{d.warehouse_id}"
         self.dirty.add(key)
         st = self.states.get(key)
         if st is None:
@@ -70,15 +76,12 @@ class StockDetector(KeyedDetector):
             st.record = None
         return out
 
-    def advance(self, now: float) -> list[Emission]:
-        return []
-
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps([st.on_hand, st.reserved, st.record.to_dict() if st.record else None]).encode()
+        return encode([st.on_hand, st.reserved, st.record.to_dict() if st.record else None])
 
     def restore(self, key: str, blob: bytes) -> None:
-        on_hand, reserved, record = json.loads(blob)
+        _, (on_hand, reserved, record) = decode(blob)  # format 0 has the same fields
         st = self.states[key] = StockState()
         st.on_hand, st.reserved = on_hand, reserved
         st.record = ExceptionRecord.from_dict(record) if record else None

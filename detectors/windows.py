@@ -8,12 +8,13 @@ join its evidence (an `updated` emission); a new one opens only after the condit
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from typing import Any
 
-from orderwatch.detectors.base import KeyedDetector
+from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso
+from orderwatch.detectors.snapshots import decode, encode
+from orderwatch.detectors.topology import address_key, customer_key, provider_key
 
 __all__ = ["AddressDetector", "CustomerDetector", "ProviderDetector", "items_key"]
 
@@ -40,7 +41,7 @@ class _WindowState:
         self.wake: float | None = None
 
 
-class _SlidingDetector(KeyedDetector):
+class _SlidingDetector(Detector[str, _WindowState]):
     """Keeps, per key, the entries of the last `window` seconds; drops idle keys by timer."""
 
     window: float
@@ -60,7 +61,7 @@ class _SlidingDetector(KeyedDetector):
         if any(e[0] + window < t for e in st.entries):
             st.entries = [e for e in st.entries if e[0] + window >= t]
 
-    def advance(self, now: float) -> list[Emission]:
+    def _fire(self, now: float) -> list[Emission]:
         for key, st in self._due(now):
             self._evict(st, now)
             if st.entries:
@@ -71,12 +72,10 @@ class _SlidingDetector(KeyedDetector):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps(
-            [[list(e) for e in st.entries], st.holding, st.record.to_dict() if st.record else None]
-        ).encode()
+        return encode([[list(e) for e in st.entries], st.holding, st.record.to_dict() if st.record else None])
 
     def restore(self, key: str, blob: bytes) -> None:
-        entries, holding, record = json.loads(blob)
+        _, (entries, holding, record) = decode(blob)  # format 0 has the same fields
         st = self.states[key] = _WindowState()
         st.entries = [tuple(e) for e in entries]
         st.holding = holding
@@ -102,6 +101,8 @@ class _SlidingDetector(KeyedDetector):
 class AddressDetector(_SlidingDetector):
     """ADDRESS_CLUSTER: >= N orders from >= M distinct customers to one address in a sliding window."""
 
+    name = "address"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         p = self.config.params["ADDRESS_CLUSTER"]
@@ -110,7 +111,12 @@ class AddressDetector(_SlidingDetector):
     def _holds(self, entries: list[tuple[Any, ...]]) -> bool:
         return len(entries) >= self.min_orders and len({e[2] for e in entries}) >= self.min_customers
 
-    def apply(self, ev: Any, t: float, now: float, fingerprint: str) -> list[Emission]:
+    def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
+        """Pre-contract entry point streams/app.py still calls."""
+        return self.on_event(fingerprint or address_key(ev), ev, t, now)
+
+    def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
+        fingerprint = key
         if not self.config.enabled["ADDRESS_CLUSTER"]:
             return []
         d = ev.data
@@ -155,6 +161,8 @@ class AddressDetector(_SlidingDetector):
 class CustomerDetector(_SlidingDetector):
     """DUPLICATE_ORDER and NEW_ACCOUNT_BURST, both over a customer's recent orders."""
 
+    name = "customer"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         p = self.config.params["NEW_ACCOUNT_BURST"]
@@ -173,19 +181,23 @@ class CustomerDetector(_SlidingDetector):
         return [e for e in entries if e[3] and t - e[0] <= self.burst_window]
 
     def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
+        """Pre-contract entry point streams/app.py still calls."""
+        return self.on_event(customer_key(ev), ev, t, now)
+
+    def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         d = ev.data
         profile = self.config.profile(d.merchant_id, d.channel, d.payment_method, d.shipping_address.country or None)
-        st = self._state(d.customer_id)
+        st = self._state(key)
         self._evict(st, t)
         if any(e[1] == d.order_id for e in st.entries):
             return []
         out: list[Emission] = []
-        key = items_key(d.items)
+        items = items_key(d.items)
         young = t - d.customer_since.timestamp() < self.account_age
         burst_before = len(self._burst(st.entries, t)) >= self.min_orders
         dup_window = profile.get("DUPLICATE_ORDER")
         if dup_window is not None:
-            earlier = [e for e in st.entries if e[2] == key and t - e[0] <= dup_window]
+            earlier = [e for e in st.entries if e[2] == items and t - e[0] <= dup_window]
             if earlier:
                 prev = earlier[-1]
                 rec = self._record(
@@ -205,8 +217,8 @@ class CustomerDetector(_SlidingDetector):
                     },
                 )
                 self._emit(out, "opened", rec)
-        st.entries.append((t, d.order_id, key, young))
-        self._wake_at(d.customer_id, st, t + self.window)
+        st.entries.append((t, d.order_id, items, young))
+        self._wake_at(key, st, t + self.window)
         if not self.config.enabled["NEW_ACCOUNT_BURST"]:
             return out
         if not burst_before:
@@ -252,9 +264,11 @@ class _ProviderState:
         self.wake: float | None = None
 
 
-class ProviderDetector(KeyedDetector):
+class ProviderDetector(Detector[str, _ProviderState]):
     """PAYMENT_FAILURE_SPIKE: per provider, tumbling windows aligned to the epoch, judged when
     the clock passes their end (a window is judged only once it is full)."""
+
+    name = "provider"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -262,9 +276,13 @@ class ProviderDetector(KeyedDetector):
         self.window, self.min_failures, self.min_rate = p["window"], p["min_failures"], p["min_rate"]
 
     def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
+        """Pre-contract entry point streams/app.py still calls."""
+        return self.on_event(provider_key(ev), ev, t, now)
+
+    def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         if not self.config.enabled["PAYMENT_FAILURE_SPIKE"]:
             return []
-        provider = ev.data.provider
+        provider = key
         start = t - t % self.window
         out: list[Emission] = []
         self.dirty.add(provider)
@@ -285,7 +303,7 @@ class ProviderDetector(KeyedDetector):
         self._wake_at(provider, st, start + self.window)
         return out
 
-    def advance(self, now: float) -> list[Emission]:
+    def _fire(self, now: float) -> list[Emission]:
         out: list[Emission] = []
         for provider, st in self._due(now):
             self._close(provider, st, now, out)
@@ -293,12 +311,12 @@ class ProviderDetector(KeyedDetector):
 
     def snapshot(self, key: str) -> bytes:
         st = self.states[key]
-        return json.dumps(
+        return encode(
             [st.win_start, st.attempts, st.failures, st.first_failure, st.record.to_dict() if st.record else None]
-        ).encode()
+        )
 
     def restore(self, key: str, blob: bytes) -> None:
-        win_start, attempts, failures, first_failure, record = json.loads(blob)
+        _, (win_start, attempts, failures, first_failure, record) = decode(blob)  # format 0: same fields
         st = self.states[key] = _ProviderState(win_start)
         st.attempts, st.failures, st.first_failure = attempts, failures, first_failure
         st.record = ExceptionRecord.from_dict(record) if record else None

@@ -446,7 +446,7 @@ def create_app(
             rts = list(spec.runtimes.values())
             metrics.deadline_queue.labels(spec.name).set(sum(rt.detector.timers() for rt in rts))
             metrics.buffered.labels(spec.name).set(sum(rt.buffered for rt in rts))
-            metrics.open_exceptions.labels(spec.name).set(sum(rt.detector.open_exceptions() for rt in rts))  # type: ignore[attr-defined]
+            metrics.open_exceptions.labels(spec.name).set(sum(rt.detector.open_exceptions() for rt in rts))
             clocks = [_agent_now(ow.actives, agents, clock, spec.name, p) for p in list(spec.runtimes)]
             if clocks and min(clocks) > 0:
                 metrics.event_clock.labels(spec.name).set(min(clocks))

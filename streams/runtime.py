@@ -1,5 +1,6 @@
 """One agent partition's processing, without faust: a keyed detector, its event-time reorder
-buffer, re-delivery dedupe and the ledger of applied offsets.
+buffer and re-delivery dedupe (`detectors.reorder.ReorderBuffer`, the one the backtest uses
+too) and the ledger of applied offsets.
 
 The faust agent (streams/app.py) feeds it messages and a clock, persists what it reports as
 changed, acks what it reports as applied. Keeping this part free of faust makes it testable as
@@ -10,20 +11,28 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from orderwatch.detectors.base import KeyedDetector
 from orderwatch.detectors.records import Emission
+from orderwatch.detectors.reorder import ReorderBuffer
+from orderwatch.detectors.topology import key_for
 
-__all__ = ["LEDGER_KEY", "Ledger", "PartitionRuntime", "Release"]
+__all__ = ["LEDGER_KEY", "Ledger", "PartitionRuntime", "Release", "apply_routed"]
 
 Token = TypeVar("Token")
 LEDGER_KEY = "\x00ledger"  # the table key under which a partition keeps its ledger
 
 ApplyFn = Callable[[KeyedDetector, Any, float], list[Emission]]
+
+
+def apply_routed(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
+    """The detector contract driven by the routing table: `ev` (an event or a
+    `detectors.topology.Adopt`) under the key the table gives it for this detector, `now` = `t`
+    (the event-time clock)."""
+    return det.on_event(key_for(det.name, ev), ev, t, t)
 
 
 class Ledger:
@@ -125,18 +134,21 @@ class PartitionRuntime(Generic[Token]):
     """Reorder buffer + detector for one partition of one agent."""
 
     def __init__(
-        self, detector: KeyedDetector, apply: ApplyFn, dedupe_horizon: float = 24 * 3600.0, ledger: Ledger | None = None
+        self,
+        detector: KeyedDetector,
+        apply: ApplyFn | None = None,
+        dedupe_horizon: float = 24 * 3600.0,
+        ledger: Ledger | None = None,
     ) -> None:
         self.detector = detector
-        self._apply = apply
+        # Without `apply` the routing table keys each event (the way the agents are meant to
+        # call detectors); streams/app.py still passes its own functions until it moves over.
+        self._apply = apply or apply_routed
         self.ledger = ledger or Ledger()
         self.dedupe_horizon = dedupe_horizon
-        self._buffer: list[tuple[float, int, Any, str, int, Token]] = []
-        self._seq = 0
-        self._seen: dict[str, float] = {}
-        self._seen_order: deque[tuple[float, str]] = deque()
+        # The reorder buffer and event-id dedupe the backtest uses too (detectors.reorder).
+        self._buffer: ReorderBuffer[tuple[Any, str, int, Token]] = ReorderBuffer(dedupe_horizon)
         self.clock = float("-inf")
-        self.late = 0
         self._waiting: set[tuple[str, int]] = set()  # (tp, offset) of buffered events
         self._sources: dict[tuple[str, int], tuple[str, int]] = {}  # (tp, offset) -> upstream of a forward
         self._folds: dict[str, list[tuple[int, tuple[str, int]]]] = {}  # per tp: applied forwards to fold
@@ -152,18 +164,15 @@ class PartitionRuntime(Generic[Token]):
         """Buffer one event; False when it is a re-delivery to ack and drop now. `source` is the
         upstream (partition key, offset) of an event forwarded through a repartition topic."""
         self.ledger.seen_base(tp, offset)
-        if self.ledger.applied(tp, offset) or ev.id in self._seen:
+        buf = self._buffer
+        if self.ledger.applied(tp, offset) or buf.seen(ev.id):
             return False
         if source is not None:
             if self.ledger.applied_upstream(source):
                 return False
             self._sources[(tp, offset)] = source
-        self._seen[ev.id] = t
-        self._seen_order.append((t, ev.id))
-        self._seq += 1
-        if t < self.clock:
-            self.late += 1
-        heapq.heappush(self._buffer, (t, self._seq, ev, tp, offset, token))
+        buf.remember(ev.id, t)
+        buf.add(t, (ev, tp, offset, token), self.clock)
         self._waiting.add((tp, offset))
         return True
 
@@ -171,13 +180,12 @@ class PartitionRuntime(Generic[Token]):
         """Apply buffered events older than `clock` in event-time order, firing deadlines strictly
         before each first, then every deadline before `clock`."""
         out: Release[Token] = Release()
-        det, buf = self.detector, self._buffer
+        det = self.detector
         if clock > self.clock:
             self.clock = clock
-        while buf and buf[0][0] < clock:
-            t, _, ev, tp, offset, token = heapq.heappop(buf)
+        for t, (ev, tp, offset, token) in self._buffer.release(clock):
             self._waiting.discard((tp, offset))
-            out.emissions += det.advance(t)
+            out.emissions += det.on_clock(t)
             try:
                 out.emissions += self._apply(det, ev, t)
             except Exception as exc:
@@ -192,8 +200,8 @@ class PartitionRuntime(Generic[Token]):
                 heapq.heappush(self._folds.setdefault(tp, []), (offset, source))
             out.applied.append(token)
         self.fold_upstream()
-        out.emissions += det.advance(clock)
-        self._forget(clock - self.dedupe_horizon)
+        out.emissions += det.on_clock(clock)
+        self._buffer.forget_behind(clock)
         return out
 
     def fold_upstream(self) -> None:
@@ -207,10 +215,10 @@ class PartitionRuntime(Generic[Token]):
                 sources.pop((tp, offset), None)
                 ledger.upstream_done(source)
 
-    def _forget(self, before: float) -> None:
-        order, seen = self._seen_order, self._seen
-        while order and order[0][0] < before:
-            seen.pop(order.popleft()[1], None)
+    @property
+    def late(self) -> int:
+        """Events offered behind the clock (applied late, still in event-time order)."""
+        return self._buffer.late
 
     @property
     def buffered(self) -> int:
@@ -219,11 +227,8 @@ class PartitionRuntime(Generic[Token]):
     @property
     def oldest(self) -> float:
         """Event time of the oldest buffered event (inf when none)."""
-        return self._buffer[0][0] if self._buffer else float("inf")
+        return self._buffer.oldest
 
     def take_dirty(self) -> list[tuple[Any, bytes | None]]:
         """(key, snapshot) for every key changed since the last call; None: the key is gone."""
-        det = self.detector
-        out = [(key, det.snapshot(key) if key in det.states else None) for key in det.dirty]
-        det.dirty.clear()
-        return out
+        return self.detector.take_dirty()

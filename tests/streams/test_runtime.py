@@ -8,16 +8,12 @@ from orderwatch.detectors.base import KeyedDetector
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.detectors.orders import OrderDetector
 from orderwatch.detectors.records import Emission
-from orderwatch.streams.runtime import Ledger, PartitionRuntime
+from orderwatch.streams.runtime import Ledger, PartitionRuntime, apply_routed
 from tests.factories import at, created, paid, status
 
 
-def _apply(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
-    return det.apply(ev, t, t)  # type: ignore[attr-defined, no-any-return]
-
-
 def make() -> PartitionRuntime[str]:
-    return PartitionRuntime(OrderDetector(RulesConfig()), _apply)
+    return PartitionRuntime(OrderDetector(RulesConfig()))
 
 
 def test_events_are_applied_in_event_time_order_once_the_clock_passes_them() -> None:
@@ -97,7 +93,7 @@ def test_an_order_detector_uses_the_blocklist_it_is_given_even_while_empty() -> 
     det = OrderDetector(RulesConfig(), Blocklist(lookup=entries.get))
     entries["customer:c-9"] = ("chargebacks", None)
     ev = created("o-1", at(0), customer="c-9")
-    out = det.apply(ev, ev.time.timestamp(), ev.time.timestamp(), "fp")
+    out = det.on_event("o-1", ev, ev.time.timestamp(), ev.time.timestamp())
     assert [e.record.rule for e in out] == ["BLOCKLISTED_ORDER"]
 
 
@@ -108,7 +104,7 @@ def test_an_event_whose_rules_raise_is_reported_and_the_batch_keeps_its_emission
     def apply(det: KeyedDetector, ev: Any, t: float) -> list[Emission]:
         if ev is poison:
             raise RuntimeError("a bug in a rule")
-        return _apply(det, ev, t)
+        return apply_routed(det, ev, t)
 
     rt: PartitionRuntime[str] = PartitionRuntime(OrderDetector(RulesConfig()), apply)
     first, last = created("o-1", at(0)), created("o-3", at(2))
@@ -131,7 +127,7 @@ def test_a_forward_sent_again_after_a_crash_is_recognised_by_its_upstream_offset
     assert rt.offer(first, first.time.timestamp(), "by:0", 10, "t10", ("orders:3", 5))
     assert rt.offer(second, second.time.timestamp(), "by:0", 11, "t11", ("orders:3", 6))
     rt.release(at(5).timestamp())
-    restarted = PartitionRuntime(OrderDetector(RulesConfig()), _apply, ledger=Ledger.loads(rt.ledger.dumps()))
+    restarted = PartitionRuntime(OrderDetector(RulesConfig()), ledger=Ledger.loads(rt.ledger.dumps()))
     again = created("o-1", at(0))  # same event, same id: the id set is gone with the process
     assert not restarted.offer(again, again.time.timestamp(), "by:0", 12, "t12", ("orders:3", 5))
     assert not restarted.offer(again, again.time.timestamp(), "by:0", 13, "t13", ("orders:3", 6))

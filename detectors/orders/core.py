@@ -1,0 +1,305 @@
+"""What every rule family of the order detector shares: the order states and their timer, the
+deadline episodes (start, end, fire), opening and resolving exceptions, the versioned snapshot,
+the adoption of an exception another detector found (DUPLICATE_ORDER), and `describe`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from orderwatch.detectors.base import Detector
+from orderwatch.detectors.blocklist import Blocklist
+from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.orders.state import (
+    CANCELLED,
+    CANCELLED_RETENTION,
+    CREATED,
+    FLAG_NAMES,
+    REACHED_PAID,
+    SHIP_EPISODE_STARTED,
+    SHIPPED,
+    TERMINAL,
+    Episode,
+    OrderState,
+    milli_tolerance,
+    to_ms,
+    to_sec,
+)
+from orderwatch.detectors.records import Emission, ExceptionRecord, iso, money
+from orderwatch.detectors.snapshots import GC, RULE_BY_ID, RULE_IDS, decode, encode
+
+
+class OrderCore(Detector[str, OrderState]):
+    """The order detector's machinery; the rules live in the family modules beside it."""
+
+    name = "orders"
+    _checks: dict[str, Callable[[OrderState, Episode], tuple[str, dict[str, Any]] | None]]
+    """Per deadline rule: the check run when its episode is due (None: cleared, no exception)."""
+
+    def __init__(self, config: RulesConfig, blocklist: Blocklist | None = None) -> None:
+        super().__init__(config)
+        self.blocklist = blocklist if blocklist is not None else Blocklist()
+        self.default_profile = config.profile()
+        longest = max(v for v in config.thresholds.values())
+        self.retention = longest
+        self._tol = milli_tolerance(config.amount_tolerance)
+
+    def _fire(self, now: float) -> list[Emission]:
+        """Fire every episode whose deadline the clock `now` has passed."""
+        out: list[Emission] = []
+        for oid, st in self._due(now):
+            due = sorted((ep for ep in st.eps if ep[1] < now), key=lambda ep: ep[1])
+            for ep in due:
+                st.eps.remove(ep)
+                if ep[0] == GC:
+                    if not st.opened and not st.eps:
+                        del self.states[oid]
+                        break
+                    self._start(st, GC, now + self._retention(st), "", force=True)
+                    continue
+                verdict = self._checks[ep[0]](st, ep)
+                if verdict is not None:
+                    self._open(
+                        st,
+                        ep[0],
+                        ep[2],
+                        ep[1],
+                        now,
+                        verdict[0],
+                        {
+                            "start_event_id": ep[2],
+                            "start_event_time": self._start_time(st, ep),
+                            "deadline": iso(ep[1]),
+                            **verdict[1],
+                        },
+                        out,
+                        ref=ep[3],
+                    )
+            else:
+                self._reschedule(st)
+        return out
+
+    def adopt(self, record: ExceptionRecord) -> list[Emission]:
+        """Take ownership of an exception another detector opened about this order (DUPLICATE_ORDER),
+        so the order's own events can resolve it."""
+        if record.order_id is None:
+            msg = f"{record.rule} exception {record.exception_id} names no order to adopt it"
+            raise ValueError(msg)
+        self.dirty.add(record.order_id)
+        st = self.states.get(record.order_id)
+        if st is None:
+            st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
+        if st.opened is None:
+            st.opened = {}
+        # A copy: the emitted snapshot must not change when this order resolves the record.
+        rec = dataclasses.replace(record, evidence=dict(record.evidence))
+        if st.flags & CANCELLED:
+            # Live, the record can reach the order after its cancellation did (it travels through
+            # another agent): the clearing event is already here, resolve at once.
+            rec.resolve(None, None, rec.detected_at)
+            return [Emission.of("resolved", rec)]
+        st.opened[(record.rule, None)] = rec
+        return []
+
+    def snapshot(self, oid: str) -> bytes:
+        """Compact JSON of one order's state (the key, the order id, is not repeated in it),
+        versioned (detectors.snapshots)."""
+        st = self.states[oid]
+        return encode(
+            [
+                st.flags,
+                st.status,
+                st.total,
+                st.paid,
+                list(st.pay_ids),
+                st.refunds,
+                to_ms(st.last_t),
+                to_ms(st.ship_by),
+                [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in st.eps],
+                [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
+                list(self.config.profile_key(st.profile)),
+                [[p[0], p[1], p[2], p[3], to_ms(p[4])] for p in st.early] if st.early else None,
+            ]
+        )
+
+    def restore(self, oid: str, blob: bytes) -> None:
+        """Rebuild one order from `snapshot` output (recovery from the changelog)."""
+        # Format 0 has the same fields; its rule numbers are the ones RULE_IDS froze.
+        _, fields = decode(blob)
+        flags, status, total, paid, pay_ids, refunds, last_t, ship_by, eps, opened, pkey, early = fields
+        st = OrderState(oid, self.config.profile(*pkey))
+        st.flags, st.status, st.total, st.paid = flags, status, total, paid
+        st.pay_ids, st.refunds = tuple(pay_ids), refunds
+        st.last_t = last_t / 1000 if last_t is not None else float("-inf")
+        st.ship_by = to_sec(ship_by)
+        st.eps = [(RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps]
+        if opened:
+            st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
+        if early:
+            st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
+        self.states[oid] = st
+        self._reschedule(st)
+
+    def pending(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for st in self.states.values():
+            for ep in st.eps:
+                if ep[0] != GC:
+                    counts[ep[0]] = counts.get(ep[0], 0) + 1
+        return counts
+
+    def open_exceptions(self) -> int:
+        return sum(len(st.opened) for st in self.states.values() if st.opened)
+
+    def describe(self, oid: str) -> dict[str, Any] | None:
+        """What this detector knows of one order, JSON-ready, for people (the ops API's timeline);
+        None when it holds no state for it. Ids, statuses, amounts and times only: the state has
+        no address or phone, and none is added here."""
+        st = self.states.get(oid)
+        if st is None:
+            return None
+        flags = [name for bit, name in FLAG_NAMES if st.flags & bit]
+        return {
+            "order_id": oid,
+            "status": st.status,
+            "flags": flags,
+            "total": money(st.total) if st.flags & CREATED else None,
+            "paid": money(st.paid),
+            "payment_ids": list(st.pay_ids),
+            "refunds": [
+                {"refund_id": rid, "requested": money(r[0]), "succeeded": money(r[1]), "done": bool(r[2])}
+                for rid, r in sorted((st.refunds or {}).items())
+            ],
+            "last_event_time": iso(st.last_t) if st.last_t != float("-inf") else None,
+            "ship_by": iso(st.ship_by) if st.ship_by is not None else None,
+            "deadlines": [
+                {"rule": rule, "due": iso(due), "start_event_id": start_id, "ref": ref}
+                for rule, due, start_id, ref in sorted(st.eps, key=lambda ep: ep[1])
+                if rule != GC
+            ],
+            "open_exceptions": [
+                {
+                    "exception_id": rec.exception_id,
+                    "rule": rule,
+                    "ref": ref,
+                    "detected_at": iso(rec.detected_at),
+                    "event_time": iso(rec.event_time),
+                }
+                for (rule, ref), rec in sorted((st.opened or {}).items(), key=lambda kv: kv[1].detected_at)
+            ],
+            "next_wake": iso(st.wake) if st.wake is not None else None,
+        }
+
+    def _start(
+        self,
+        st: OrderState,
+        rule: str,
+        deadline: float,
+        start_id: str,
+        ref: str | None = None,
+        force: bool = False,
+    ) -> None:
+        if not force:
+            if st.flags & TERMINAL and rule != "REFUND_OVERDUE":
+                return
+            if st.profile.get(rule) is None:
+                return
+        self._end(st, rule, ref)
+        st.eps.append((rule, deadline, start_id, ref))
+        # Only an earlier deadline needs a new timer; a later one is found when the current
+        # timer pops and the state reschedules itself (lazy, one heap entry per order).
+        self._wake_at(st.oid, st, deadline)
+
+    @staticmethod
+    def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
+        for ep in st.eps:
+            if ep[0] == rule and ep[3] == ref:
+                st.eps.remove(ep)
+                return
+
+    @staticmethod
+    def _episode(st: OrderState, rule: str, ref: str | None = None) -> Episode | None:
+        for ep in st.eps:
+            if ep[0] == rule and ep[3] == ref:
+                return ep
+        return None
+
+    @staticmethod
+    def _start_time(st: OrderState, ep: Episode) -> str | None:
+        thr = st.profile.get(ep[0])
+        # Promise-based deadlines (DELIVERY_OVERDUE, a promised_ship_by) have no threshold.
+        if not thr or ep[0] == "DELIVERY_OVERDUE" or (ep[0] == "SHIPMENT_NOT_CREATED" and st.ship_by == ep[1]):
+            return None
+        return iso(ep[1] - thr)
+
+    def _reschedule(self, st: OrderState) -> None:
+        if st.eps:
+            self._wake_at(st.oid, st, min(ep[1] for ep in st.eps))
+
+    def _open(
+        self,
+        st: OrderState,
+        rule: str,
+        start_id: str,
+        event_time: float,
+        now: float,
+        summary: str,
+        evidence: dict[str, Any],
+        out: list[Emission],
+        ref: str | None = None,
+        severity: str | None = None,
+    ) -> ExceptionRecord | None:
+        if st.profile.get(rule, 0.0) is None:
+            return None
+        if st.opened is None:
+            st.opened = {}
+        elif (rule, ref) in st.opened:
+            return None  # one open exception per episode key
+        rec = self._record(rule, st.oid, start_id, st.oid, now, event_time, summary, evidence, severity)
+        st.opened[(rule, ref)] = rec
+        self._emit(out, "opened", rec)
+        return rec
+
+    def _resolve(
+        self, st: OrderState, rule: str, ev: Any, t: float, now: float, out: list[Emission], ref: str | None = None
+    ) -> None:
+        if not st.opened:
+            return
+        rec = st.opened.pop((rule, ref), None)
+        if rec is not None:
+            rec.resolve(ev.id, t, now)
+            self._emit(out, "resolved", rec)
+
+    def _is_open(self, st: OrderState, rule: str, ref: str | None = None) -> bool:
+        return st.opened is not None and (rule, ref) in st.opened
+
+    def _terminal(self, st: OrderState, t: float) -> None:
+        if st.flags & TERMINAL:
+            return
+        st.flags |= TERMINAL
+        # A finished order ends its pending episodes without an exception; refunds run on.
+        st.eps = [ep for ep in st.eps if ep[0] == "REFUND_OVERDUE"]
+        self._start(st, GC, t + self._retention(st), "", force=True)
+
+    def _retention(self, st: OrderState) -> float:
+        return max(self.retention, CANCELLED_RETENTION) if st.flags & CANCELLED else self.retention
+
+    def _reached_paid(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+        if not st.flags & REACHED_PAID:
+            st.flags |= REACHED_PAID
+            self._end(st, "PAYMENT_NOT_CONFIRMED")
+        self._resolve(st, "PAYMENT_NOT_CONFIRMED", ev, t, now, out)
+
+    @staticmethod
+    def _refunded(st: OrderState) -> int:
+        return sum(r[1] for r in st.refunds.values()) if st.refunds else 0
+
+    def _mark_paid(self, st: OrderState, ev: Any, t: float) -> None:
+        """The order counts as paid (a payment or a status): start SHIPMENT_NOT_CREATED once."""
+        if st.flags & SHIP_EPISODE_STARTED:
+            return
+        st.flags |= SHIP_EPISODE_STARTED
+        thr = st.profile["SHIPMENT_NOT_CREATED"]
+        if not st.flags & (SHIPPED | CANCELLED) and thr is not None:
+            self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by or t + thr, ev.id)
