@@ -262,7 +262,7 @@ class HandlerRuntime:
         now = self.host.clock.max_event_time - self.settings.lateness_seconds
         for spec in self.host.agents.values():
             for rt in list(spec.runtimes.values()):
-                nxt = rt.detector.next_timer()
+                nxt = rt.detector.notify_at()
                 now = min(now, rt.oldest, nxt if nxt is not None else now)
         return None if now == float("-inf") else now
 

@@ -17,8 +17,9 @@ __all__ = ["AgentParts", "DetectorPartition", "EventClock", "Host", "TimedDetect
 
 
 class TimedDetector(Protocol):
-    def next_timer(self) -> float | None:
-        """Event time of the detector's earliest deadline (None: none)."""
+    def notify_at(self) -> float | None:
+        """Event time of the detector's earliest deadline (None: none): the detector contract's
+        `notify_at` (detectors.base)."""
 
 
 class DetectorPartition(Protocol):
