@@ -20,7 +20,8 @@ $(BIN)/orderwatch: pyproject.toml constraints.txt
 
 install: $(BIN)/orderwatch ## create .venv with orderwatch installed editable (.venv/bin/orderwatch)
 
-test: install ## run the whole test suite (what CI runs)
+test: install ## run the whole test suite (what CI runs); starts the local stack when it is not up
+	bash deploy/local/stack.sh ensure
 	$(BIN)/pytest
 
 test-fast: install ## run the suite without the slow and integration tests

@@ -34,7 +34,9 @@ from orderwatch.backtest import open_lines  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from orderwatch.streams.publish import publish_lines  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
-from orderwatch.streams.worker import committed_offsets, ensure_topics, spawn_worker, stop_worker  # noqa: E402
+from orderwatch.streams.topics import ensure_topics  # noqa: E402
+from orderwatch.streams.worker import committed_offsets  # noqa: E402
+from tests.support.worker import spawn_worker, stop_worker  # noqa: E402
 
 INPUTS = ("orders", "payments", "inventory", "logistics")
 

@@ -32,7 +32,9 @@ from orderwatch.review.topic import read_topic  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from orderwatch.streams.publish import publish_lines  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
-from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker  # noqa: E402
+from orderwatch.streams.topics import ensure_topics  # noqa: E402
+from orderwatch.streams.worker import committed_offsets  # noqa: E402
+from tests.support.worker import free_port, spawn_worker, stop_worker  # noqa: E402
 
 
 async def read_exceptions(settings: Settings) -> list[dict[str, Any]]:

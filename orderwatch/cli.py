@@ -1,5 +1,5 @@
-"""The `orderwatch` command line: backtest, simulate, schema, publish, worker, handlers-config,
-calibrate, report.
+"""The `orderwatch` command line: backtest, simulate, schema, publish, topics, worker,
+handlers-config, calibrate, report, demo.
 
 Exit codes: 0 done, 1 an input could not be read, 2 bad usage or configuration.
 """
@@ -155,11 +155,36 @@ def build_parser() -> argparse.ArgumentParser:
         "event type (orders, payments, inventory, logistics; with ORDERWATCH_TOPIC_PREFIX), keyed by its "
         "subject, as an upstream service would. Kafka is ORDERWATCH_KAFKA_BOOTSTRAP (default localhost:9092).",
     )
+    pub.description = (pub.description or "") + (
+        " The topics must exist (`orderwatch topics create`): publish checks them first and creates none. "
+        "Record timestamps keep the file's order: record i gets ts_i = max(ts_(i-1) + 1, its event time in ms), "
+        "strictly increasing in file order and never behind the event's own time; a line without a valid time "
+        "gets ts_(i-1) + 1, and the first line's base is its event time, else the wall clock. The worker merges "
+        "the order topics by these timestamps, so a replay sees the file's interleaving."
+    )
     pub.add_argument("input", metavar="FILE", help="JSON Lines file of CloudEvents")
     pub.add_argument(
         "--unroutable-topic",
         metavar="TOPIC",
         help="send lines with no known type or subject here (default: count and skip them)",
+    )
+
+    tp = sub.add_parser(
+        "topics",
+        help="check or create the topics a worker needs (partitions, compaction, co-partitioning)",
+        description="The topics a worker with these ORDERWATCH_* settings needs: the input topics (orders, "
+        "payments, logistics, inventory: ORDERWATCH_PARTITIONS partitions each, co-partitioned with the "
+        "order inbox and the tick topics), the compacted order-exceptions and blocklist, orders-dlq, "
+        "order-actions, and the runtime's internal topics (<ORDERWATCH_APP_ID>-order-inbox, -by-*, "
+        "-ticks-*; the tables' changelogs when present). `check` exits 1 with a table of what is wrong; "
+        "`create` creates what is missing (idempotent) and refuses to change a partition count.",
+    )
+    tp.add_argument("action", choices=["check", "create"], help="check: report only; create: create what is missing")
+    tp.add_argument(
+        "--replication-factor",
+        type=_positive_int,
+        metavar="N",
+        help="replication factor of created topics (default: 3, or the number of brokers when fewer)",
     )
 
     wk = sub.add_parser(
@@ -244,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             return _publish(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "topics":
+            return _topics(args)
         if args.command == "handlers-config":
             return _handlers_config(args)
         if args.command == "calibrate":
@@ -425,6 +452,34 @@ def _publish(args: argparse.Namespace) -> int:
             + (f"sent to {args.unroutable_topic}" if args.unroutable_topic else "skipped")
         )
     return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from orderwatch.streams.settings import load_settings
+    from orderwatch.streams.topics import check_topics, create_topics, format_problems, topic_plan
+
+    settings = load_settings()
+    if args.action == "create":
+        res = asyncio.run(create_topics(settings, replication=args.replication_factor))
+        for name in res.created:
+            print(f"created {name}")
+        problems = res.problems
+    else:
+        problems = asyncio.run(check_topics(settings))
+    if not problems:
+        plan = topic_plan(settings)
+        print(
+            f"topics as needed on {settings.kafka_bootstrap} ({len(plan)} in the plan; prefix "
+            f"{settings.topic_prefix!r}, app id {settings.app_id!r}, {settings.partitions} partitions co-partitioned)"
+        )
+        return 0
+    print(f"{len(problems)} problems with the topics on {settings.kafka_bootstrap}:")
+    print(format_problems(problems))
+    if args.action == "create":
+        print("`topics create` creates missing topics only; the rest needs the fix shown.")
+    return 1
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,8 @@ from orderwatch.errors import InputError
 from orderwatch.simulate import simulate
 from orderwatch.streams.publish import kafka_client_options, publish_lines
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.topics import ensure_topics
+from orderwatch.streams.worker import worker_env
 
 __all__ = ["run_demo"]
 
@@ -41,6 +43,58 @@ def _reachable(bootstrap: str) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """The demo's `--clock event` detection worker, configured by `settings`."""
+    cmd = [sys.executable, "-m", "orderwatch.cli", "worker", "--clock", "event", "--no-handlers"]
+    return subprocess.Popen(cmd, env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # faust shuts down cleanly
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class LiveTable:
+    """The exception counts while the worker runs. On a terminal the table redraws in place (the
+    cursor goes back up over the previous drawing); elsewhere (a pipe, CI, a log file) each
+    drawing is appended as plain lines, with no escape sequences."""
+
+    def __init__(self, out: IO[str], tty: bool | None = None) -> None:
+        self.out = out
+        if tty is None:
+            isatty = getattr(out, "isatty", None)
+            tty = bool(isatty()) if callable(isatty) else False
+        self.tty = tty
+        self.drawn = 0  # lines of the previous drawing (terminal only)
+
+    def draw(self, events: list[dict[str, Any]], elapsed: float) -> None:
+        opened = Counter(e["data"]["rule"] for e in events if e["type"] == "exception.opened")
+        resolved = Counter(e["data"]["rule"] for e in events if e["type"] == "exception.resolved")
+        lines = [f"[{elapsed:5.1f} s] {len(events):,} exception events"]
+        lines += [
+            f"  {code:<26}{opened[code]:>6} opened{resolved[code]:>6} resolved"
+            for code in RULES
+            if opened[code] or resolved[code]
+        ]
+        if self.tty:
+            # Up to the first line of the previous drawing, clear from there down, draw again.
+            self.out.write((f"\x1b[{self.drawn}F" if self.drawn else "") + "\x1b[J" + "\n".join(lines) + "\n")
+            self.drawn = len(lines)
+        else:
+            self.out.write("\n" + "\n".join(lines) + "\n")
+        self.out.flush()
 
 
 def _start_stack(out: IO[str]) -> None:
@@ -72,6 +126,9 @@ async def _watch(
         expected = {(lab["rule"], lab["subject"]) for lab in labels}
         started = last_new = time.monotonic()
         shown = 0.0
+        table = LiveTable(out)
+        if table.tty:
+            out.write("\n")
         while time.monotonic() - started < timeout:
             if worker.poll() is not None:
                 raise InputError(f"the worker stopped (exit {worker.returncode}); see its log")
@@ -82,24 +139,14 @@ async def _watch(
                     last_new = time.monotonic()
             if time.monotonic() - shown > 2:
                 shown = time.monotonic()
-                _table(events, out, time.monotonic() - started)
+                table.draw(events, time.monotonic() - started)
             found = {(e["data"]["rule"], e["data"]["subject"]) for e in events if e["type"] == "exception.opened"}
             if found >= expected and time.monotonic() - last_new > 5:
                 break
-        _table(events, out, time.monotonic() - started)
+        table.draw(events, time.monotonic() - started)
         return events
     finally:
         await consumer.stop()
-
-
-def _table(events: list[dict[str, Any]], out: IO[str], elapsed: float) -> None:
-    opened = Counter(e["data"]["rule"] for e in events if e["type"] == "exception.opened")
-    resolved = Counter(e["data"]["rule"] for e in events if e["type"] == "exception.resolved")
-    out.write(f"\n[{elapsed:5.1f} s] {len(events):,} exception events\n")
-    for code in RULES:
-        if opened[code] or resolved[code]:
-            out.write(f"  {code:<26}{opened[code]:>6} opened{resolved[code]:>6} resolved\n")
-    out.flush()
 
 
 def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[str] = sys.stdout) -> int:
@@ -113,9 +160,11 @@ def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[
         topic_prefix=f"{run}-",
         app_id=f"orderwatch-{run}",
         partitions=base.partitions,
-        web_port=free_port(),
+        web_port=_free_port(),
     )
     with tempfile.TemporaryDirectory() as tmp:
+        # faust's data directory (default ./<app id>-data) goes with the run's other files.
+        settings = settings.model_copy(update={"data_dir": str(Path(tmp) / "data")})
         path = Path(tmp) / "sim.jsonl"
         stats = simulate(
             orders=orders,
@@ -128,6 +177,8 @@ def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[
         out.write(
             f"simulated {stats['orders']:,} orders: {stats['lines']:,} events, {len(labels)} labelled anomalies\n"
         )
+        # Creates the run's topics and waits until every partition has a leader: a client using
+        # a just-created topic before that logs NotLeaderForPartition warnings.
         asyncio.run(ensure_topics(settings))
         res = asyncio.run(publish_lines(open_lines(path), settings))
         out.write(f"published {sum(res.sent.values()):,} events under the topic prefix {settings.topic_prefix}\n")
@@ -135,13 +186,29 @@ def run_demo(orders: int = 2000, seed: int = 7, timeout: float = 300.0, out: IO[
         asyncio.run(_publish_blocklist(settings, Path(tmp) / "blocklist.jsonl"))
         log_path = Path(tmp) / "worker.log"
         with log_path.open("wb") as log:
-            worker = spawn_worker(settings, "event", log)
+            worker = _spawn_worker(settings, log)
             out.write(f"worker started (metrics: http://127.0.0.1:{settings.web_port}/metrics)\n")
             try:
                 events = asyncio.run(_watch(settings, labels, worker, timeout, out))
             finally:
-                stop_worker(worker)
+                _stop_worker(worker)
+                asyncio.run(_delete_topics(settings))
     return _scorecard(events, labels, out)
+
+
+async def _delete_topics(settings: Settings) -> None:
+    """The run's topics go when it ends: each run has its own prefix, and a broker keeps a file
+    open per partition, so runs left behind add up."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    with contextlib.suppress(KafkaError, OSError):
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith((settings.topic_prefix, settings.app_id + "-"))]
+        if mine:
+            await admin.delete_topics(mine)
+    await admin.close()
 
 
 async def _publish_blocklist(settings: Settings, path: Path) -> None:

@@ -1,74 +1,25 @@
-"""`orderwatch worker`: make sure every topic exists, then run the faust worker until stopped."""
+"""`orderwatch worker`: check the topics (creating the missing ones, stopping with a clear
+message on a partition count or compaction the agents cannot run on), then run the faust worker
+until stopped."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Sequence
-from typing import IO, Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.handlers.config import HandlersConfig
 from orderwatch.streams.app import create_app, internal_topics
 from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
+from orderwatch.streams.topics import ensure_topics
 
-__all__ = [
-    "committed_offsets",
-    "ensure_topics",
-    "free_port",
-    "pin_start_offsets",
-    "run_worker",
-    "spawn_worker",
-    "stop_worker",
-]
+__all__ = ["committed_offsets", "pin_start_offsets", "run_worker", "worker_env"]
 
 log = logging.getLogger("orderwatch.worker")
-
-CONTRACT_TOPICS = (
-    "orders",
-    "payments",
-    "inventory",
-    "logistics",
-    "orders-dlq",
-    "order-exceptions",
-    "blocklist",
-    "order-actions",
-)
-COMPACTED = ("order-exceptions", "blocklist")
-
-
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the contract's topics (with the prefix) and the runtime's internal ones if missing,
-    all with `settings.partitions` partitions (the co-partitioning the agents rely on)."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = {
-            settings.topic(t): (settings.topic(t) in {settings.topic(c) for c in COMPACTED}) for t in CONTRACT_TOPICS
-        }
-        wanted.update(dict.fromkeys(internal_topics(settings), False))
-        missing = [
-            NewTopic(name, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"} if compact else {})
-            for name, compact in wanted.items()
-            if name not in existing
-        ]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                await admin.create_topics(missing)
-        return [t.name for t in missing]
-    finally:
-        await admin.close()
 
 
 async def pin_start_offsets(settings: Settings) -> dict[str, int]:
@@ -145,7 +96,11 @@ def run_worker(
     handlers: HandlersConfig | None = None,
 ) -> None:
     """Run a worker: the detector's agents (unless `detection` is False) and, given a handlers
-    config, the handlers and the ops API."""
+    config, the handlers and the ops API.
+
+    The topic check comes first and fails fast (TopicsError: the CLI prints its table and exits
+    2): on under-partitioned topics faust would otherwise wait for partitions that do not exist
+    and the worker die much later with a timeout."""
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
@@ -158,21 +113,10 @@ def run_worker(
     Worker(ow.app, loglevel=loglevel).execute_from_commandline()
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now (for a worker's web port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn_worker(
-    settings: Settings, clock: str, log: IO[bytes] | Any, *, handlers: bool = False, args: Sequence[str] = ()
-) -> subprocess.Popen[bytes]:
-    """`orderwatch worker --clock CLOCK [ARGS]` as a child process configured by `settings` (the
-    demo, the runtime benchmark and the integration tests run a real worker this way).
-
-    Detection only (`--no-handlers`) unless `handlers`: then the handlers run too, with the
-    settings' Redis URL and prefix, API token, handlers config file and dry run."""
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child `orderwatch worker` configured by `settings`: this process's,
+    with every ORDERWATCH_* setting the worker reads taken from `settings` (the demo runs its
+    worker this way, the tests through tests.support.worker)."""
     env = {
         **os.environ,
         "ORDERWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -205,28 +149,4 @@ def spawn_worker(
     ):
         if value is not None:
             env[f"ORDERWATCH_{name}"] = value if isinstance(value, str) else value.get_secret_value()
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orderwatch.cli",
-            "worker",
-            "--clock",
-            clock,
-            *([] if handlers else ["--no-handlers"]),
-            *args,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGINT (faust shuts down cleanly), then SIGKILL if it has not exited within `timeout`."""
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return env

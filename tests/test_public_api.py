@@ -67,6 +67,7 @@ COMMANDS = {
     "schema",
     "publish",
     "worker",
+    "topics",
     "handlers-config",
     "demo",
     "rules",

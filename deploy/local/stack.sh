@@ -3,6 +3,8 @@
 # (jars from Maven Central, see deploy/local/kafka/pom.xml) and a private Redis.
 #
 #   deploy/local/stack.sh up       start Kafka + Redis, create the topics (idempotent)
+#   deploy/local/stack.sh ensure   `up` unless Kafka and Redis already answer on their ports
+#                                  (whoever started them; `make test` runs this)
 #   deploy/local/stack.sh down     stop both (fine when nothing runs)
 #   deploy/local/stack.sh status   what runs, on which port (exit 1 if not all up)
 #   deploy/local/stack.sh reset    down + delete all data and logs (keeps the jars)
@@ -177,8 +179,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-# faust creates its own internal (changelog/repartition) topics
-auto.create.topics.enable=true
+# Topics are created explicitly (orderwatch topics create; faust declares its changelogs), as in
+# production: a client asking for a missing topic's metadata must not create it with 1 partition.
+auto.create.topics.enable=false
 delete.topic.enable=true
 
 # keep local disk use modest
@@ -510,6 +513,15 @@ cmd_up() {
     log "  data and logs under $(rel "$LOCAL")/ ('deploy/local/stack.sh down' stops it)"
 }
 
+cmd_ensure() {
+    validate_env
+    if port_open "$KAFKA_PORT" && redis_ping "$REDIS_PORT"; then
+        log "stack: Kafka on 127.0.0.1:$KAFKA_PORT and Redis on 127.0.0.1:$REDIS_PORT already answer; using them"
+        return 0
+    fi
+    cmd_up
+}
+
 cmd_down() {
     stop_kafka
     stop_redis
@@ -556,11 +568,12 @@ cmd_reset() {
 }
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 case "${1:-}" in
     up)     cmd_up ;;
+    ensure) cmd_ensure ;;
     down)   cmd_down ;;
     status) cmd_status ;;
     reset)  cmd_reset ;;

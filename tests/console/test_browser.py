@@ -24,12 +24,12 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from orderwatch.handlers.policy import BLOCKLIST_ACTIONS
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.console.conftest import People
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation, read_json
 from tests.integration.test_api import _personal
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import yaml
 
-from orderwatch.streams.worker import free_port
+from tests.support.worker import free_port
 
 __all__ = ["PrometheusServer", "require_binary"]
 

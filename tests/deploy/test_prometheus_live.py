@@ -31,12 +31,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.deploy.prometheus import PrometheusServer, require_binary
 from tests.deploy.queries import panel_queries, rules, signal, test_rules_copy, variable_queries
 from tests.handlers.conftest import _require_redis, delete_prefix, exception_data, opened, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.deploy, pytest.mark.timeout(600)]
 

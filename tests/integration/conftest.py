@@ -11,10 +11,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from orderwatch.streams.settings import Settings
+from orderwatch.streams.topics import ensure_topics
 
 BOOTSTRAP = os.environ.get("ORDERWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 PARTITIONS = 4
@@ -41,15 +42,16 @@ def _require_stack() -> Iterator[None]:
 
 @pytest.fixture
 async def kafka_settings() -> AsyncIterator[Settings]:
-    """Settings with a fresh topic prefix; the input and output topics exist, co-partitioned."""
+    """Settings with a fresh topic prefix; every topic of the plan exists as `orderwatch topics
+    create` makes it (co-partitioned, compacted where needed), each partition with a leader."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     app_id = f"orderwatch-{prefix[:-1]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
-        names = [*INPUT_TOPICS, "orders-dlq", "order-exceptions", "blocklist", "order-actions"]
-        await admin.create_topics([NewTopic(prefix + n, PARTITIONS, 1) for n in names])
-        yield Settings(kafka_bootstrap=BOOTSTRAP, topic_prefix=prefix, partitions=PARTITIONS, app_id=app_id)
+        settings = Settings(kafka_bootstrap=BOOTSTRAP, topic_prefix=prefix, partitions=PARTITIONS, app_id=app_id)
+        await ensure_topics(settings, replication=1)
+        yield settings
         # The test's topics and the worker's internal ones (changelogs, repartitions, ticks) go:
         # a single broker keeps a file open per partition, and a suite's worth of them left behind
         # exhausts its 20,000 open files (seen: the shared broker died of it mid-run).

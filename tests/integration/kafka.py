@@ -18,7 +18,7 @@ from orderwatch.backtest import BacktestResult, open_lines, run_backtest
 from orderwatch.simulate import simulate
 from orderwatch.streams.publish import publish_lines
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import ensure_topics
+from orderwatch.streams.topics import ensure_topics
 
 __all__ = ["exception_keys", "publish_simulation", "read_json", "read_records", "wait_for_outcome"]
 

@@ -33,9 +33,10 @@ from orderwatch.simulate import simulate
 from orderwatch.streams.app import create_app
 from orderwatch.streams.metrics import Metrics
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.topics import ensure_topics
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.kafka import publish_simulation, read_json
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration]
 

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
+import pty
+import re
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +25,41 @@ def test_demo_scores_every_rule_perfectly() -> None:
     assert misses == 0, text[-3000:]
     assert "all rules at precision and recall 1.000" in text
     assert "worker started" in text and "published" in text
+
+
+def test_demo_on_a_terminal_redraws_in_place_and_logs_no_leader_warnings(tmp_path: Path) -> None:
+    """`orderwatch demo` run as a user runs it, on a pseudo-terminal: the table redraws with cursor
+    movement, and no NotLeaderForPartition warning shows while its fresh topics elect leaders."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become `orderwatch demo` on the terminal
+        os.chdir(tmp_path)
+        os.execv(sys.executable, [sys.executable, "-m", "orderwatch.cli", "demo", "--orders", "300", "--seed", "5"])
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 280
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-3000:]
+    assert "all rules at precision and recall 1.000" in text
+    assert "\x1b[J" in text and re.search(r"\x1b\[\d+F", text), text[-2000:]
+    assert "NotLeaderForPartition" not in text and "NOT_LEADER" not in text
+    assert "Traceback" not in text
+    assert not list(tmp_path.glob("*-data"))  # faust's data directory went with the run
+
+
+def test_demo_output_to_a_pipe_has_no_escape_sequences_and_no_leader_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = io.StringIO()
+    with caplog.at_level(logging.WARNING):
+        assert run_demo(orders=300, seed=5, timeout=200, out=out) == 0, out.getvalue()[-3000:]
+    assert "\x1b" not in out.getvalue()
+    assert not [r for r in caplog.records if "NotLeader" in r.getMessage() or "NOT_LEADER" in r.getMessage()]

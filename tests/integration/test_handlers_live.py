@@ -25,9 +25,10 @@ from orderwatch.handlers.changes import CaseChange
 from orderwatch.handlers.policy import ActionPolicy
 from orderwatch.schemas.exception_event import ExceptionData
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.topics import ensure_topics
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.kafka import publish_simulation, read_json
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

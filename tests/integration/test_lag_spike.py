@@ -17,9 +17,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.topics import ensure_topics
+from orderwatch.streams.worker import committed_offsets
 from tests.factories import ADDRESS, raw
 from tests.integration.kafka import read_json
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -9,7 +9,8 @@ from aiokafka import AIOKafkaProducer
 
 from orderwatch.streams.app import internal_topics
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import committed_offsets, ensure_topics, pin_start_offsets
+from orderwatch.streams.topics import ensure_topics
+from orderwatch.streams.worker import committed_offsets, pin_start_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -17,8 +17,10 @@ from aiokafka import AIOKafkaProducer
 
 from orderwatch.streams.app import DLQ_MAX_BYTES
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import committed_offsets, ensure_topics, free_port, spawn_worker, stop_worker
+from orderwatch.streams.topics import ensure_topics
+from orderwatch.streams.worker import committed_offsets
 from tests.integration.kafka import publish_simulation, wait_for_outcome
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

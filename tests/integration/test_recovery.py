@@ -14,8 +14,8 @@ import pytest
 
 from orderwatch.detectors.records import to_cloudevent
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation, read_json
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -16,8 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -32,7 +32,8 @@ async def test_a_stuck_agent_is_reported_stalled(tmp_path: Path, kafka_settings:
             if blocklist not in await admin.list_topics():
                 break
             await asyncio.sleep(0.2)
-        await admin.create_topics([NewTopic(blocklist, 1, 1)])  # 1 partition where 4 are read
+        # 1 partition where 4 are read (compacted: the start-up check asks for that much)
+        await admin.create_topics([NewTopic(blocklist, 1, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
     await publish_simulation(tmp_path, kafka_settings, orders=40, seed=2)

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from orderwatch.streams.app import AGENTS
 from orderwatch.streams.runtime import LEDGER_KEY
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import free_port, spawn_worker, stop_worker
 from tests.integration.kafka import publish_simulation, read_records, wait_for_outcome
+from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -51,8 +51,10 @@ def _raw(event: ExceptionEvent) -> bytes:
 
 @pytest.fixture
 async def settings(redis_client: aioredis.Redis) -> AsyncIterator[Settings]:
-    """A topic prefix whose `order-exceptions` exists (one partition), a Redis prefix of its own."""
-    async with fresh_topics(["order-exceptions"], compacted=["order-exceptions"]) as topic_prefix:
+    """A topic prefix whose `order-exceptions` exists (one partition) with the topics the actions
+    write (a broker that does not auto-create refuses them otherwise), a Redis prefix of its own."""
+    topics = ["order-exceptions", "order-actions", "blocklist"]
+    async with fresh_topics(topics, compacted=["order-exceptions", "blocklist"]) as topic_prefix:
         redis_prefix = f"t{uuid.uuid4().hex}:"
         yield Settings(
             kafka_bootstrap=BOOTSTRAP,

@@ -1,0 +1,1 @@
+"""Helpers the tests (and bench/) share: not part of the installed package."""
