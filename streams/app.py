@@ -814,7 +814,7 @@ async def _follow_blocklist(
 ) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from orderwatch.streams.publish import kafka_client_options
+    from orderwatch.streams.kafka_client import kafka_client_options
 
     topic = settings.topic("blocklist")
     consumer = AIOKafkaConsumer(

@@ -28,7 +28,7 @@ from orderwatch.handlers.notify import Notifier
 from orderwatch.handlers.service import HandlerService
 from orderwatch.handlers.store import CaseStore, open_redis
 from orderwatch.schemas.exception_event import ExceptionEvent
-from orderwatch.streams.publish import kafka_client_options
+from orderwatch.streams.kafka_client import kafka_client_options
 
 if TYPE_CHECKING:
     from orderwatch.streams.host import Host
