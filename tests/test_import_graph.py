@@ -90,13 +90,18 @@ def import_graph(root: Path = ROOT) -> dict[str, dict[str, int]]:
 
 
 def find_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan), each with one cycle
-    through it spelled out: [a, b, ..., a]."""
+    """One cycle through each strongly connected component of more than one module, spelled out:
+    [a, b, ..., a] (a shortest one from the component's first module)."""
+    return [_one_cycle(graph, set(c), c[0]) for c in components(graph)]
+
+
+def components(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
-    components: list[list[str]] = []
+    found: list[list[str]] = []
     counter = 0
 
     def connect(v: str) -> None:
@@ -120,12 +125,12 @@ def find_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
                 if w == v:
                     break
             if len(component) > 1:
-                components.append(sorted(component))
+                found.append(sorted(component))
 
     for v in sorted(graph):
         if v not in index:
             connect(v)
-    return [_one_cycle(graph, set(c), c[0]) for c in components]
+    return found
 
 
 def _one_cycle(graph: dict[str, dict[str, int]], members: set[str], start: str) -> list[str]:
@@ -170,8 +175,11 @@ def test_the_graph_sees_every_module_and_every_import_form() -> None:
 
 def test_no_import_cycles() -> None:
     graph = import_graph()
-    cycles = find_cycles(graph)
-    assert not cycles, "import cycles:\n" + "\n".join(_spell(graph, c) for c in cycles)
+    knots = components(graph)
+    assert not knots, "import cycles:\n" + "\n".join(
+        f"{_spell(graph, _one_cycle(graph, set(c), c[0]))}\n  (every module of that knot: {', '.join(c)})"
+        for c in knots
+    )
 
 
 def test_handlers_never_import_streams() -> None:
