@@ -316,7 +316,7 @@ def create_app(
     app.on_partitions_revoked.connect(changes.on_revoked)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(changes.on_assigned)  # type: ignore[arg-type]
     if handlers is not None:
-        from orderwatch.streams.handling import install_handlers
+        from orderwatch.streams.wiring import install_handlers
 
         ow.handlers = install_handlers(ow, handlers, detection=detection)
     # faust can drop what it fetched during a rebalance: once one is over, the agents read their

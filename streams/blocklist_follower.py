@@ -10,7 +10,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from orderwatch.streams.publish import kafka_client_options
+from orderwatch.streams.kafka_client import kafka_client_options
 from orderwatch.streams.settings import Settings
 
 __all__ = ["BlocklistFollower"]

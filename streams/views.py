@@ -4,16 +4,19 @@ explicit `Orderwatch` (what create_app built). The ops API of the handlers is st
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import generate_latest
 
 from orderwatch.detectors.records import iso
+from orderwatch.streams.agents import AgentClocks
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.console.access import TokenRegistry, bearer_token
-
-if TYPE_CHECKING:
-    from orderwatch.streams.app import Orderwatch
+from orderwatch.streams.consumer_port import ConsumerPort
+from orderwatch.streams.driver import AgentDriver
+from orderwatch.streams.health import StallWatch
+from orderwatch.streams.metrics import Metrics
+from orderwatch.streams.settings import Settings
 
 __all__ = ["STALL_CHECK_SECONDS", "RuntimeViews", "lags", "page", "stalled"]
 
@@ -21,6 +24,27 @@ TP = tuple[str, int]
 
 STALL_CHECK_SECONDS = 5.0
 """How often the input partitions are checked for stalled commits."""
+
+
+class Orderwatch(Protocol):
+    """What the views read of streams.app.Orderwatch (a protocol: app imports this module)."""
+
+    settings: Settings
+    metrics: Metrics
+    clock: LagAwareClock
+    agents: dict[str, AgentDriver]
+    port: ConsumerPort
+    clocks: AgentClocks
+    detection: bool
+    stalls: StallWatch
+    stalled: list[TP]
+
+    @property
+    def actives(self) -> Callable[[], frozenset[TP]]: ...
+
+    def problems(self) -> list[str]: ...
+
+    def readiness(self, *, detection: bool = True) -> tuple[list[str], int]: ...
 
 
 def lags(clock: LagAwareClock, actives: frozenset[TP], inputs: set[str]) -> list[tuple[TP, int]]:
