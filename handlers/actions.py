@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orderwatch.errors import CaseNotFound, DeliveryError, StoreUnavailable, TransitionError
 from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.metrics import NO_METRICS, HandlerMetrics
 from orderwatch.handlers.policy import BLOCKLIST_ACTIONS, ActionPolicy
 from orderwatch.schemas.action_command import ActionCommand, ActionData, ActionParams, idempotency_key
 from orderwatch.schemas.exception_event import ExceptionData
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
     from redis.asyncio import Redis
 
-    from orderwatch.streams.metrics import Metrics
-    from orderwatch.streams.settings import Settings
 
 __all__ = [
     "ActionDispatcher",
@@ -214,6 +213,12 @@ class ActionSink(Protocol):
         """Publish a blocklist entry on `blocklist` (compacted, key `customer:<id>`/`address:<fp>`)."""
 
 
+class TopicNames(Protocol):
+    """Where the sinks publish: the full name of a topic (the settings' prefix applied)."""
+
+    def topic(self, name: str) -> str: ...
+
+
 def _wire(command: ActionCommand) -> bytes:
     return command.model_dump_json(exclude_none=True).encode()
 
@@ -223,7 +228,7 @@ class KafkaActionSink:
 
     dry_run = False
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
+    def __init__(self, producer: AIOKafkaProducer, settings: TopicNames) -> None:
         self._producer = producer
         self.actions_topic = settings.topic("order-actions")
         self.blocklist_topic = settings.topic("blocklist")
@@ -248,7 +253,7 @@ class DryRunSink:
 
     dry_run = True
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: TopicNames | None = None) -> None:
         self.actions_topic = settings.topic("order-actions") if settings else "order-actions"
         self.blocklist_topic = settings.topic("blocklist") if settings else "blocklist"
 
@@ -389,7 +394,7 @@ class ActionDispatcher:
         prefix: str,
         sink: ActionSink,
         policy: ActionPolicy,
-        metrics: Metrics | None = None,
+        metrics: HandlerMetrics | None = None,
         *,
         lease_seconds: float = 30.0,
         retry_backoff_seconds: float = 1.0,
@@ -400,7 +405,7 @@ class ActionDispatcher:
         self.prefix = prefix
         self.sink = sink
         self.policy = policy
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else NO_METRICS
         self.lease_ms = int(lease_seconds * 1000)
         self.retry_backoff = retry_backoff_seconds
         """Wait before the second attempt to send a command; doubles for each next one."""
@@ -415,8 +420,7 @@ class ActionDispatcher:
         return f"{self.prefix}action:{idempotency_key(exception_id, action)}"
 
     def _count(self, action: str, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.actions.labels(action=action, outcome=outcome).inc()
+        self.metrics.action_outcome(action, outcome)
 
     async def __call__(self, change: CaseChange) -> None:
         try:

@@ -34,14 +34,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orderwatch.errors import ConfigError, StoreUnavailable
 from orderwatch.handlers.changes import CaseChange
+from orderwatch.handlers.metrics import NO_METRICS, HandlerMetrics
 from orderwatch.handlers.policy import config_error, read_handlers_config
 from orderwatch.handlers.privacy import mask_evidence, mask_summary
 from orderwatch.schemas.exception_event import CATEGORIES, SEVERITIES, Category, Severity
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-    from orderwatch.streams.metrics import Metrics
 
 __all__ = [
     "Channel",
@@ -414,7 +413,7 @@ class Notifier:
         prefix: str,
         channels: Sequence[Channel],
         session: aiohttp.ClientSession,
-        metrics: Metrics | None = None,
+        metrics: HandlerMetrics | None = None,
         dry_run: bool = False,
         *,
         dedupe_ttl_seconds: int = 30 * 86400,
@@ -427,7 +426,7 @@ class Notifier:
         self.prefix = prefix
         self.channels = {c.name: c for c in channels}
         self.session = session
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else NO_METRICS
         self.dry_run = dry_run
         self.dedupe_ttl = dedupe_ttl_seconds
         self.wall_clock = wall_clock
@@ -448,16 +447,14 @@ class Notifier:
 
     def _gauge_setter(self, name: str) -> Callable[[str], None]:
         def set_state(state: str) -> None:
-            if self.metrics is not None:
-                self.metrics.breaker_state.labels(channel=name).set(_BREAKER_LEVEL[state])
+            self.metrics.breaker_changed(name, _BREAKER_LEVEL[state])
             if state != "closed":
                 log.warning("webhook %s: circuit breaker %s", name, state)
 
         return set_state
 
     def _count(self, channel: str, outcome: str, n: int = 1) -> None:
-        if self.metrics is not None:
-            self.metrics.notifications.labels(channel=channel, outcome=outcome).inc(n)
+        self.metrics.notified(channel, outcome, n)
 
     def _lease_ms(self, c: Channel) -> int:
         # Longer than the slowest possible delivery, so two workers never send one message together.

@@ -20,9 +20,9 @@ from orderwatch.errors import CaseNotFound, StoreUnavailable
 from orderwatch.handlers.changes import CaseChange, CaseListener
 from orderwatch.handlers.config import HandlersConfig
 from orderwatch.handlers.incidents import IncidentStore, Membership
+from orderwatch.handlers.metrics import NO_METRICS, HandlerMetrics
 from orderwatch.handlers.store import CaseStore
 from orderwatch.schemas.exception_event import ExceptionEvent
-from orderwatch.streams.metrics import Metrics
 
 __all__ = ["HandlerService", "Sender"]
 
@@ -50,7 +50,7 @@ class HandlerService:
         store: CaseStore,
         incidents: IncidentStore,
         config: HandlersConfig | None = None,
-        metrics: Metrics | None = None,
+        metrics: HandlerMetrics | None = None,
         listeners: Iterable[CaseListener] = (),
         *,
         clock: Callable[[], datetime] = _utcnow,
@@ -60,7 +60,7 @@ class HandlerService:
         self.store = store
         self.incidents = incidents
         self.config = config or HandlersConfig()
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else NO_METRICS
         self.listeners: list[CaseListener] = list(listeners)
         self.clock = clock
         self.backoff_initial = backoff_initial
@@ -82,8 +82,7 @@ class HandlerService:
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
                     log.warning("handlers: Redis unreachable (%s); retrying until it is back", exc)
-                if self.metrics is not None:
-                    self.metrics.store_retries.labels(operation=operation).inc()
+                self.metrics.store_retried(operation)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
                 continue
@@ -91,8 +90,7 @@ class HandlerService:
                 lasted = time.monotonic() - self._outage_since
                 self._outage_since = None
                 log.warning("handlers: Redis reachable again after %.1f s", lasted)
-                if self.metrics is not None:
-                    self.metrics.store_outage_seconds.inc(lasted)
+                self.metrics.store_outage(lasted)
             return result
 
     # -- events in -----------------------------------------------------------------------------
@@ -148,8 +146,7 @@ class HandlerService:
                 if change is None:
                     continue
                 moved += 1
-                if self.metrics is not None:
-                    self.metrics.escalations.labels(level=str(change.level), severity=change.data.severity).inc()
+                self.metrics.escalated(change.level, change.data.severity)
                 done.append(await self._deliver(change, at))
             # A case due for level 2 as well comes back in the next round; stop when nothing moved.
             if moved == 0:
@@ -172,8 +169,7 @@ class HandlerService:
             change = await self._retry("escalate", partial(self.store.escalate, exception_id, case.level + 1, due))
             if change is None:
                 return done
-            if self.metrics is not None:
-                self.metrics.escalations.labels(level=str(change.level), severity=change.data.severity).inc()
+            self.metrics.escalated(change.level, change.data.severity)
             done.append(await self._deliver(change, due))
 
     async def superseded_resolution(self, event: ExceptionEvent, position: tuple[int, int]) -> ExceptionEvent | None:
@@ -244,8 +240,7 @@ class HandlerService:
 
     async def _deliver(self, change: CaseChange, now: datetime) -> CaseChange:
         change = await self._with_incident(change, now)
-        if self.metrics is not None:
-            self.metrics.case_changes.labels(kind=change.kind, severity=change.data.severity).inc()
+        self.metrics.case_changed(change.kind, change.data.severity)
         for listener in self.listeners:
             await self._notify(listener, change)
         await self._retry("change_done", lambda: self.store.change_done(change))
@@ -271,8 +266,7 @@ class HandlerService:
                     member.count,
                     data.rule,
                 )
-                if self.metrics is not None:
-                    self.metrics.incidents_opened.labels(rule=data.rule).inc()
+                self.metrics.incident_opened(data.rule)
         else:
             if change.kind == "resolved":
                 await self._retry(

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import IO, Any
 
-from orderwatch.cli import _positive_int
+from orderwatch.argtypes import positive_int
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.errors import InputError
 
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
     )
     goal.add_argument("--quantile", type=_fraction, help="cover this quantile of cleared episodes, e.g. 0.99")
     cal.add_argument(
-        "--min-orders", type=_positive_int, default=100, help="ignore segments with fewer orders (default 100)"
+        "--min-orders", type=positive_int, default=100, help="ignore segments with fewer orders (default 100)"
     )
     cal.add_argument("--output", "-o", metavar="FILE", help="write the proposed rules TOML here (default: stdout)")
     cal.add_argument("--json", metavar="FILE", help="write distributions, proposals and the shadow result as JSON")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from orderwatch import __version__
+from orderwatch.argtypes import positive_int
 from orderwatch.detectors.catalog import RULES
 from orderwatch.errors import ConfigError, InputError, OrderwatchError
 
@@ -44,11 +45,7 @@ def _seconds(value: str) -> float:
     return v
 
 
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        msg = f"expected a whole number >= 1, got {value!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return int(value)
+_positive_int = positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,49 +7,42 @@ reads need any role, acknowledge/resolve/assign the operator role, approve/rejec
 role. No token configured: every such endpoint answers 503. Failed tokens count against the
 caller's address like failed console logins. Every response body passes through the privacy
 masking; nothing a caller sends is logged.
+
+Each view is a module-level `async def view(deps, request, caller) -> Reply` over the `Deps` of
+the application (`streams.console.deps`); `ROUTES` lists them with the permission each needs, and
+`Endpoint` runs one: authenticate, call, map errors to statuses, mask, count.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any
 
-from aiokafka.partitioner import murmur2
-from faust.web import View
+from aiohttp import web
 
 from orderwatch.detectors.catalog import RULES
-from orderwatch.detectors.orders import OrderDetector
 from orderwatch.errors import CaseNotFound, ConfigError, StoreUnavailable, TransitionError
 from orderwatch.handlers.incidents import INCIDENT_STATUSES
-from orderwatch.handlers.privacy import mask_evidence, mask_text
-from orderwatch.review.service import AnalyticsService, StoreLoader
+from orderwatch.handlers.privacy import mask_evidence
 from orderwatch.schemas.action_command import idempotency_key
-from orderwatch.streams.console.access import (
-    PERMISSIONS,
-    LoginLimiter,
-    Principal,
-    SessionStore,
-    TokenRegistry,
-    bearer_token,
-    roles_of,
-)
+from orderwatch.streams.console.access import PERMISSIONS, Principal, bearer_token
+from orderwatch.streams.console.deps import DEPS, Deps
 from orderwatch.streams.console.ops import (
     FILTER_PARAMS,
     MAX_LIMIT,
     MAX_OFFSET,
     InputError,
-    Ops,
     body_name,
     body_note,
     only,
     parse_body,
     parse_filters,
     public_case,
-    public_history,
     public_incident,
     public_pending,
     query_choice,
@@ -58,19 +51,21 @@ from orderwatch.streams.console.ops import (
     valid_id,
 )
 
-if TYPE_CHECKING:
-    from orderwatch.streams.app import Orderwatch
-    from orderwatch.streams.handling import HandlerRuntime
-
-__all__ = ["MAX_LIMIT", "install_api", "order_partition", "readiness"]
+__all__ = ["MAX_LIMIT", "ROUTES", "Endpoint", "Reply", "Route", "authenticate", "install_api"]
 
 log = logging.getLogger("orderwatch.api")
 
 
-def order_partition(order_id: str, partitions: int) -> int:
-    """The partition of an order id on the order-keyed topics (Kafka's default murmur2, as every
-    client uses; the same as the runtime's `send_forward`)."""
-    return int((murmur2(order_id.encode()) & 0x7FFFFFFF) % partitions)
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a view answers: a JSON body (masked on the way out) and its status."""
+
+    body: Mapping[str, Any]
+    status: int = 200
+
+
+View = Callable[[Deps, web.Request, Principal | None], Awaitable[Reply]]
+"""(deps, request, caller): the caller is None only on an open route (/ready)."""
 
 
 def _default(value: Any) -> Any:
@@ -83,14 +78,21 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def client_address(request: Any) -> str:
+def json_response(body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    # The last line of defence: personal keys and phone- or email-shaped text are masked
+    # in every response, whatever a view put in it.
+    raw = json.dumps(mask_evidence(body), default=_default, separators=(",", ":"))
+    return web.Response(body=raw.encode(), content_type="application/json", status=status, headers=headers)
+
+
+def client_address(request: web.Request) -> str:
     """The peer address the limiter counts (a proxy in front shares one count: put the limit there too)."""
-    return str(getattr(request, "remote", None) or "unknown")
+    return str(request.remote or "unknown")
 
 
-async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
+async def authenticate(deps: Deps, request: web.Request, permission: str) -> Principal:
     """The caller of a bearer-token request, allowed `permission`; else InputError 401/403/429/503."""
-    if not ops.tokens.configured:
+    if not deps.tokens.configured:
         raise InputError(
             503,
             "no tokens configured: set ORDERWATCH_VIEWER_TOKEN / OPERATOR_TOKEN / APPROVER_TOKEN, "
@@ -100,14 +102,14 @@ async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
     if not given:
         raise InputError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
     client = client_address(request)
-    wait = await ops.limiter.retry_after(client)
+    wait = await deps.limiter.retry_after(client)
     if wait is not None:
         raise InputError(
             429, f"too many failed tokens from this address; try again in {wait} s", {"Retry-After": str(wait)}
         )
-    principal = ops.tokens.lookup(given)
+    principal = deps.tokens.lookup(given)
     if principal is None:
-        await ops.limiter.failed(client)
+        await deps.limiter.failed(client)
         raise InputError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
     if not principal.can(permission):
         raise InputError(
@@ -116,346 +118,244 @@ async def authenticate(ops: Ops, request: Any, permission: str) -> Principal:
     return principal
 
 
-class OpsView(View):
-    """A view of the ops API. Each app gets its own subclass with `ops` (and `ow`, `rt`) set."""
+def _who(caller: Principal | None) -> str:
+    if caller is None:  # a route table that forgot a permission: refuse rather than write as nobody
+        raise InputError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
+    return caller.name
 
-    label: ClassVar[str] = "?"
-    ops: ClassVar[Ops]
-    ow: ClassVar[Orderwatch]
-    rt: ClassVar[HandlerRuntime]
 
-    async def dispatch(self, request: Any) -> Any:
-        try:
-            response = await super().dispatch(request)
-        except InputError as exc:
-            headers = {"WWW-Authenticate": "Bearer", **exc.headers} if exc.status == 401 else exc.headers
-            response = self.reply({"error": exc.message}, exc.status, headers or None)
-        except CaseNotFound as exc:
-            response = self.reply({"error": str(exc)}, 404)
-        except TransitionError as exc:
-            response = self.reply({"error": str(exc)}, 422)
-        except StoreUnavailable as exc:
-            response = self.reply({"error": f"the case store cannot be reached right now ({exc})"}, 503)
-        self.ow.metrics.api_requests.labels(self.label, str(getattr(response, "status", 0))).inc()
-        return response
-
-    def reply(self, body: Mapping[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Any:
-        # The last line of defence: personal keys and phone- or email-shaped text are masked
-        # in every response, whatever a view put in it.
-        raw = json.dumps(mask_evidence(body), default=_default, separators=(",", ":"))
-        return self.bytes(raw.encode(), content_type="application/json", status=status, headers=headers)
-
-    async def auth(self, request: Any, permission: str) -> Principal:
-        return await authenticate(self.ops, request, permission)
-
-    async def body(self, request: Any, allowed: tuple[str, ...] = ("note",)) -> dict[str, Any]:
-        return parse_body(await read_body(request), allowed)
+async def _body(request: web.Request, allowed: tuple[str, ...] = ("note",)) -> dict[str, Any]:
+    return parse_body(await read_body(request), allowed)
 
 
 # -- cases -----------------------------------------------------------------------------------------
 
 
-class CasesView(OpsView):
-    async def get(self, request: Any) -> Any:
-        await self.auth(request, "read")
-        q = request.query
-        only(q, (*FILTER_PARAMS, "sort", "limit", "offset"))
-        filters = parse_filters(q, default_sort="new")
-        limit = query_int(q, "limit", 50, 1, MAX_LIMIT)
-        offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
-        cases, total = await self.ops.cases(filters, limit, offset)
-        counts = await self.ops.store.counts()
-        body = {"total": total, "limit": limit, "offset": offset, "counts": dict(counts)}
-        return self.reply({**body, "cases": [public_case(c) for c in cases]})
+async def list_cases(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    q = request.query
+    only(q, (*FILTER_PARAMS, "sort", "limit", "offset"))
+    filters = parse_filters(q, default_sort="new")
+    limit = query_int(q, "limit", 50, 1, MAX_LIMIT)
+    offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
+    cases, total = await deps.ops.cases(filters, limit, offset)
+    counts = await deps.ops.store.counts()
+    body = {"total": total, "limit": limit, "offset": offset, "counts": dict(counts)}
+    return Reply({**body, "cases": [public_case(c) for c in cases]})
 
 
-class CaseView(OpsView):
-    async def get(self, request: Any, exception_id: str) -> Any:
-        await self.auth(request, "read")
-        return self.reply(await self.ops.case_detail(valid_id(exception_id, "case")))
+async def show_case(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    return Reply(await deps.ops.case_detail(valid_id(request.match_info["exception_id"], "case")))
 
 
-class CaseMoveView(OpsView):
-    verb: ClassVar[str] = "?"
+async def _moved_case(deps: Deps, request: web.Request, caller: Principal | None, verb: str) -> Reply:
+    who = _who(caller)
+    exception_id = valid_id(request.match_info["exception_id"], "case")
+    note = body_note(await _body(request))
+    if verb == "acknowledge":
+        change = await deps.ops.acknowledge(exception_id, who, note)
+    else:
+        change = await deps.ops.resolve(exception_id, who, note)
+    log.info("api: %s %s case %s", who, change.kind, exception_id)
+    detail = await deps.ops.case_detail(exception_id)
+    detail["change"] = {"kind": change.kind, "status": change.status, "at": change.at, "who": change.who}
+    return Reply(detail)
 
-    async def post(self, request: Any, exception_id: str) -> Any:
-        who = (await self.auth(request, "work")).name
-        valid_id(exception_id, "case")
-        if self.verb == "assign":
-            doc = await self.body(request, ("owner", "team", "note"))
-            owner, team = body_name(doc, "owner"), body_name(doc, "team")
-            changed = await self.ops.assign(exception_id, who, owner=owner, team=team, note=body_note(doc))
-            log.info("api: %s assigned case %s (changed: %s)", who, exception_id, changed)
-            return self.reply({**await self.ops.case_detail(exception_id), "changed": changed})
-        note = body_note(await self.body(request))
-        if self.verb == "acknowledge":
-            change = await self.ops.acknowledge(exception_id, who, note)
-        else:
-            change = await self.ops.resolve(exception_id, who, note)
-        log.info("api: %s %s case %s", who, change.kind, exception_id)
-        detail = await self.ops.case_detail(exception_id)
-        detail["change"] = {"kind": change.kind, "status": change.status, "at": change.at, "who": change.who}
-        return self.reply(detail)
+
+async def acknowledge_case(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    return await _moved_case(deps, request, caller, "acknowledge")
+
+
+async def resolve_case(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    return await _moved_case(deps, request, caller, "resolve")
+
+
+async def assign_case(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    who = _who(caller)
+    exception_id = valid_id(request.match_info["exception_id"], "case")
+    doc = await _body(request, ("owner", "team", "note"))
+    owner, team = body_name(doc, "owner"), body_name(doc, "team")
+    changed = await deps.ops.assign(exception_id, who, owner=owner, team=team, note=body_note(doc))
+    log.info("api: %s assigned case %s (changed: %s)", who, exception_id, changed)
+    return Reply({**await deps.ops.case_detail(exception_id), "changed": changed})
 
 
 # -- incidents -------------------------------------------------------------------------------------
 
 
-class IncidentsView(OpsView):
-    async def get(self, request: Any) -> Any:
-        await self.auth(request, "read")
-        q = request.query
-        only(q, ("status", "rule", "limit", "offset"))
-        status = query_choice(q, "status", INCIDENT_STATUSES)
-        rule = query_choice(q, "rule", list(RULES))
-        limit = query_int(q, "limit", 50, 1, MAX_LIMIT)
-        offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
-        found, total = await self.ops.incidents.query(status=status, rule=rule, limit=limit, offset=offset)
-        body = {"total": total, "limit": limit, "offset": offset}
-        return self.reply({**body, "incidents": [public_incident(i) for i in found]})
+async def list_incidents(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    q = request.query
+    only(q, ("status", "rule", "limit", "offset"))
+    status = query_choice(q, "status", INCIDENT_STATUSES)
+    rule = query_choice(q, "rule", list(RULES))
+    limit = query_int(q, "limit", 50, 1, MAX_LIMIT)
+    offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
+    found, total = await deps.ops.incidents.query(status=status, rule=rule, limit=limit, offset=offset)
+    body = {"total": total, "limit": limit, "offset": offset}
+    return Reply({**body, "incidents": [public_incident(i) for i in found]})
 
 
-class IncidentView(OpsView):
-    async def get(self, request: Any, incident_id: str) -> Any:
-        await self.auth(request, "read")
-        inc = await self.ops.incidents.get(valid_id(incident_id, "incident"))
-        return self.reply({"incident": public_incident(inc), "members": await self.ops.incidents.members(incident_id)})
+async def show_incident(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    incident_id = valid_id(request.match_info["incident_id"], "incident")
+    inc = await deps.ops.incidents.get(incident_id)
+    return Reply({"incident": public_incident(inc), "members": await deps.ops.incidents.members(incident_id)})
 
 
-class IncidentMoveView(OpsView):
-    verb: ClassVar[str] = "?"
+async def _decided_incident(deps: Deps, request: web.Request, caller: Principal | None, verb: str) -> Reply:
+    who = _who(caller)
+    incident_id = valid_id(request.match_info["incident_id"], "incident")
+    note = body_note(await _body(request))
+    inc = await deps.ops.decide_incident(incident_id, verb, who, note)
+    log.info("api: %s %sd incident %s", who, verb, incident_id)
+    return Reply({"incident": public_incident(inc), "members": await deps.ops.incidents.members(incident_id)})
 
-    async def post(self, request: Any, incident_id: str) -> Any:
-        who = (await self.auth(request, "work")).name
-        valid_id(incident_id, "incident")
-        note = body_note(await self.body(request))
-        inc = await self.ops.decide_incident(incident_id, self.verb, who, note)
-        log.info("api: %s %sd incident %s", who, self.verb, incident_id)
-        return self.reply({"incident": public_incident(inc), "members": await self.ops.incidents.members(incident_id)})
+
+async def acknowledge_incident(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    return await _decided_incident(deps, request, caller, "acknowledge")
+
+
+async def resolve_incident(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    return await _decided_incident(deps, request, caller, "resolve")
 
 
 # -- actions ---------------------------------------------------------------------------------------
 
 
-class PendingActionsView(OpsView):
-    async def get(self, request: Any) -> Any:
-        await self.auth(request, "read")
-        q = request.query
-        only(q, ("limit",))
-        limit = query_int(q, "limit", 50, 1, MAX_LIMIT)
-        pending = await self.ops.dispatcher.pending(limit)
-        return self.reply({"actions": [public_pending(p) for p in pending]})
+async def pending_actions(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    q = request.query
+    only(q, ("limit",))
+    limit = query_int(q, "limit", 50, 1, MAX_LIMIT)
+    pending = await deps.ops.dispatcher.pending(limit)
+    return Reply({"actions": [public_pending(p) for p in pending]})
 
 
-class ActionDecisionView(OpsView):
-    verb: ClassVar[str] = "?"
+def _action_of(request: web.Request) -> tuple[str, str]:
+    return valid_id(request.match_info["exception_id"], "case"), valid_id(request.match_info["action"], "action")
 
-    async def post(self, request: Any, exception_id: str, action: str) -> Any:
-        who = (await self.auth(request, "approve")).name
-        valid_id(exception_id, "case")
-        valid_id(action, "action")
-        note = body_note(await self.body(request))
-        if self.verb == "approve":
-            command = await self.ops.approve(exception_id, action, who)
-            log.info("api: %s approved %s", who, idempotency_key(exception_id, action))
-            return self.reply({"status": "approved", "command": command.model_dump(mode="json")})
-        await self.ops.reject(exception_id, action, who, note)
-        log.info("api: %s rejected %s", who, idempotency_key(exception_id, action))
-        return self.reply({"status": "rejected", "idempotency_key": idempotency_key(exception_id, action)})
+
+async def approve_action(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    who = _who(caller)
+    exception_id, action = _action_of(request)
+    body_note(await _body(request))  # checked like any write's body; an approval keeps no note
+    command = await deps.ops.approve(exception_id, action, who)
+    log.info("api: %s approved %s", who, idempotency_key(exception_id, action))
+    return Reply({"status": "approved", "command": command.model_dump(mode="json")})
+
+
+async def reject_action(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    who = _who(caller)
+    exception_id, action = _action_of(request)
+    note = body_note(await _body(request))
+    await deps.ops.reject(exception_id, action, who, note)
+    log.info("api: %s rejected %s", who, idempotency_key(exception_id, action))
+    return Reply({"status": "rejected", "idempotency_key": idempotency_key(exception_id, action)})
 
 
 # -- an order as the detector sees it ----------------------------------------------------------------
 
 
-async def order_timeline(ow: Orderwatch, rt: HandlerRuntime, order_id: str) -> tuple[dict[str, Any], bool]:
-    """(the order's timeline, whether this worker owns its detector state)."""
-    app, settings, store = ow.app, ow.settings, rt.store
-    orders_topic = settings.topic("orders")
-    partition = order_partition(order_id, settings.partitions)
-    try:
-        actives = {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()}
-    except Exception:  # before the first assignment
-        actives = set()
-    owned = rt.detection and (orders_topic, partition) in actives
-    detector = None
-    if owned:
-        runtime = ow.agents["orders"].runtimes.get(partition)
-        if runtime is not None:
-            detector = cast(OrderDetector, runtime.detector).describe(order_id)
-    cases, _ = await store.query(order_id=order_id, limit=MAX_LIMIT)
-    entries: list[dict[str, Any]] = []
-    public = []
-    for case in sorted(cases, key=lambda c: c.detected_at):
-        history = await store.history(case.exception_id)
-        public.append({"case": public_case(case), "history": public_history(history)})
-        for h in history:
-            what = f"case {h.from_status or 'new'} -> {h.to_status}" if h.event == "status" else h.event
-            entries.append(
-                {
-                    "at": h.at.isoformat(),
-                    "source": "case",
-                    "what": what,
-                    "exception_id": case.exception_id,
-                    "rule": case.rule,
-                    "level": h.level,
-                    "who": h.who,
-                    "note": mask_text(h.note) if h.note else None,
-                }
-            )
-    if detector is not None:
-        if detector["last_event_time"]:
-            entries.append({"at": detector["last_event_time"], "source": "detector", "what": "last event"})
-        for ex in detector["open_exceptions"]:
-            entries.append(
-                {
-                    "at": ex["detected_at"],
-                    "source": "detector",
-                    "what": "exception open",
-                    "exception_id": ex["exception_id"],
-                    "rule": ex["rule"],
-                }
-            )
-        for d in detector["deadlines"]:
-            entries.append({"at": d["due"], "source": "detector", "what": "deadline due", "rule": d["rule"]})
-    entries.sort(key=lambda e: datetime.fromisoformat(e["at"]))
-    body: dict[str, Any] = {
-        "order_id": order_id,
-        "partition": partition,
-        "owned": owned,
-        "detector": detector,
-        "cases": public,
-        "timeline": entries,
-    }
-    if not owned:
-        why = (
-            "this worker runs no detector (--handlers-only)"
-            if not rt.detection
-            else f"partition {partition} of {orders_topic} is owned by another worker"
-        )
-        body["error"] = f"order {order_id}: {why}; its detector state is there, the cases are here"
-        body["owner"] = _owner_url(ow, order_id)
-    return body, owned
-
-
-def _owner_url(ow: Orderwatch, order_id: str) -> str | None:
-    try:
-        topic = ow.app.topic(ow.settings.topic("orders"))
-        url = ow.app.router.external_topic_key_store(topic, order_id.encode())
-    except Exception:  # no assignment yet, or a worker that did not advertise its web address
-        return None
-    return str(url)
-
-
-class TimelineView(OpsView):
-    async def get(self, request: Any, order_id: str) -> Any:
-        await self.auth(request, "read")
-        body, owned = await order_timeline(self.ow, self.rt, valid_id(order_id, "order"))
-        return self.reply(body, 200 if owned else 421)
+async def order_timeline(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    """421 (misdirected) when another worker holds the order's detector state: the body says
+    which, and carries the cases this worker's store has."""
+    place = deps.worker.locate(valid_id(request.match_info["order_id"], "order"))
+    return Reply(await deps.ops.order_timeline(place), 200 if place.owned else 421)
 
 
 # -- readiness (open) -------------------------------------------------------------------------------
 
 
-async def readiness(ow: Orderwatch, rt: HandlerRuntime) -> tuple[list[str], int]:
-    """(why this worker is not ready, partitions assigned): every readiness check in one place,
-    so a new signal is one more `reasons.append`."""
-    reasons = []
-    try:
-        await rt.redis.ping()
-    except Exception as exc:  # whatever the client raises, the answer is "not ready"
-        reasons.append(f"redis: no answer to PING ({type(exc).__name__})")
-    detector_reasons, assigned = ow.readiness(detection=rt.detection)
-    reasons += detector_reasons
-    if not rt.started.is_set():
-        reasons.append("handlers: not started yet")
-    return reasons, assigned
-
-
-class ReadyView(OpsView):
-    async def get(self, request: Any) -> Any:
-        reasons, assigned = await readiness(self.ow, self.rt)
-        if reasons:
-            return self.reply({"status": "not ready", "reasons": reasons}, 503)
-        return self.reply({"status": "ready", "partitions": assigned})
+async def ready(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
+    reasons, assigned = await deps.worker.readiness()
+    if reasons:
+        return Reply({"status": "not ready", "reasons": reasons}, 503)
+    return Reply({"status": "ready", "partitions": assigned})
 
 
 # -- analytics ----------------------------------------------------------------------------------
 
 
-class EpochClock:
-    """The handlers' clock (event time in replays) as epoch seconds, for the analytics' default end."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now().timestamp()
-
-
-class AnalyticsView(OpsView):
+async def analytics(deps: Deps, request: web.Request, caller: Principal | None) -> Reply:
     """`GET /analytics/<kind>?period=&end=&by=&bucket=&top=`: one analytic of docs/review.md over
     the case store, reloaded at most once a minute. Any role may read it."""
-
-    analytics: ClassVar[AnalyticsService]
-
-    async def get(self, request: Any, kind: str) -> Any:
-        await self.auth(request, "read")
-        query = request.query
-        repeated = sorted({k for k in query if len(query.getall(k)) > 1})
-        if repeated:
-            raise InputError(422, f"query parameter {repeated[0][:40]!r}: give it once")
-        try:
-            return self.reply(await self.analytics.answer(kind[:64], {k: query[k] for k in query}))
-        except ConfigError as exc:
-            raise InputError(422, str(exc)) from exc
+    query = request.query
+    repeated = sorted({k for k in query if len(query.getall(k)) > 1})
+    if repeated:
+        raise InputError(422, f"query parameter {repeated[0][:40]!r}: give it once")
+    if deps.analytics is None:
+        raise InputError(503, "analytics are not enabled on this worker")
+    try:
+        return Reply(await deps.analytics.answer(request.match_info["kind"][:64], {k: query[k] for k in query}))
+    except ConfigError as exc:
+        raise InputError(422, str(exc)) from exc
 
 
-ROUTES: tuple[tuple[str, str, type[OpsView], dict[str, Any]], ...] = (
-    ("/cases", "cases", CasesView, {}),
-    ("/cases/{exception_id}", "case", CaseView, {}),
-    ("/cases/{exception_id}/acknowledge", "case-acknowledge", CaseMoveView, {"verb": "acknowledge"}),
-    ("/cases/{exception_id}/resolve", "case-resolve", CaseMoveView, {"verb": "resolve"}),
-    ("/cases/{exception_id}/assign", "case-assign", CaseMoveView, {"verb": "assign"}),
-    ("/incidents", "incidents", IncidentsView, {}),
-    ("/incidents/{incident_id}", "incident", IncidentView, {}),
-    ("/incidents/{incident_id}/acknowledge", "incident-acknowledge", IncidentMoveView, {"verb": "acknowledge"}),
-    ("/incidents/{incident_id}/resolve", "incident-resolve", IncidentMoveView, {"verb": "resolve"}),
-    ("/actions/pending", "actions-pending", PendingActionsView, {}),
-    ("/cases/{exception_id}/actions/{action}/approve", "action-approve", ActionDecisionView, {"verb": "approve"}),
-    ("/cases/{exception_id}/actions/{action}/reject", "action-reject", ActionDecisionView, {"verb": "reject"}),
-    ("/orders/{order_id}/timeline", "order-timeline", TimelineView, {}),
-    ("/ready", "ready", ReadyView, {}),
-    ("/analytics/{kind}", "analytics", AnalyticsView, {}),
+# -- the surface ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: path, method, the metric label (`orderwatch_api_requests_total{view}`), the
+    view, and the permission it needs (None: open)."""
+
+    path: str
+    method: str
+    label: str
+    view: View = field(repr=False)
+    permission: str | None = "read"
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("/cases", "GET", "cases", list_cases),
+    Route("/cases/{exception_id}", "GET", "case", show_case),
+    Route("/cases/{exception_id}/acknowledge", "POST", "case-acknowledge", acknowledge_case, "work"),
+    Route("/cases/{exception_id}/resolve", "POST", "case-resolve", resolve_case, "work"),
+    Route("/cases/{exception_id}/assign", "POST", "case-assign", assign_case, "work"),
+    Route("/incidents", "GET", "incidents", list_incidents),
+    Route("/incidents/{incident_id}", "GET", "incident", show_incident),
+    Route("/incidents/{incident_id}/acknowledge", "POST", "incident-acknowledge", acknowledge_incident, "work"),
+    Route("/incidents/{incident_id}/resolve", "POST", "incident-resolve", resolve_incident, "work"),
+    Route("/actions/pending", "GET", "actions-pending", pending_actions),
+    Route("/cases/{exception_id}/actions/{action}/approve", "POST", "action-approve", approve_action, "approve"),
+    Route("/cases/{exception_id}/actions/{action}/reject", "POST", "action-reject", reject_action, "approve"),
+    Route("/orders/{order_id}/timeline", "GET", "order-timeline", order_timeline),
+    Route("/ready", "GET", "ready", ready, None),
+    Route("/analytics/{kind}", "GET", "analytics", analytics),
 )
-"""Path, metric label, view and its settings: the whole API surface."""
+"""The whole API surface."""
 
 
-def build_ops(ow: Orderwatch, rt: HandlerRuntime) -> Ops:
-    settings = ow.settings
-    tokens = TokenRegistry(settings)
-    log.info("ops API tokens per role: %s", roles_of(tokens.principals()))
-    return Ops(
-        redis=rt.redis,
-        store=rt.store,
-        incidents=rt.incidents,
-        service=rt.service,
-        dispatcher=rt.dispatcher,
-        now=rt.now,
-        tokens=tokens,
-        sessions=SessionStore(rt.redis, settings.redis_prefix, tokens, settings.session_minutes),
-        limiter=LoginLimiter(rt.redis, settings.redis_prefix, settings.login_attempts, settings.login_window_seconds),
-    )
+class Endpoint:
+    """The aiohttp handler of one route: authenticate (unless open), run the view with the
+    application's `Deps`, turn refusals into their status, mask the body, count the request."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    async def handle(self, request: web.Request) -> web.Response:
+        deps = request.app[DEPS]
+        route = self.route
+        try:
+            caller = None if route.permission is None else await authenticate(deps, request, route.permission)
+            reply = await route.view(deps, request, caller)
+            response = json_response(reply.body, reply.status)
+        except InputError as exc:
+            headers = {"WWW-Authenticate": "Bearer", **exc.headers} if exc.status == 401 else exc.headers
+            response = json_response({"error": exc.message}, exc.status, headers or None)
+        except CaseNotFound as exc:
+            response = json_response({"error": str(exc)}, 404)
+        except TransitionError as exc:
+            response = json_response({"error": str(exc)}, 422)
+        except StoreUnavailable as exc:
+            response = json_response({"error": f"the case store cannot be reached right now ({exc})"}, 503)
+        deps.metrics.api_requests.labels(route.label, str(response.status)).inc()
+        return response
 
 
-def install_api(ow: Orderwatch, rt: HandlerRuntime) -> Ops:
-    """Register the ops API views and the console on the app's web server; the `Ops` they share."""
-    from orderwatch.streams.console.pages import install_console
-
-    ops = build_ops(ow, rt)
-    analytics = AnalyticsService(StoreLoader(rt.redis, ow.settings.redis_prefix), clock=EpochClock(rt.now))
-    for path, label, view, extra in ROUTES:
-        shared = {"label": label, "ops": ops, "ow": ow, "rt": rt, "analytics": analytics}
-        bound = type(view.__name__, (view,), {**shared, **extra})
-        ow.app.page(path, name=f"orderwatch-{label}")(bound)
-    install_console(ow, rt, ops, analytics)
-    return ops
+def install_api(web_app: web.Application, deps: Deps) -> None:
+    """Register the ops API on an aiohttp application and attach `deps` to it (once)."""
+    if DEPS not in web_app:
+        web_app[DEPS] = deps
+    for route in ROUTES:
+        if route.method == "GET":
+            web_app.router.add_get(route.path, Endpoint(route).handle)
+        else:
+            web_app.router.add_route(route.method, route.path, Endpoint(route).handle)

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from orderwatch.streams.consumer_port import committed_offsets
 from orderwatch.streams.metrics import Metrics
 
 __all__ = ["CommitSensor"]
@@ -25,8 +26,7 @@ class CommitSensor(faust.Sensor):
         self.topics = frozenset(topics)
 
     def _offsets(self, consumer: Any) -> dict[tuple[str, int], Any]:
-        offsets = getattr(consumer, "_committed_offset", {})  # no public accessor (see streams.app)
-        return {(tp.topic, tp.partition): off for tp, off in list(offsets.items()) if tp.topic in self.topics}
+        return committed_offsets(consumer, self.topics)
 
     def on_commit_initiated(self, consumer: Any) -> Any:
         return self._offsets(consumer)

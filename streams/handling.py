@@ -1,8 +1,9 @@
 """The handlers, live, in the detector's faust app: an agent on `order-exceptions` that feeds the
 case store, a timer that escalates overdue cases and publishes the outbox, and the listeners.
 
-`install_handlers(ow, config)` wires them into an `Orderwatch` app; the `HandlerRuntime` it returns
-holds the Redis client, the service and the listeners (the ops API and the tests reach for them).
+`HandlerRuntime` holds the Redis client, the service and the listeners; `install_handler_agent`
+adds its agent, task and revoke listener to the worker app (`streams.host.Host`, read through a
+protocol). `streams.wiring.install_handlers` composes them with the ops API and the console.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from orderwatch.handlers.notify import Notifier
 from orderwatch.handlers.service import HandlerService
 from orderwatch.handlers.store import CaseStore, open_redis
 from orderwatch.schemas.exception_event import ExceptionEvent
-from orderwatch.streams.publish import kafka_client_options
+from orderwatch.streams.kafka_client import kafka_client_options
 
 if TYPE_CHECKING:
-    from orderwatch.streams.app import Orderwatch
+    from orderwatch.streams.host import Host
 
-__all__ = ["HANDLER_AGENT", "HandlerRuntime", "install_handlers"]
+__all__ = ["HANDLER_AGENT", "HandlerRuntime", "install_handler_agent"]
 
 log = logging.getLogger("orderwatch.handlers")
 
@@ -71,7 +72,7 @@ class _Producer:
 
 
 class HandlerRuntime:
-    """The handlers of one worker: what `install_handlers` built, started by the app's task.
+    """The handlers of one worker, started by the app's task (`install_handler_agent`).
 
     Its clock (`now`) is the escalation time base: the wall clock with `--clock wall`; with
     `--clock event` the detector's event clock, never wall time, so a replay escalates what was
@@ -79,18 +80,18 @@ class HandlerRuntime:
 
     def __init__(
         self,
-        ow: Orderwatch,
+        host: Host,
         config: HandlersConfig,
         *,
         detection: bool = True,
         tick_interval: float = 1.0,
         redis_max_connections: int = 32,
     ) -> None:
-        settings = ow.settings
-        self.ow = ow
+        settings = host.settings
+        self.host = host
         self.settings = settings
         self.config = config
-        self.metrics = ow.metrics
+        self.metrics = host.metrics
         self.detection = detection
         self.event_clock = settings.clock == "event"
         self.tick_interval = tick_interval
@@ -99,14 +100,14 @@ class HandlerRuntime:
         prefix = settings.redis_prefix
         self.store = CaseStore(self.redis, prefix, escalation=config.escalation, owners=config.owners)
         self.incidents = IncidentStore(self.redis, prefix, config.incidents)
-        self.service = HandlerService(self.store, self.incidents, config, ow.metrics, clock=self.now)
+        self.service = HandlerService(self.store, self.incidents, config, host.metrics, clock=self.now)
         self.producer = _Producer(kafka_client_options(settings))
         sink: ActionSink = (
             DryRunSink(settings)
             if settings.dry_run
             else KafkaActionSink(cast(AIOKafkaProducer, self.producer), settings)
         )
-        self.dispatcher = ActionDispatcher(self.redis, prefix, sink, config.actions, ow.metrics)
+        self.dispatcher = ActionDispatcher(self.redis, prefix, sink, config.actions, host.metrics)
         self.service.add_listener(self.dispatcher)
         self.notifier: Notifier | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -181,6 +182,15 @@ class HandlerRuntime:
 
     # -- the agent -----------------------------------------------------------------------------
 
+    async def consume(self, stream: Any) -> AsyncIterator[str]:
+        """The agent's body: each `order-exceptions` message once the handlers have started."""
+        await self.started.wait()
+        # faust acks an event when the loop asks for the next one: after `on_message` returned,
+        # so an offset is never committed before the case store has the event.
+        async for event in stream.events():
+            msg = event.message
+            yield await self.on_message(msg.value, msg.partition, msg.offset)
+
     async def on_message(self, value: bytes | None, partition: int, offset: int) -> str:
         """One `order-exceptions` message; returns the outcome (changed, unchanged, invalid,
         tombstone). Returns only when the case store recorded it: ack after it."""
@@ -249,11 +259,10 @@ class HandlerRuntime:
             return time.time()
         if not self.detection:
             return self.watermark if self.watermark != float("-inf") else None
-        clock = self.ow.clock
-        now = clock.max_event_time - self.settings.lateness_seconds
-        for spec in self.ow.agents.values():
+        now = self.host.clock.max_event_time - self.settings.lateness_seconds
+        for spec in self.host.agents.values():
             for rt in list(spec.runtimes.values()):
-                nxt = rt.detector.next_timer()
+                nxt = rt.detector.notify_at()
                 now = min(now, rt.oldest, nxt if nxt is not None else now)
         return None if now == float("-inf") else now
 
@@ -312,7 +321,7 @@ class HandlerRuntime:
 
     def _owned(self) -> list[int]:
         try:
-            actives = self.ow.app.assignor.assigned_actives()
+            actives = self.host.app.assignor.assigned_actives()
         except Exception:  # before the first assignment
             return []
         return sorted(tp.partition for tp in actives if tp.topic == self.topic)
@@ -344,10 +353,14 @@ class HandlerRuntime:
             from faust.types import TP
 
             # faust keeps the offsets it sought to on assignment (no public accessor).
-            off = getattr(self.ow.app.consumer, "_committed_offset", {}).get(TP(self.topic, partition))
+            off = getattr(self.host.app.consumer, "_committed_offset", {}).get(TP(self.topic, partition))
         except Exception:  # consumer not started
             return 0
         return int(off) if off is not None else 0
+
+    async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """faust's partitions-revoked signal: forget this topic's revoked partitions."""
+        self.forget([tp.partition for tp in revoked if tp.topic == self.topic])
 
     def forget(self, partitions: list[int]) -> None:
         """Partitions revoked: what was read from them says nothing about the next owner's work."""
@@ -356,45 +369,12 @@ class HandlerRuntime:
         self._gate = None
 
 
-def install_handlers(
-    ow: Orderwatch,
-    config: HandlersConfig | None = None,
-    *,
-    detection: bool = True,
-    tick_interval: float = 1.0,
-    redis_max_connections: int = 32,
-) -> HandlerRuntime:
-    """Add the handlers to the app: the `order-exceptions` agent, the task that starts them and
-    runs their timer, and the ops API views."""
-    from orderwatch.streams.api import install_api
-
-    rt = HandlerRuntime(
-        ow,
-        config or HandlersConfig(),
-        detection=detection,
-        tick_interval=tick_interval,
-        redis_max_connections=redis_max_connections,
-    )
-    app = ow.app
+def install_handler_agent(host: Host, rt: HandlerRuntime) -> None:
+    """Add the handlers to the app: the `order-exceptions` agent (`rt.consume`), the task that
+    starts them and runs their timer (`rt.run`), and the listener that forgets revoked partitions
+    (`rt.on_revoked`). Every piece of state stays in `rt`."""
+    app = host.app
     channel = app.topic(rt.topic, key_type=bytes, value_type=bytes)
-
-    async def handlers_agent(stream: Any) -> AsyncIterator[str]:
-        await rt.started.wait()
-        # faust acks an event when the loop asks for the next one: after `on_message` returned,
-        # so an offset is never committed before the case store has the event.
-        async for event in stream.events():
-            msg = event.message
-            yield await rt.on_message(msg.value, msg.partition, msg.offset)
-
-    app.agent(channel, name=HANDLER_AGENT)(handlers_agent)
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def handlers_main() -> None:
-        await rt.run()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        rt.forget([tp.partition for tp in revoked if tp.topic == rt.topic])
-
-    install_api(ow, rt)
-    return rt
+    app.agent(channel, name=HANDLER_AGENT)(rt.consume)
+    app.task(rt.run)
+    app.on_partitions_revoked.connect(rt.on_revoked)  # type: ignore[arg-type]

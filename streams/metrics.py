@@ -2,6 +2,9 @@
 (tests use a fresh `CollectorRegistry`). Labels are bounded sets: topic, type, reason, rule,
 severity, category, agent, partition number, kind, level, operation, action code, webhook channel
 name, outcome, API view name and status code, version. Never an id.
+
+`Metrics` is also the handlers' `HandlerMetrics` (orderwatch.handlers.metrics): the handlers call
+its few methods and never import this module.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ INVALID_REASONS = (
     "wrong_topic",
     "from_future",
     "processing_error",
+    "invalid_control",
 )
 
 
@@ -141,6 +145,13 @@ class Metrics:
             ["agent"],
             registry=r,
         )
+        self.merge_forced = Counter(
+            "orderwatch_merge_forced_total",
+            "Records the record-timestamp merge released before it could tell they were next, by agent and "
+            "why (idle: an input with lag had nothing fetched within the idle wait; overflow: too many held)",
+            ["agent", "reason"],
+            registry=r,
+        )
         # Handlers: cases, escalation, incidents (handlers.service).
         self.case_changes = Counter(
             "orderwatch_case_changes_total",
@@ -215,6 +226,32 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+
+    # -- the handlers' interface (orderwatch.handlers.metrics.HandlerMetrics) ------------------------
+
+    def store_retried(self, operation: str) -> None:
+        self.store_retries.labels(operation=operation).inc()
+
+    def store_outage(self, seconds: float) -> None:
+        self.store_outage_seconds.inc(seconds)
+
+    def escalated(self, level: int, severity: str) -> None:
+        self.escalations.labels(level=str(level), severity=severity).inc()
+
+    def case_changed(self, kind: str, severity: str) -> None:
+        self.case_changes.labels(kind=kind, severity=severity).inc()
+
+    def incident_opened(self, rule: str) -> None:
+        self.incidents_opened.labels(rule=rule).inc()
+
+    def action_outcome(self, action: str, outcome: str) -> None:
+        self.actions.labels(action=action, outcome=outcome).inc()
+
+    def breaker_changed(self, channel: str, level: int) -> None:
+        self.breaker_state.labels(channel=channel).set(level)
+
+    def notified(self, channel: str, outcome: str, n: int) -> None:
+        self.notifications.labels(channel=channel, outcome=outcome).inc(n)
 
     def initialise(
         self, topics: Iterable[str], rules: Iterable[str] = tuple(RULES), agents: Iterable[str] = ()

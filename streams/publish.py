@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE
+from orderwatch.streams.kafka_client import kafka_client_options
 from orderwatch.streams.settings import Settings
 
 __all__ = ["PublishResult", "RecordClock", "kafka_client_options", "publish_lines"]
@@ -37,23 +38,6 @@ class PublishResult:
     key_mismatch: int = 0
     """Lines whose subject is not the entity in their data: refused, never sent."""
     seconds: float = 0.0
-
-
-def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka connection options (SASL/SSL for a real cluster) from the settings."""
-    opts: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        opts["sasl_mechanism"] = settings.sasl_mechanism
-        opts["sasl_plain_username"] = settings.sasl_username
-        opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        opts["ssl_context"] = create_ssl_context(cafile=settings.ssl_cafile)
-    return opts
 
 
 class RecordClock:

@@ -11,6 +11,8 @@ from typing import Any
 
 import faust
 
+from orderwatch.streams.consumer_port import ConsumerPort
+
 __all__ = ["RewindAfterRebalance", "read_again_from", "rewind_targets"]
 
 log = logging.getLogger("orderwatch.streams")
@@ -71,43 +73,39 @@ class RewindAfterRebalance(faust.Sensor):
 
     def __init__(
         self,
-        app: faust.App,
+        port: ConsumerPort,
         topics: Iterable[str],
-        committed: Callable[[TP], int | None],
         delivered: Callable[[TP], tuple[int, int] | None],
     ) -> None:
         super().__init__()
-        self._app = app
+        self._port = port
         self._topics = frozenset(topics)
-        self._committed = committed
         self._delivered = delivered
         self._rewinds: set[asyncio.Future[dict[TP, int]]] = set()
 
     def on_rebalance_end(self, app: Any, state: Any) -> None:
         # Called synchronously at the very end of faust's recovery, after the flow resumed.
-        task = asyncio.ensure_future(self.rewind(self._app.consumer_generation_id))
+        task = asyncio.ensure_future(self.rewind(self._port.generation()))
         self._rewinds.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._rewinds.discard)
+
+    def _superseded(self, generation: int) -> bool:
+        return self._port.rebalancing() or self._port.generation() != generation
 
     async def rewind(self, generation: int) -> dict[TP, int]:
         """Seek every actively owned input partition back (unless another rebalance started
         since: it ends with its own rewind). Returns the offsets sought."""
-        app = self._app
-        if app.rebalancing or app.consumer_generation_id != generation:
+        port = self._port
+        if self._superseded(generation):
             return {}
-        from faust.types import TP as FaustTP
-
-        actives = [(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()]
-        targets, unknown = rewind_targets(actives, self._topics, self._committed)
-        consumer: Any = app.consumer
+        targets, unknown = rewind_targets(port.actives(), self._topics, port.committed)
         try:
             if unknown:
-                earliest = await consumer.earliest_offsets(*(FaustTP(t, p) for t, p in unknown))
-                targets.update({(tp.topic, tp.partition): int(off) for tp, off in earliest.items()})
-            if app.rebalancing or app.consumer_generation_id != generation:
+                targets.update(await port.earliest_offsets(unknown))
+            if self._superseded(generation):
                 return {}
             targets = {tp: read_again_from(off, self._delivered(tp)) for tp, off in targets.items()}
-            await consumer.seek_wait({FaustTP(t, p): off for (t, p), off in targets.items()})
+            await port.seek_wait(targets)
         except Exception as exc:  # a new rebalance took partitions away: it rewinds on its end
             log.warning("rewind after rebalance (generation %s) failed: %r", generation, exc)
             return {}

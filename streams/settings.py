@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     max_future_seconds: float = Field(
         900.0, ge=0, description="an event time further ahead of the wall clock is dead-lettered (from_future); 0: off"
     )
+    merge_idle_seconds: float = Field(
+        3.0,
+        ge=0,
+        le=600,
+        description="the orders agent merges its co-partitioned inputs by record timestamp: how long it waits for "
+        "an input with lag but nothing fetched before it goes on without it",
+    )
+    merge_max_held: int = Field(
+        10_000, ge=1, description="records the merge holds per agent partition at most; beyond, the oldest go anyway"
+    )
     session_timeout_seconds: float = Field(
         10.0,
         ge=6,

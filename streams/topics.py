@@ -44,7 +44,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from orderwatch.errors import ConfigError, InputError
 from orderwatch.streams.app import AGENTS, internal_topics
-from orderwatch.streams.publish import kafka_client_options
+from orderwatch.streams.kafka_client import kafka_client_options
 from orderwatch.streams.settings import Settings
 
 __all__ = [

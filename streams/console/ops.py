@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from orderwatch.handlers.incidents import IncidentStore
     from orderwatch.handlers.service import HandlerService
     from orderwatch.handlers.store import CaseStore
-    from orderwatch.streams.console.access import LoginLimiter, SessionStore, TokenRegistry
 
 __all__ = [
     "CATEGORIES",
@@ -41,6 +40,7 @@ __all__ = [
     "CaseFilters",
     "InputError",
     "Ops",
+    "OrderPlace",
     "json_depth",
     "parse_body",
     "parse_filters",
@@ -297,8 +297,27 @@ def rule_meaning(code: str) -> dict[str, str] | None:
     return {"fires_when": rule.fires_when, "resolves_when": rule.resolves_when, "action": rule.action}
 
 
+@dataclass(frozen=True, slots=True)
+class OrderPlace:
+    """Where an order's detector state lives, as this worker sees it (`streams.probe`)."""
+
+    order_id: str
+    topic: str
+    """The orders topic its detector reads."""
+    partition: int
+    owned: bool
+    """This worker runs that partition's detector now."""
+    detector: dict[str, Any] | None
+    """What the detector holds for the order (`OrderDetector.describe`); None when not owned or nothing."""
+    why_not: str | None = None
+    """Why this worker does not own it (None when it does)."""
+    owner: str | None = None
+    """The web address of the worker that owns it, when known."""
+
+
 class Ops:
-    """The dependencies of the ops API and the console, and what they do with them."""
+    """What the ops API and the console do with the handlers' stores: the reads they show and the
+    writes they make, at the handlers' clock (`now`)."""
 
     def __init__(
         self,
@@ -309,13 +328,9 @@ class Ops:
         service: HandlerService,
         dispatcher: ActionDispatcher,
         now: Callable[[], datetime],
-        tokens: TokenRegistry,
-        sessions: SessionStore,
-        limiter: LoginLimiter,
     ) -> None:
         self.redis, self.store, self.incidents = redis, store, incidents
         self.service, self.dispatcher, self.now = service, dispatcher, now
-        self.tokens, self.sessions, self.limiter = tokens, sessions, limiter
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -344,6 +359,59 @@ class Ops:
             limit=limit,
             offset=offset,
         )
+
+    async def order_timeline(self, place: OrderPlace) -> dict[str, Any]:
+        """An order's timeline: its cases and their histories from the store, merged by time
+        with what its detector holds (when this worker owns it)."""
+        order_id, detector = place.order_id, place.detector
+        cases, _ = await self.store.query(order_id=order_id, limit=MAX_LIMIT)
+        entries: list[dict[str, Any]] = []
+        public = []
+        for case in sorted(cases, key=lambda c: c.detected_at):
+            history = await self.store.history(case.exception_id)
+            public.append({"case": public_case(case), "history": public_history(history)})
+            for h in history:
+                what = f"case {h.from_status or 'new'} -> {h.to_status}" if h.event == "status" else h.event
+                entries.append(
+                    {
+                        "at": h.at.isoformat(),
+                        "source": "case",
+                        "what": what,
+                        "exception_id": case.exception_id,
+                        "rule": case.rule,
+                        "level": h.level,
+                        "who": h.who,
+                        "note": mask_text(h.note) if h.note else None,
+                    }
+                )
+        if detector is not None:
+            if detector["last_event_time"]:
+                entries.append({"at": detector["last_event_time"], "source": "detector", "what": "last event"})
+            for ex in detector["open_exceptions"]:
+                entries.append(
+                    {
+                        "at": ex["detected_at"],
+                        "source": "detector",
+                        "what": "exception open",
+                        "exception_id": ex["exception_id"],
+                        "rule": ex["rule"],
+                    }
+                )
+            for d in detector["deadlines"]:
+                entries.append({"at": d["due"], "source": "detector", "what": "deadline due", "rule": d["rule"]})
+        entries.sort(key=lambda e: datetime.fromisoformat(e["at"]))
+        body: dict[str, Any] = {
+            "order_id": order_id,
+            "partition": place.partition,
+            "owned": place.owned,
+            "detector": detector,
+            "cases": public,
+            "timeline": entries,
+        }
+        if not place.owned:
+            body["error"] = f"order {order_id}: {place.why_not}; its detector state is there, the cases are here"
+            body["owner"] = place.owner
+        return body
 
     # -- writes (who: the authenticated name) ----------------------------------------------------
 

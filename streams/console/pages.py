@@ -4,7 +4,8 @@ little script of our own for refresh and local times. No asset from anywhere els
 
 Adding a page: write a handler `async def my_page(console, request, session, form) -> web.Response`
 that renders a template extending `base.html`, and add a `Page` to `PAGES` (with `nav` set, it
-shows in the navigation). `Console.guard` handles the session, the role and the CSRF check.
+shows in the navigation). `Guarded` handles the session, the role and the CSRF check. A page reads
+what it needs from `console.deps` (`streams.console.deps.Deps`, shared with the ops API).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
@@ -32,16 +33,15 @@ from orderwatch.handlers.incidents import INCIDENT_STATUSES
 from orderwatch.handlers.privacy import mask_evidence, mask_text
 from orderwatch.review.analytics import Period
 from orderwatch.review.report import build_report, render_body
-from orderwatch.review.service import AnalyticsService
 from orderwatch.schemas.exception_event import SEVERITIES
 from orderwatch.streams.console.access import PERMISSIONS, Session
+from orderwatch.streams.console.deps import DEPS, Deps
 from orderwatch.streams.console.ops import (
     CATEGORIES,
     MAX_BODY,
     MAX_OFFSET,
     CaseFilters,
     InputError,
-    Ops,
     body_name,
     body_note,
     only,
@@ -57,11 +57,7 @@ from orderwatch.streams.console.ops import (
     valid_id,
 )
 
-if TYPE_CHECKING:
-    from orderwatch.streams.app import Orderwatch
-    from orderwatch.streams.handling import HandlerRuntime
-
-__all__ = ["NAV", "PAGES", "Console", "Page", "install_console"]
+__all__ = ["NAV", "PAGES", "Console", "Guarded", "Page", "install_console"]
 
 log = logging.getLogger("orderwatch.console")
 
@@ -152,12 +148,10 @@ def _safe_next(raw: str | None) -> str:
 
 
 class Console:
-    """The console of one worker: its templates, the shared `Ops`, and the guard every page
-    goes through."""
+    """The console of one worker: its templates and the dependencies its pages read (`deps`)."""
 
-    def __init__(self, ow: Orderwatch, rt: HandlerRuntime, ops: Ops, analytics: AnalyticsService | None = None) -> None:
-        self.ow, self.rt, self.ops, self.settings = ow, rt, ops, ow.settings
-        self.analytics = analytics
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -181,7 +175,7 @@ class Console:
             session=session,
             user=session.principal if session else None,
             notice=DONE_MESSAGES.get(done or ""),
-            clock=self.ops.now(),
+            clock=self.deps.ops.now(),
             **context,
         )
         return web.Response(text=html, content_type="text/html", status=code, headers=SECURITY_HEADERS)
@@ -190,57 +184,10 @@ class Console:
         return self.render(request, "error.html", session, status, message=message, status=status)
 
     def secure(self, request: web.Request) -> bool:
-        mode = self.settings.cookie_secure
+        mode = self.deps.settings.cookie_secure
         if mode != "auto":
             return mode == "always"
         return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-
-    # -- the guard -------------------------------------------------------------------------------
-
-    def guard(self, page: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            try:
-                session = await self.ops.sessions.get(request.cookies.get(SESSION_COOKIE))
-            except StoreUnavailable:
-                return self.error(request, None, 503, "The session store (Redis) cannot be reached. Try again shortly.")
-            if session is None:
-                if page.method == "POST":
-                    return self.error(
-                        request, None, 401, "Your session has ended. Log in again, then repeat the change."
-                    )
-                return see_other("/console/login?" + urlencode({"next": request.path_qs}))
-            if not session.principal.can(page.permission):
-                need = PERMISSIONS[page.permission]
-                return self.error(request, session, 403, f"This needs the {need} role. Ask for a token with it.")
-            form: dict[str, str] = {}
-            if page.method == "POST":
-                try:
-                    form = await read_form(request)
-                except InputError as exc:
-                    return self.error(request, session, exc.status, exc.message)
-                if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
-                    return self.error(
-                        request,
-                        session,
-                        403,
-                        "This form has expired (no valid CSRF token). Reload the page and try again.",
-                    )
-            try:
-                return await page.handler(self, request, session, form)
-            except InputError as exc:
-                return self.error(request, session, exc.status, exc.message)
-            except CaseNotFound as exc:
-                return self.error(request, session, 404, f"{exc}. It may have been removed; go back to the queue.")
-            except TransitionError as exc:
-                return self.error(
-                    request, session, 409, f"{exc}. Someone may have changed it meanwhile; reload the page."
-                )
-            except StoreUnavailable:
-                return self.error(
-                    request, session, 503, "The case store (Redis) cannot be reached right now. Try again shortly."
-                )
-
-        return handle
 
     # -- login and logout (outside the guard) ----------------------------------------------------
 
@@ -279,19 +226,19 @@ class Console:
             return await self.login_form(request, 403, "The login form expired (no valid CSRF token). Try again.")
         client = str(request.remote or "unknown")
         try:
-            wait = await self.ops.limiter.retry_after(client)
+            wait = await self.deps.limiter.retry_after(client)
             if wait is not None:
                 refused = await self.login_form(
                     request, 429, f"Too many failed logins from here. Try again in {wait} s."
                 )
                 refused.headers["Retry-After"] = str(wait)
                 return refused
-            principal = self.ops.tokens.lookup(form.get("token", "").strip())
+            principal = self.deps.tokens.lookup(form.get("token", "").strip())
             if principal is None:
-                await self.ops.limiter.failed(client)
+                await self.deps.limiter.failed(client)
                 log.info("console: a failed login")
                 return await self.login_form(request, 401, "That token is not valid. Check it and try again.")
-            sid, _ = await self.ops.sessions.create(principal)
+            sid, _ = await self.deps.sessions.create(principal)
         except StoreUnavailable:
             return await self.login_form(
                 request, 503, "The session store (Redis) cannot be reached. Try again shortly."
@@ -305,7 +252,7 @@ class Console:
             samesite="Strict",
             secure=self.secure(request),
             path="/console",
-            max_age=int(self.settings.session_minutes * 60),
+            max_age=int(self.deps.settings.session_minutes * 60),
         )
         response.del_cookie(LOGIN_COOKIE, path="/console/login")
         return response
@@ -313,10 +260,10 @@ class Console:
     async def logout(self, request: web.Request) -> web.StreamResponse:
         sid = request.cookies.get(SESSION_COOKIE)
         try:
-            session = await self.ops.sessions.get(sid)
+            session = await self.deps.sessions.get(sid)
             form = await read_form(request)
             if session is not None and hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
-                await self.ops.sessions.delete(sid)
+                await self.deps.sessions.delete(sid)
             elif session is not None:
                 return self.error(
                     request, session, 403, "This form has expired (no valid CSRF token). Reload the page and try again."
@@ -329,6 +276,58 @@ class Console:
 
     async def root(self, request: web.Request) -> web.StreamResponse:
         return see_other("/console/queue")
+
+
+class Guarded:
+    """The aiohttp handler of one page behind the login: the session, the page's role and, for
+    a POST, the CSRF token are checked before the page runs; its refusals become error pages."""
+
+    def __init__(self, console: Console, page: Page) -> None:
+        self.console = console
+        self.page = page
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        console, page = self.console, self.page
+        try:
+            session = await console.deps.sessions.get(request.cookies.get(SESSION_COOKIE))
+        except StoreUnavailable:
+            return console.error(request, None, 503, "The session store (Redis) cannot be reached. Try again shortly.")
+        if session is None:
+            if page.method == "POST":
+                return console.error(
+                    request, None, 401, "Your session has ended. Log in again, then repeat the change."
+                )
+            return see_other("/console/login?" + urlencode({"next": request.path_qs}))
+        if not session.principal.can(page.permission):
+            need = PERMISSIONS[page.permission]
+            return console.error(request, session, 403, f"This needs the {need} role. Ask for a token with it.")
+        form: dict[str, str] = {}
+        if page.method == "POST":
+            try:
+                form = await read_form(request)
+            except InputError as exc:
+                return console.error(request, session, exc.status, exc.message)
+            if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
+                return console.error(
+                    request,
+                    session,
+                    403,
+                    "This form has expired (no valid CSRF token). Reload the page and try again.",
+                )
+        try:
+            return await page.handler(console, request, session, form)
+        except InputError as exc:
+            return console.error(request, session, exc.status, exc.message)
+        except CaseNotFound as exc:
+            return console.error(request, session, 404, f"{exc}. It may have been removed; go back to the queue.")
+        except TransitionError as exc:
+            return console.error(
+                request, session, 409, f"{exc}. Someone may have changed it meanwhile; reload the page."
+            )
+        except StoreUnavailable:
+            return console.error(
+                request, session, 503, "The case store (Redis) cannot be reached right now. Try again shortly."
+            )
 
 
 async def read_form(request: web.Request) -> dict[str, str]:
@@ -355,9 +354,9 @@ async def queue(
     q = request.query
     filters = parse_filters(q, default_sort="due", default_status="unresolved")
     offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
-    cases, total = await console.ops.cases(filters, PAGE_SIZE, offset)
-    counts = await console.ops.store.counts()
-    now = console.ops.now()
+    cases, total = await console.deps.ops.cases(filters, PAGE_SIZE, offset)
+    counts = await console.deps.ops.store.counts()
+    now = console.deps.ops.now()
     base = filters.as_query()
     return console.render(
         request,
@@ -384,7 +383,7 @@ async def case_page(
     console: Console, request: web.Request, session: Session, form: Mapping[str, str]
 ) -> web.StreamResponse:
     exception_id = valid_id(request.match_info["exception_id"], "case")
-    ops = console.ops
+    ops = console.deps.ops
     case = await ops.store.get(exception_id)
     history = await ops.store.history(exception_id)
     now = ops.now()
@@ -424,15 +423,15 @@ async def case_write(
     who = session.principal.name
     note = body_note({"note": form.get("note", "")})
     if verb == "acknowledge":
-        await console.ops.acknowledge(exception_id, who, note)
+        await console.deps.ops.acknowledge(exception_id, who, note)
         done = "acknowledged"
     elif verb == "resolve":
-        await console.ops.resolve(exception_id, who, note)
+        await console.deps.ops.resolve(exception_id, who, note)
         done = "resolved"
     elif verb == "assign":
         owner = body_name({"owner": form.get("owner", "").strip()}, "owner")
         team = body_name({"team": form.get("team", "").strip()}, "team")
-        changed = await console.ops.assign(exception_id, who, owner=owner, team=team, note=note)
+        changed = await console.deps.ops.assign(exception_id, who, owner=owner, team=team, note=note)
         done = "assigned" if changed else "unchanged"
     else:
         raise InputError(404, "No such change.")
@@ -448,10 +447,10 @@ async def action_write(
     verb = request.match_info["verb"]
     who = session.principal.name
     if verb == "approve":
-        await console.ops.approve(exception_id, action, who)
+        await console.deps.ops.approve(exception_id, action, who)
         done = "approved"
     elif verb == "reject":
-        await console.ops.reject(exception_id, action, who, body_note({"note": form.get("note", "")}))
+        await console.deps.ops.reject(exception_id, action, who, body_note({"note": form.get("note", "")}))
         done = "rejected"
     else:
         raise InputError(404, "No such decision.")
@@ -464,13 +463,12 @@ async def action_write(
 async def order_page(
     console: Console, request: web.Request, session: Session, form: Mapping[str, str]
 ) -> web.StreamResponse:
-    from orderwatch.streams.api import order_timeline
-
-    order_id = valid_id(request.match_info["order_id"], "order")
-    body, owned = await order_timeline(console.ow, console.rt, order_id)
+    deps = console.deps
+    place = deps.worker.locate(valid_id(request.match_info["order_id"], "order"))
+    body = await deps.ops.order_timeline(place)
     for entry in body["timeline"]:
         entry["at_time"] = datetime.fromisoformat(entry["at"])
-    return console.render(request, "order.html", session, order=body, owned=owned)
+    return console.render(request, "order.html", session, order=body, owned=place.owned)
 
 
 async def incidents_page(
@@ -479,7 +477,7 @@ async def incidents_page(
     q = request.query
     status = query_choice(q, "status", INCIDENT_STATUSES)
     offset = query_int(q, "offset", 0, 0, MAX_OFFSET)
-    found, total = await console.ops.incidents.query(status=status, limit=PAGE_SIZE, offset=offset)
+    found, total = await console.deps.ops.incidents.query(status=status, limit=PAGE_SIZE, offset=offset)
     return console.render(
         request,
         "incidents.html",
@@ -497,10 +495,10 @@ async def incident_page(
     console: Console, request: web.Request, session: Session, form: Mapping[str, str]
 ) -> web.StreamResponse:
     incident_id = valid_id(request.match_info["incident_id"], "incident")
-    inc = await console.ops.incidents.get(incident_id)
-    members = await console.ops.incidents.members(incident_id)
-    cases, _ = await console.ops.cases(CaseFilters(incident=incident_id, sort="due"), 200, 0)
-    now = console.ops.now()
+    inc = await console.deps.ops.incidents.get(incident_id)
+    members = await console.deps.ops.incidents.members(incident_id)
+    cases, _ = await console.deps.ops.cases(CaseFilters(incident=incident_id, sort="due"), 200, 0)
+    now = console.deps.ops.now()
     return console.render(
         request,
         "incident.html",
@@ -519,7 +517,7 @@ async def incident_write(
     if verb not in ("acknowledge", "resolve"):
         raise InputError(404, "No such change.")
     who = session.principal.name
-    await console.ops.decide_incident(incident_id, verb, who, body_note({"note": form.get("note", "")}))
+    await console.deps.ops.decide_incident(incident_id, verb, who, body_note({"note": form.get("note", "")}))
     log.info("console: %s %sd incident %s", who, verb, incident_id)
     done = "incident_acknowledged" if verb == "acknowledge" else "incident_resolved"
     return see_other(f"/console/incidents/{incident_id}?done={done}")
@@ -533,12 +531,13 @@ async def analytics_page(
 ) -> web.StreamResponse:
     """The review of a period against the previous one (docs/review.md), with its charts: the
     same figures as `orderwatch report` and `/analytics/...`, over the live case store."""
-    if console.analytics is None:
+    analytics = console.deps.analytics
+    if analytics is None:
         return console.error(request, session, 503, "Analytics are not enabled on this worker.")
     only(request.query, ("period",))
     period_name = query_choice(request.query, "period", list(ANALYTICS_PERIODS)) or "7d"
-    an, loaded_at = await console.analytics.analytics()
-    end = console.ops.now().timestamp()
+    an, loaded_at = await analytics.analytics()
+    end = console.deps.ops.now().timestamp()
     report = build_report(an, Period(end - ANALYTICS_PERIODS[period_name], end), title="Analytics")
     return console.render(
         request,
@@ -555,7 +554,7 @@ async def analytics_page(
 async def approvals_page(
     console: Console, request: web.Request, session: Session, form: Mapping[str, str]
 ) -> web.StreamResponse:
-    pending = await console.ops.dispatcher.pending(200)
+    pending = await console.deps.ops.dispatcher.pending(200)
     return console.render(request, "approvals.html", session, pending=[public_pending(p) for p in pending])
 
 
@@ -577,16 +576,19 @@ NAV: list[Page] = PAGES
 """What the base template walks for its navigation (the pages with a `nav` title)."""
 
 
-def install_console(ow: Orderwatch, rt: HandlerRuntime, ops: Ops, analytics: AnalyticsService | None = None) -> Console:
-    """Register the console's routes and its static files on the app's web server."""
-    console = Console(ow, rt, ops, analytics)
-    router = cast(Any, ow.app.web).web_app.router  # the aiohttp driver's application
+def install_console(web_app: web.Application, deps: Deps) -> Console:
+    """Register the console's routes and its static files on an aiohttp application, with `deps`
+    attached to it (once)."""
+    if DEPS not in web_app:
+        web_app[DEPS] = deps
+    console = Console(deps)
+    router = web_app.router
     router.add_get("/console", console.root)
     router.add_get("/console/", console.root)
     router.add_get("/console/login", console.login_get)
     router.add_post("/console/login", console.login_post)
     router.add_post("/console/logout", console.logout)
     for page in PAGES:
-        router.add_route(page.method, page.path, console.guard(page))
+        router.add_route(page.method, page.path, Guarded(console, page).handle)
     router.add_static("/console/static", HERE / "static")
     return console

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from orderwatch.schemas.control import CONTROL_HEADER
 from orderwatch.streams.app import DLQ_MAX_BYTES
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
@@ -64,8 +65,12 @@ def _poison() -> list[tuple[str, bytes, bytes, str]]:
     return out
 
 
+_BAD_WATERMARK = b'{"source_topic":"orders","source_partition":"one","caught_up":true}'
+
+
 def _bad_adoption() -> bytes:
-    """An order-inbox control message naming no order: the rules raise on it (processing_error)."""
+    """A legacy (version 1, no header) order-inbox adoption naming no order: it fails validation
+    at the edge (invalid_control), as any input does, before the rules could see it."""
     doc = {"id": "adopt:bad", "t": 1772434800.0, "data": {"order_id": None}}
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -84,6 +89,12 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
         inbox = f"{kafka_settings.app_id}-order-inbox"
         meta = await producer.send_and_wait(inbox, _bad_adoption(), key=b"o-p1")
         poisoned[(meta.topic, meta.partition)] = meta.offset + 1
+        # A typed control message (header) that does not validate, on a repartition topic.
+        by_customer = f"{kafka_settings.app_id}-by-customer"
+        meta = await producer.send_and_wait(
+            by_customer, _BAD_WATERMARK, partition=1, headers=[(CONTROL_HEADER, b"watermark/1")]
+        )
+        poisoned[(meta.topic, meta.partition)] = meta.offset + 1
     finally:
         await producer.stop()
     _path, res = await publish_simulation(tmp_path, kafka_settings, orders=200, seed=5)
@@ -96,7 +107,7 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
     try:
         deadline = time.monotonic() + 200
         got, dlq = await wait_for_outcome(
-            kafka_settings, proc, log_path, expected, dead_letters=len(poison) + 1, timeout=200
+            kafka_settings, proc, log_path, expected, dead_letters=len(poison) + 2, timeout=200
         )
         # Commits past each poison message (the event clock still holds the stream's last
         # minute of event time in the reorder buffer, so "to the end" is not what to wait for).
@@ -113,7 +124,8 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
     assert all(committed.get(tp, -1) >= end for tp, end in poisoned.items()), (committed, poisoned)
     # The simulated stream has malformed lines of its own: pick ours by their hash.
     ours = {hashlib.sha256(v).hexdigest(): (kafka_settings.topic(t), v, r) for t, _, v, r in poison}
-    ours[hashlib.sha256(_bad_adoption()).hexdigest()] = (inbox, _bad_adoption(), "processing_error")
+    ours[hashlib.sha256(_bad_adoption()).hexdigest()] = (inbox, _bad_adoption(), "invalid_control")
+    ours[hashlib.sha256(_BAD_WATERMARK).hexdigest()] = (by_customer, _BAD_WATERMARK, "invalid_control")
     mine = [d for d in dlq if d["original_sha256"] in ours]
     assert sorted((d["topic"], d["reason"]) for d in mine) == sorted((t, r) for t, _, r in ours.values())
     for d in mine:

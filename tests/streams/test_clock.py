@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from orderwatch.streams.clock import LagAwareClock
 
 A, B, R = ("orders", 0), ("payments", 0), ("inbox", 0)
@@ -173,12 +175,11 @@ def test_the_delivered_run_is_what_came_since_the_assignment_without_a_skipped_o
 
 
 def test_an_agent_bounded_by_another_never_lifts_that_agents_watermark_cap() -> None:
-    from orderwatch.streams.app import _Agent, _agent_now
+    from orderwatch.streams.agents import AgentClocks, AgentSpec
 
-    def agent(name: str, inputs: list[str], upstream: list[str], repartitioned: list[str]) -> _Agent:
-        spec = _Agent(name, inputs, f"ticks-{name}", upstream, repartitioned, lambda: None, lambda d, e, t: [])  # type: ignore[arg-type, return-value]
-        spec.partitions = 2
-        return spec
+    def agent(name: str, inputs: list[str], upstream: list[str], repartitioned: list[str]) -> AgentSpec:
+        no_detector: Any = None  # the clock never builds one
+        return AgentSpec(name, inputs, f"ticks-{name}", upstream, repartitioned, no_detector, partitions=2)
 
     agents = {
         "orders": agent("orders", ["orders", "inbox"], ["inventory"], ["inbox"]),
@@ -190,9 +191,10 @@ def test_an_agent_bounded_by_another_never_lifts_that_agents_watermark_cap() -> 
     actives = frozenset({("orders", 0), ("inbox", 0), ("by-customer", 0), ("inventory", 0)})
     clock.watermark(("inbox", 0), ("inventory", 1), None, idle=True)
     clock.watermark(("by-customer", 0), ("orders", 1), 2_000.0, idle=False)  # busy, behind
+    clocks = AgentClocks(agents, clock, lambda: actives)
 
     def now(name: str) -> float:
-        return _agent_now(lambda: actives, agents, clock, name, 0)
+        return clocks.now(name, 0)
 
     assert now("customer") == 2_000.0 - 60.0
     assert now("orders") == 2_000.0 - 60.0  # bounded by the customer agent's capped clock

@@ -3,8 +3,8 @@ consumed or, before the first message, the committed offset."""
 
 from __future__ import annotations
 
-from orderwatch.streams.app import _lags
 from orderwatch.streams.clock import LagAwareClock
+from orderwatch.streams.views import lags as _lags
 
 
 def test_lag_is_highwater_minus_the_next_offset_to_read() -> None:

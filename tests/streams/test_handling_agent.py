@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from orderwatch.detectors.config import RulesConfig
@@ -201,3 +202,19 @@ def test_describe_shows_the_order_state_without_personal_data() -> None:
     text = json.dumps(doc)
     assert "4915123456789" not in text and "fp-1" not in text
     assert det.describe("o-unknown") is None
+
+
+@pytest.mark.integration
+async def test_revoked_partitions_are_forgotten_through_fausts_signal(
+    handlers: tuple[Orderwatch, HandlerRuntime],
+) -> None:
+    """The app's partitions-revoked signal reaches the runtime: what was read from a revoked
+    partition of `order-exceptions` is forgotten (the next owner's work), other topics' are not
+    this runtime's business, and the escalation gate starts over."""
+    ow, rt = handlers
+    rt.positions.update({0: 41, 1: 7})
+    rt._gate = (1.0, {0: 41})
+    revoked = {TP(rt.topic, 0), TP(ow.settings.topic("orders"), 1)}
+    await ow.app.on_partitions_revoked.send(revoked)
+    assert rt.positions == {1: 7}
+    assert rt._gate is None

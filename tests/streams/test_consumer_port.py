@@ -1,0 +1,97 @@
+"""The consumer port against the real faust objects of the installed version: each private
+attribute it reads or replaces exists with the shape it expects, written the way faust's own
+code writes it. A faust upgrade that renames one fails here, not in production."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import faust
+import pytest
+from faust.assignor.client_assignment import ClientAssignment
+from faust.types import TP
+
+from orderwatch.streams.consumer_port import (
+    TESTED,
+    ConsumerPort,
+    committed_offset,
+    committed_offsets,
+    version_mismatch,
+)
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[faust.App]:
+    # Built inside the test's event loop: faust's services bind the running loop.
+    app = faust.App("port-test", broker="kafka://127.0.0.1:1", store="memory://")
+    yield app
+    # A consumer that was never started still made its fetch thread's event loop: close it.
+    thread = getattr(app._consumer, "_thread", None) if app._consumer is not None else None
+    if thread is not None:
+        thread.thread_loop.close()
+
+
+def test_the_installed_versions_are_the_tested_ones_and_a_mismatch_names_both() -> None:
+    assert version_mismatch() is None, version_mismatch()
+    text = version_mismatch({"faust-streaming": "0.16.0", "aiokafka": TESTED["aiokafka"]})
+    assert text is not None and "faust-streaming 0.16.0 (tested: 0.15.3)" in text
+    assert "aiokafka" not in text.split("installed:")[1]
+    assert "missing" in (version_mismatch({}) or "")
+
+
+def test_the_version_pin_matches_the_lock() -> None:
+    with open("constraints.txt", encoding="utf-8") as fh:
+        lock = {line.split("==")[0]: line.split("==")[1].strip() for line in fh if "==" in line}
+    assert {name: lock[name] for name in TESTED} == TESTED
+
+
+async def test_committed_reads_what_faust_perform_seek_stores_offset_zero_included(app: faust.App) -> None:
+    consumer = app.consumer
+    port = ConsumerPort(app)
+    assert port.committed(("orders", 0)) is None  # nothing sought yet: no commit known
+
+    async def seek_to_committed() -> dict[TP, int]:  # the broker's answer, the one thing replaced
+        return {TP("orders", 0): 0, TP("orders", 1): 17, TP("payments", 2): -1}
+
+    consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    await consumer.perform_seek()  # faust's own code writes _committed_offset (0 stored as None)
+    assert port.committed(("orders", 0)) == 0
+    assert port.committed(("orders", 1)) == 17
+    assert port.committed(("payments", 2)) is None  # -1: no commit
+    assert port.committed(("orders", 3)) is None
+    assert committed_offset(consumer, ("orders", 1)) == 17
+    assert committed_offsets(consumer, ["orders"]) == {("orders", 0): None, ("orders", 1): 17}
+    assert committed_offset(object(), ("orders", 0)) is None  # not a faust consumer: nothing known
+
+
+async def test_deliver_everything_replaces_the_read_offsets_faust_filters_by(app: faust.App) -> None:
+    consumer = app.consumer
+    assert isinstance(consumer._read_offset, dict)  # the attribute faust's fetch loop reads
+    ConsumerPort(app).deliver_everything()
+    consumer._read_offset[TP("orders", 0)] = 41  # what faust writes after handing offset 41 on
+    assert consumer._read_offset[TP("orders", 0)] is None  # ... and reads back: never filtered
+
+
+async def test_deliver_everything_refuses_a_consumer_without_the_attribute(app: faust.App) -> None:
+    del app.consumer._read_offset
+    with pytest.raises(RuntimeError, match="not the one tested"):
+        ConsumerPort(app).deliver_everything()
+
+
+async def test_actives_is_empty_before_the_first_assignment_then_follows_the_assignor(app: faust.App) -> None:
+    port = ConsumerPort(app)
+    assert port.actives() == frozenset()
+    # What faust's on_assignment stores (decoded from the group's assignment).
+    app.assignor._assignment = ClientAssignment(actives={"orders": [1], "payments": [1]}, standbys={"orders": [0]})
+    assert port.actives() == {("orders", 1), ("payments", 1)}
+
+
+async def test_highwater_is_none_until_the_consumer_has_fetched(app: faust.App) -> None:
+    port = ConsumerPort(app)
+    assert port.highwater(("orders", 0)) is None  # not started: no answer, no exception
+
+
+async def test_generation_and_rebalancing_are_the_apps(app: faust.App) -> None:
+    port = ConsumerPort(app)
+    assert port.generation() == app.consumer_generation_id
+    assert port.rebalancing() is False
