@@ -85,6 +85,7 @@ class ConsumerPort:
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
+        self._start: dict[TP, int] = {}
         mismatch = version_mismatch()
         if mismatch is not None:
             log.warning("%s", mismatch)
@@ -130,6 +131,26 @@ class ConsumerPort:
             return None
         return committed_offset(consumer, tp)
 
+    def start_from(self, offsets: Mapping[TP, int]) -> None:
+        """The group's committed offsets as the worker read (or pinned) them before faust
+        started (streams.worker.run_worker): what `resume_offset` answers while faust does not
+        know a partition's commit yet."""
+        self._start = dict(offsets)
+
+    def resume_offset(self, tp: TP) -> int | None:
+        """Where reading `tp` must start, as far as known without asking the broker: the
+        committed offset faust sought to, else the group's commit at start-up, else None.
+
+        faust resumes fetching before it seeks to the committed offsets (faust-streaming issue
+        #216), so an agent's first message of a partition can come before faust knows its
+        commit. Asking the broker then is no option: faust's consumer calls run on its consumer
+        thread, which a rebalance keeps busy while it waits for the agents, so an agent awaiting
+        one can hang (seen: a restarted worker whose agents never processed a message). The
+        start-up commit may be older than a later member's: reading from it reads more again,
+        which the runtime drops as applied, never less."""
+        committed = self.committed(tp)
+        return committed if committed is not None else self._start.get(tp)
+
     async def seek(self, tp: TP, offset: int) -> None:
         await self._app.consumer.seek(FaustTP(tp[0], tp[1]), offset)
 
@@ -137,15 +158,6 @@ class ConsumerPort:
         consumer: Any = self._app.consumer
         earliest = await consumer.earliest_offsets(*(FaustTP(t, p) for t, p in tps))
         return {(tp.topic, tp.partition): int(off) for tp, off in earliest.items()}
-
-    async def earliest(self, tp: TP) -> int | None:
-        """The partition's log start offset, None when the broker cannot say right now (the
-        caller goes on with what it has)."""
-        try:
-            return (await self.earliest_offsets([tp])).get(tp)
-        except Exception as exc:  # consumer not started, broker unreachable: one answer, no retry
-            log.warning("earliest offset of %s[%s] unknown: %r", tp[0], tp[1], exc)
-            return None
 
     async def seek_wait(self, targets: Mapping[TP, int]) -> None:
         """Seek each partition and wait until the fetcher has moved there."""

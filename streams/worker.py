@@ -107,7 +107,12 @@ def run_worker(
     pinned = asyncio.run(pin_start_offsets(settings))
     if pinned:
         log.info("pinned start offsets of %s partitions without a commit", sum(pinned.values()))
+    # Every partition has a commit now: the agents base their ledgers on it when faust delivers
+    # a partition before it knows its commit (ConsumerPort.resume_offset), without asking the
+    # broker from inside the agent loop.
+    starts = asyncio.run(committed_offsets(settings))
     ow = create_app(settings, rules, detection=detection, handlers=handlers)
+    ow.port.start_from(starts)
     from faust import Worker
 
     Worker(ow.app, loglevel=loglevel).execute_from_commandline()
