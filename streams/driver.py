@@ -137,6 +137,11 @@ class AgentDriver:
         self._repartitioned = frozenset(spec.repartitioned)
         self._merge_idle = merge_idle_seconds
         self._merge_max = merge_max_held
+        if len(spec.inputs) > 1:
+            # At zero from the start, as Metrics.initialise does for the other counters: rate()
+            # sees a counter's first increase only from a sample before it.
+            for reason in ("idle", "overflow"):
+                metrics.merge_forced.labels(self.name, reason)
         self.table: StateStore | None = None
         self.ready: asyncio.Event | None = None
         """Set when the agent may start (the orders agent waits for the blocklist)."""

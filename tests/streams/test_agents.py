@@ -195,3 +195,15 @@ async def test_a_partition_delivered_before_faust_knows_its_commit_is_read_from_
         None,
         0.0,
     )
+
+
+async def test_the_merge_counters_start_at_zero_for_the_agent_that_merges_only() -> None:
+    # rate() sees a counter's first increase only from a sample before it: the series exist from
+    # the start (the SRE dashboard's panel and its live test rely on them).
+    h = AgentHarness("orders", START)
+    registry = h.ow.metrics.registry
+    for reason in ("idle", "overflow"):
+        assert registry.get_sample_value("orderwatch_merge_forced_total", {"agent": "orders", "reason": reason}) == 0
+        assert (
+            registry.get_sample_value("orderwatch_merge_forced_total", {"agent": "inventory", "reason": reason}) is None
+        )
