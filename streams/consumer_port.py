@@ -86,6 +86,7 @@ class ConsumerPort:
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._start: dict[TP, int] = {}
+        self._log_start: dict[TP, int] = {}
         mismatch = version_mismatch()
         if mismatch is not None:
             log.warning("%s", mismatch)
@@ -131,25 +132,31 @@ class ConsumerPort:
             return None
         return committed_offset(consumer, tp)
 
-    def start_from(self, offsets: Mapping[TP, int]) -> None:
-        """The group's committed offsets as the worker read (or pinned) them before faust
-        started (streams.worker.run_worker): what `resume_offset` answers while faust does not
-        know a partition's commit yet."""
-        self._start = dict(offsets)
+    def start_from(self, committed: Mapping[TP, int], log_starts: Mapping[TP, int] | None = None) -> None:
+        """What the worker read before faust started (streams.worker.run_worker): the group's
+        committed offsets (every partition has one once pinned) and each partition's log start
+        offset. `resume_offset` answers from them while faust does not know a commit yet."""
+        self._start = dict(committed)
+        self._log_start = dict(log_starts or {})
 
     def resume_offset(self, tp: TP) -> int | None:
         """Where reading `tp` must start, as far as known without asking the broker: the
-        committed offset faust sought to, else the group's commit at start-up, else None.
+        committed offset faust sought to, else the group's commit at start-up, else None; never
+        below the partition's log start at start-up (what retention deleted cannot be read again,
+        and a reader waiting for it would wait forever).
 
         faust resumes fetching before it seeks to the committed offsets (faust-streaming issue
         #216), so an agent's first message of a partition can come before faust knows its
         commit. Asking the broker then is no option: faust's consumer calls run on its consumer
         thread, which a rebalance keeps busy while it waits for the agents, so an agent awaiting
-        one can hang (seen: a restarted worker whose agents never processed a message). The
-        start-up commit may be older than a later member's: reading from it reads more again,
-        which the runtime drops as applied, never less."""
+        one can hang. The start-up commit may be older than a later member's: reading from it
+        reads more again, which the runtime drops as applied, never less."""
         committed = self.committed(tp)
-        return committed if committed is not None else self._start.get(tp)
+        if committed is None:
+            committed = self._start.get(tp)
+        if committed is None:
+            return None
+        return max(committed, self._log_start.get(tp, 0))
 
     async def seek(self, tp: TP, offset: int) -> None:
         await self._app.consumer.seek(FaustTP(tp[0], tp[1]), offset)

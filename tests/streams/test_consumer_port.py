@@ -110,3 +110,11 @@ async def test_resume_offset_is_faust_s_commit_else_the_one_the_worker_read_at_s
     app.consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
     await app.consumer.perform_seek()
     assert port.resume_offset(("orders", 1)) == 17  # faust's, once it knows one
+
+
+async def test_resume_offset_never_goes_below_the_log_start_retention_left(app: faust.App) -> None:
+    # A worker down longer than retention: its commit (0) was deleted; waiting for it is forever.
+    port = ConsumerPort(app)
+    port.start_from({("orders", 0): 0, ("orders", 1): 900}, log_starts={("orders", 0): 742, ("orders", 1): 742})
+    assert port.resume_offset(("orders", 0)) == 742
+    assert port.resume_offset(("orders", 1)) == 900
