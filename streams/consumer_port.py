@@ -147,10 +147,12 @@ class ConsumerPort:
 
         faust resumes fetching before it seeks to the committed offsets (faust-streaming issue
         #216), so an agent's first message of a partition can come before faust knows its
-        commit. Asking the broker then is no option: faust's consumer calls run on its consumer
-        thread, which a rebalance keeps busy while it waits for the agents, so an agent awaiting
-        one can hang. The start-up commit may be older than a later member's: reading from it
-        reads more again, which the runtime drops as applied, never less."""
+        commit. The agent loop does not ask the broker then: faust runs such calls on its
+        consumer thread, which a rebalance keeps busy while it waits for the agents, and the
+        loop must not wait on that (a 4-minute stall once blamed on it turned out to be
+        retention deleting a test's input topics, docs/operations.md; the hazard stays). The
+        start-up commit may be older than a later member's: reading from it reads more again,
+        which the runtime drops as applied, never less."""
         committed = self.committed(tp)
         if committed is None:
             committed = self._start.get(tp)
