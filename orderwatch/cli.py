@@ -157,12 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pub.description = (pub.description or "") + (
         " The topics must exist (`orderwatch topics create`): publish checks them first and creates none. "
-        "Record timestamps keep the file's order: record i gets ts_i = max(ts_(i-1) + 1, its event time in ms), "
-        "strictly increasing in file order and never behind the event's own time; a line without a valid time "
-        "gets ts_(i-1) + 1, and the first line's base is its event time, else the wall clock. The worker merges "
-        "the order topics by these timestamps, so a replay sees the file's interleaving."
+        "Record timestamps keep the file's order at the time of publishing, as a live upstream's would: record i "
+        "gets ts_i = max(ts_(i-1) + 1, wall clock in ms), strictly increasing in file order whatever the events' "
+        "own times (a historical file is not stamped older than the broker's retention). Faster than 1,000 lines/s "
+        "the stamps run ahead of the wall clock by 1 ms a line; --max-lead-seconds ahead (30 minutes), publishing "
+        "slows to 1,000 lines/s, inside Kafka 4's default log.message.timestamp.after.max.ms (1 h). The worker "
+        "merges the order topics by these timestamps, so a replay sees the file's interleaving."
     )
     pub.add_argument("input", metavar="FILE", help="JSON Lines file of CloudEvents")
+    pub.add_argument(
+        "--max-lead-seconds",
+        type=_positive_int,
+        default=1800,
+        metavar="S",
+        help="how far ahead of the wall clock record timestamps may run before publishing slows to 1,000 "
+        "lines/s (default 1800; keep it under the broker's log.message.timestamp.after.max.ms)",
+    )
     pub.add_argument(
         "--unroutable-topic",
         metavar="TOPIC",
@@ -415,7 +425,7 @@ def _publish(args: argparse.Namespace) -> int:
     import asyncio
 
     from orderwatch.backtest import open_lines
-    from orderwatch.streams.publish import publish_lines
+    from orderwatch.streams.publish import RecordClock, publish_lines
     from orderwatch.streams.settings import load_settings
 
     settings = load_settings()
@@ -427,7 +437,13 @@ def _publish(args: argparse.Namespace) -> int:
 
     try:
         res = asyncio.run(
-            publish_lines(open_lines(args.input), settings, unroutable_topic=args.unroutable_topic, progress=progress)
+            publish_lines(
+                open_lines(args.input),
+                settings,
+                unroutable_topic=args.unroutable_topic,
+                progress=progress,
+                clock=RecordClock(max_lead_ms=args.max_lead_seconds * 1000),
+            )
         )
     except OSError as exc:
         raise InputError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc

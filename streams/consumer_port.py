@@ -85,6 +85,8 @@ class ConsumerPort:
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
+        self._start: dict[TP, int] = {}
+        self._log_start: dict[TP, int] = {}
         mismatch = version_mismatch()
         if mismatch is not None:
             log.warning("%s", mismatch)
@@ -130,6 +132,34 @@ class ConsumerPort:
             return None
         return committed_offset(consumer, tp)
 
+    def start_from(self, committed: Mapping[TP, int], log_starts: Mapping[TP, int] | None = None) -> None:
+        """What the worker read before faust started (streams.worker.run_worker): the group's
+        committed offsets (every partition has one once pinned) and each partition's log start
+        offset. `resume_offset` answers from them while faust does not know a commit yet."""
+        self._start = dict(committed)
+        self._log_start = dict(log_starts or {})
+
+    def resume_offset(self, tp: TP) -> int | None:
+        """Where reading `tp` must start, as far as known without asking the broker: the
+        committed offset faust sought to, else the group's commit at start-up, else None; never
+        below the partition's log start at start-up (what retention deleted cannot be read again,
+        and a reader waiting for it would wait forever).
+
+        faust resumes fetching before it seeks to the committed offsets (faust-streaming issue
+        #216), so an agent's first message of a partition can come before faust knows its
+        commit. The agent loop does not ask the broker then: faust runs such calls on its
+        consumer thread, which a rebalance keeps busy while it waits for the agents, and the
+        loop must not wait on that (a 4-minute stall once blamed on it turned out to be
+        retention deleting a test's input topics, docs/operations.md; the hazard stays). The
+        start-up commit may be older than a later member's: reading from it reads more again,
+        which the runtime drops as applied, never less."""
+        committed = self.committed(tp)
+        if committed is None:
+            committed = self._start.get(tp)
+        if committed is None:
+            return None
+        return max(committed, self._log_start.get(tp, 0))
+
     async def seek(self, tp: TP, offset: int) -> None:
         await self._app.consumer.seek(FaustTP(tp[0], tp[1]), offset)
 
@@ -137,15 +167,6 @@ class ConsumerPort:
         consumer: Any = self._app.consumer
         earliest = await consumer.earliest_offsets(*(FaustTP(t, p) for t, p in tps))
         return {(tp.topic, tp.partition): int(off) for tp, off in earliest.items()}
-
-    async def earliest(self, tp: TP) -> int | None:
-        """The partition's log start offset, None when the broker cannot say right now (the
-        caller goes on with what it has)."""
-        try:
-            return (await self.earliest_offsets([tp])).get(tp)
-        except Exception as exc:  # consumer not started, broker unreachable: one answer, no retry
-            log.warning("earliest offset of %s[%s] unknown: %r", tp[0], tp[1], exc)
-            return None
 
     async def seek_wait(self, targets: Mapping[TP, int]) -> None:
         """Seek each partition and wait until the fetcher has moved there."""

@@ -137,6 +137,11 @@ class AgentDriver:
         self._repartitioned = frozenset(spec.repartitioned)
         self._merge_idle = merge_idle_seconds
         self._merge_max = merge_max_held
+        if len(spec.inputs) > 1:
+            # At zero from the start, as Metrics.initialise does for the other counters: rate()
+            # sees a counter's first increase only from a sample before it.
+            for reason in ("idle", "overflow"):
+                metrics.merge_forced.labels(self.name, reason)
         self.table: StateStore | None = None
         self.ready: asyncio.Event | None = None
         """Set when the agent may start (the orders agent waits for the blocklist)."""
@@ -451,16 +456,15 @@ class AgentDriver:
         seeks to the committed offset, and what it delivered in between can be cleared from
         the agent's queue and then skipped as already read (faust-streaming issue #216; seen
         here as a restarted worker starting its order topics at offset 5 or 18 with nothing
-        committed past 0). So the ledger starts at the committed offset (the earliest one when
-        nothing was committed), never past it, and a gap is read again: nothing after it is
-        acked until it is filled."""
-        committed = self._port.committed((topic, partition))
-        if committed is None:
-            # No commit: reading starts where the consumer's reset does (the earliest offset),
-            # not at whatever faust delivered first. Seen: a fresh worker's first inventory
-            # message at offset 742 (0..741 fetched before the rewind's seek and cleared), the
-            # ledger based there, and the re-read of 0..741 then dropped as already applied.
-            committed = await self._port.earliest((topic, partition))
+        committed past 0). So the ledger starts at the committed offset (as faust knows it, else
+        as the worker read it at start-up, when it pins a commit on every partition without
+        one), never past it, and a gap is read again: nothing after it is acked until it is
+        filled."""
+        # Never awaits the broker: this runs inside the agent loop (see ConsumerPort.resume_offset).
+        # Without it, a fresh group's ledger based itself at whatever faust delivered first:
+        # seen, a first inventory message at offset 742 (0..741 fetched before the rewind's
+        # seek and cleared from the queue), and the re-read of 0..741 dropped as applied.
+        committed = self._port.resume_offset((topic, partition))
         start = offset if committed is None else min(committed, offset)
         rt.ledger.seen_base(tpkey, start)
         if start < offset:

@@ -320,11 +320,7 @@ class HandlerRuntime:
                 delay = min(delay * 2, 10.0)
 
     def _owned(self) -> list[int]:
-        try:
-            actives = self.host.app.assignor.assigned_actives()
-        except Exception:  # before the first assignment
-            return []
-        return sorted(tp.partition for tp in actives if tp.topic == self.topic)
+        return sorted(p for t, p in self.host.port.actives() if t == self.topic)
 
     async def _end_offsets(self) -> dict[int, int]:
         owned = self._owned()
@@ -349,14 +345,7 @@ class HandlerRuntime:
 
     def _committed(self, partition: int) -> int:
         """Where this consumer group resumed a partition nothing was read from since (0: unknown)."""
-        try:
-            from faust.types import TP
-
-            # faust keeps the offsets it sought to on assignment (no public accessor).
-            off = getattr(self.host.app.consumer, "_committed_offset", {}).get(TP(self.topic, partition))
-        except Exception:  # consumer not started
-            return 0
-        return int(off) if off is not None else 0
+        return self.host.port.committed((self.topic, partition)) or 0
 
     async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         """faust's partitions-revoked signal: forget this topic's revoked partitions."""

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from orderwatch.streams.metrics import Metrics
     from orderwatch.streams.settings import Settings
 
-__all__ = ["AgentParts", "DetectorPartition", "EventClock", "Host", "TimedDetector"]
+__all__ = ["AgentParts", "Consumer", "DetectorPartition", "EventClock", "Host", "TimedDetector"]
 
 
 class TimedDetector(Protocol):
@@ -45,9 +45,21 @@ class EventClock(Protocol):
         """The largest event time seen on the inputs (-inf before any)."""
 
 
+class Consumer(Protocol):
+    """The worker's consumer, as `streams.consumer_port.ConsumerPort` answers for it (the one
+    module that reads faust's private consumer state)."""
+
+    def actives(self) -> frozenset[tuple[str, int]]:
+        """The (topic, partition)s this worker actively owns (empty before the first assignment)."""
+
+    def committed(self, tp: tuple[str, int]) -> int | None:
+        """The committed offset faust sought to for `tp`, None when it knows of none."""
+
+
 class Host(Protocol):
-    """The worker app: the faust app, its settings and metrics, the detector agents and their
-    event clock, and its own readiness (blocklist loaded, partitions assigned)."""
+    """The worker app: the faust app, its settings and metrics, its consumer (`port`), the
+    detector agents and their event clock, and its own readiness (blocklist loaded, partitions
+    assigned)."""
 
     @property
     def app(self) -> faust.App: ...
@@ -57,6 +69,9 @@ class Host(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    @property
+    def port(self) -> Consumer: ...
 
     @property
     def clock(self) -> EventClock: ...

@@ -50,11 +50,7 @@ class WorkerProbe:
         host, settings = self.host, self.host.settings
         topic = settings.topic("orders")
         partition = order_partition(order_id, settings.partitions)
-        try:
-            actives = {(tp.topic, tp.partition) for tp in host.app.assignor.assigned_actives()}
-        except Exception:  # before the first assignment
-            actives = set()
-        owned = self.rt.detection and (topic, partition) in actives
+        owned = self.rt.detection and (topic, partition) in host.port.actives()
         if owned:
             runtime = host.agents["orders"].runtimes.get(partition)
             detector = None if runtime is None else cast(OrderDetector, runtime.detector).describe(order_id)

@@ -4,11 +4,16 @@ as an upstream service would. The topic comes from the event type (CONTRACT.md).
 Topics are never created here: the input topics must exist as `orderwatch topics create` makes
 them (checked first; the producer then only ever asks for metadata of topics that exist).
 
-Record timestamps keep the file's order across topics: record i is stamped
-`ts_i = max(ts_{i-1} + 1, event_time_ms_i)`, strictly increasing in file order and never behind
-the event's own time; a line without a valid time gets `ts_{i-1} + 1`, and the first line's base
-is its event time, else the wall clock. The orders agent merges its co-partitioned inputs by
-record timestamp, so a replay sees the file's interleaving (docs/operations.md).
+Record timestamps keep the file's order at the time of publishing, as a live upstream's producer
+stamps its records: record i is stamped `ts_i = max(ts_(i-1) + 1, wall_clock_ms)`, strictly
+increasing in file order whatever the events' own times say. The orders agent merges its
+co-partitioned inputs by record timestamp (streams/merge.py), so a replay sees the file's
+interleaving; and no record is older than the broker's retention (a historical file stamped with
+its event times would be, and Kafka deletes such segments mid-replay). Past 1,000 records a
+second the stamps run ahead of the wall clock by a millisecond per record; once `max_lead_ms`
+ahead, publishing waits for the wall clock (1,000 records/s), so no record comes near the
+broker's future bound (`log.message.timestamp.after.max.ms`: unbounded up to Kafka 3.9, one hour
+by default from Kafka 4.0, which rejects a record further ahead) (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,7 +32,7 @@ from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE
 from orderwatch.streams.kafka_client import kafka_client_options
 from orderwatch.streams.settings import Settings
 
-__all__ = ["PublishResult", "RecordClock", "kafka_client_options", "publish_lines"]
+__all__ = ["MAX_LEAD_MS", "PublishResult", "RecordClock", "kafka_client_options", "publish_lines"]
 
 
 @dataclass
@@ -40,41 +44,41 @@ class PublishResult:
     seconds: float = 0.0
 
 
+MAX_LEAD_MS = 30 * 60 * 1000
+"""How far ahead of the wall clock publishing may stamp before it waits: half of Kafka 4's
+default `log.message.timestamp.after.max.ms` (one hour), leaving room for a skewed clock."""
+
+
 class RecordClock:
-    """The record timestamps of one file, in file order (the module's docstring has the rule)."""
+    """The record timestamps of one publishing run, in file order (the module's docstring has
+    the rule). One clock given to several `publish_lines` calls continues one run's stamps."""
 
-    __slots__ = ("last", "wall_ms")
+    __slots__ = ("_wall", "last", "max_lead_ms")
 
-    def __init__(self, wall_ms: int | None = None) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time, max_lead_ms: int = MAX_LEAD_MS) -> None:
+        if max_lead_ms < 0:
+            msg = f"max_lead_ms must be 0 or more, got {max_lead_ms}"
+            raise ValueError(msg)
+        self._wall = wall
         self.last: int | None = None
-        self.wall_ms = wall_ms
+        self.max_lead_ms = max_lead_ms
 
-    def stamp(self, event_ms: int | None) -> int:
-        if self.last is None:
-            base = event_ms if event_ms is not None else (self.wall_ms or int(time.time() * 1000))
-            self.last = base
-        else:
-            self.last = self.last + 1 if event_ms is None else max(self.last + 1, event_ms)
+    def now_ms(self) -> int:
+        return int(self._wall() * 1000)
+
+    def stamp(self) -> int:
+        now = self.now_ms()
+        self.last = now if self.last is None else max(self.last + 1, now)
         return self.last
 
-
-MAX_TIMESTAMP_MS = 4102444800000
-"""2100-01-01: an event time from 1970 up to this is used for stamping (the contract's range)."""
-
-
-def event_time_ms(doc: Any) -> int | None:
-    """The event's `time` in epoch milliseconds, None when it has none in the contract's range."""
-    raw = doc.get("time") if isinstance(doc, dict) else None
-    if not isinstance(raw, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return None
-    ms = int(dt.timestamp() * 1000)
-    return ms if 0 <= ms < MAX_TIMESTAMP_MS else None
+    def wait_seconds(self) -> float:
+        """How long to wait before the next stamp so it is at most `max_lead_ms` ahead of the
+        wall clock (0 when it is not ahead that far). Waits a second more than needed, so a
+        paced run sleeps once per about 1,000 records, not once per record."""
+        if self.last is None:
+            return 0.0
+        over = self.last + 1 - self.now_ms() - self.max_lead_ms
+        return 0.0 if over <= 0 else (over + 1000) / 1000
 
 
 KEY_MISMATCH = ("", b"")
@@ -117,7 +121,8 @@ async def publish_lines(
     progress: Callable[[int, float], None] | None = None,
     clock: RecordClock | None = None,
 ) -> PublishResult:
-    """Send each line to its topic, stamped by `clock` (a fresh RecordClock by default); lines
+    """Send each line to its topic, stamped by `clock` (a fresh RecordClock by default: pass one
+    to continue another call's stamps); lines
     with no known type or subject go to `unroutable_topic` (unkeyed) when given, else they are
     counted and skipped. The topics must exist (TopicsError otherwise): nothing is created."""
     from orderwatch.streams.topics import INPUTS, require_topics
@@ -154,7 +159,10 @@ async def publish_lines(
                 topic, key = unroutable_topic, None
             else:
                 topic, key = settings.topic(routed[0]), routed[1]
-            stamp = clock.stamp(event_time_ms(doc))
+            wait = clock.wait_seconds()
+            if wait:
+                await asyncio.sleep(wait)  # stamps a max_lead_ms ahead of the wall clock: pace
+            stamp = clock.stamp()
             pending.append(await producer.send(topic, raw, key=key, timestamp_ms=stamp))
             res.sent[topic] += 1
             if len(pending) >= 5000:

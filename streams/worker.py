@@ -17,7 +17,7 @@ from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
 
-__all__ = ["committed_offsets", "pin_start_offsets", "run_worker", "worker_env"]
+__all__ = ["committed_offsets", "log_start_offsets", "pin_start_offsets", "run_worker", "worker_env"]
 
 log = logging.getLogger("orderwatch.worker")
 
@@ -87,6 +87,21 @@ async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
+async def log_start_offsets(settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Each partition's log start offset (the first one retention has not deleted), in one request."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets([TopicPartition(t, p) for t, p in tps])
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): int(off) for tp, off in starts.items()}
+
+
 def run_worker(
     settings: Settings,
     rules: RulesConfig | None = None,
@@ -107,7 +122,12 @@ def run_worker(
     pinned = asyncio.run(pin_start_offsets(settings))
     if pinned:
         log.info("pinned start offsets of %s partitions without a commit", sum(pinned.values()))
+    # Every partition has a commit now: the agents base their ledgers on it when faust delivers
+    # a partition before it knows its commit (ConsumerPort.resume_offset), without asking the
+    # broker from inside the agent loop.
+    starts = asyncio.run(committed_offsets(settings))
     ow = create_app(settings, rules, detection=detection, handlers=handlers)
+    ow.port.start_from(starts, asyncio.run(log_start_offsets(settings, list(starts))))
     from faust import Worker
 
     Worker(ow.app, loglevel=loglevel).execute_from_commandline()

@@ -201,6 +201,21 @@ SRE_ROWS = [
                 width=6,
             ),
             Panel(
+                "Merge forced releases (1h)",
+                "Records the orders agent's record-timestamp merge let go before it could tell they were next, "
+                "by agent and reason (idle: an input with lag fetched nothing within ORDERWATCH_MERGE_IDLE_SECONDS; "
+                "overflow: ORDERWATCH_MERGE_MAX_HELD records held). Above zero, events of the order topics may have "
+                "been applied out of arrival order: see docs/operations.md.",
+                [
+                    (
+                        f"sum by (agent, reason) (increase(orderwatch_merge_forced_total{{{I}}}[1h]))",
+                        "{{agent}} {{reason}}",
+                    )
+                ],
+                kind="stat",
+                width=6,
+            ),
+            Panel(
                 "Resident memory",
                 "RSS of each worker: state held in memory tables grows with open orders.",
                 [(f"process_resident_memory_bytes{{{I}}}", "{{instance}}")],

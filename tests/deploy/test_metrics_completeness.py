@@ -99,6 +99,7 @@ def test_promtool_accepts_every_metric_family() -> None:
     m.breaker_state.labels("ops").set(0)
     m.last_commit.labels("orders", "0").set(1.0)
     m.event_clock.labels("orders").set(1.0)
+    m.merge_forced.labels("orders", "idle").inc()
     out = subprocess.run(
         [promtool, "check", "metrics"], input=generate_latest(m.registry), capture_output=True, timeout=60
     )

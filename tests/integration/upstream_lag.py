@@ -1,19 +1,15 @@
-"""Streams in which one upstream lags, and a publisher that keeps a file's order in the record
-timestamps (the contract of `orderwatch publish`: ts_i = max(ts_{i-1} + 1, event time), in ms)."""
+"""Streams in which one upstream lags, and their publisher: `orderwatch publish` itself, whose
+record timestamps keep the file's order at the wall clock of publishing (streams/publish.py)."""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterable
 from datetime import datetime
 
-from aiokafka import AIOKafkaProducer
-
-from orderwatch.streams.publish import KEY_MISMATCH, route
+from orderwatch.streams.publish import RecordClock, publish_lines
 from orderwatch.streams.settings import Settings
 
-__all__ = ["delay_created", "publish_stamped", "stamps"]
+__all__ = ["delay_created", "publish_stamped"]
 
 
 def _time(line: bytes) -> float | None:
@@ -48,46 +44,14 @@ def delay_created(lines: list[bytes], every: int, delay: float) -> tuple[list[by
     return out, delayed
 
 
-def stamps(lines: Iterable[bytes], base_ms: int | None = None) -> list[int]:
-    """Record timestamps (ms) of `lines` in order: strictly increasing, never behind the event's own
-    time; a line without a valid time takes the previous one's + 1."""
-    out: list[int] = []
-    last = base_ms
-    for line in lines:
-        t = _time(line)
-        ms = round(t * 1000) if t is not None else None
-        if last is None:
-            last = ms if ms is not None else 0
-            out.append(last)
-            continue
-        last = max(last + 1, ms) if ms is not None else last + 1
-        out.append(last)
-    return out
+_CLOCKS: dict[tuple[str, str], RecordClock] = {}
+"""One publishing run's clock per broker and topic prefix: a later call continues its stamps."""
 
 
-async def publish_stamped(lines: list[bytes], settings: Settings, *, start: int = 0, shift_to_now: bool = True) -> int:
-    """Send each routable line from `start` on to its topic with its record timestamp (`stamps`
-    over the whole list, so two calls continue one run's stamps); returns how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=10)
-    await producer.start()
-    sent = 0
-    try:
-        pending = []
-        # Shifted so that the last record is stamped now: the order and spacing are the file's,
-        # and no record is older than the broker's retention (7 days), which would delete a
-        # historical stream's segments at its next retention check, mid-test.
-        stamped = stamps(lines)
-        shift = round(time.time() * 1000) - stamped[-1] if shift_to_now else 0
-        for line, ts in list(zip(lines, stamped, strict=True))[start:]:
-            ts += shift
-            routed = route(line)
-            if routed is None or routed is KEY_MISMATCH:
-                continue
-            topic, key = routed
-            pending.append(await producer.send(settings.topic(topic), line, key=key, timestamp_ms=ts))
-            sent += 1
-        for fut in pending:
-            await fut
-    finally:
-        await producer.stop()
-    return sent
+async def publish_stamped(lines: list[bytes], settings: Settings, *, start: int = 0) -> int:
+    """Publish the lines from `start` on as `orderwatch publish` does; two calls with the same
+    settings continue one run's stamps (strictly increasing across both, whatever the lead the
+    first one built). Returns how many were sent."""
+    clock = _CLOCKS.setdefault((settings.kafka_bootstrap, settings.topic_prefix), RecordClock())
+    res = await publish_lines(lines[start:], settings, clock=clock)
+    return sum(res.sent.values())

@@ -82,12 +82,15 @@ class AgentHarness:
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         timestamp: float | None = None,
+        offset: int | None = None,
     ) -> None:
-        """One record on `topic` (short name), processed by the agent before this returns."""
+        """One record on `topic` (short name), processed by the agent before this returns. At
+        the partition's next offset, or at `offset` (a re-delivery, or one after a gap)."""
         name = self.topic(topic)
         tp = (name, 0)
-        offset = self.highwaters.get(tp, 0)
-        self.highwaters[tp] = offset + 1
+        if offset is None:
+            offset = self.highwaters.get(tp, 0)
+        self.highwaters[tp] = max(self.highwaters.get(tp, 0), offset + 1)
         message = Message(
             topic=name,
             partition=0,
@@ -111,13 +114,14 @@ class AgentHarness:
         if wrapper._crash_reason:
             raise wrapper._crash_reason
 
-    async def event(self, topic: str, ev: Any, *, arrived: float | None = None) -> None:
+    async def event(self, topic: str, ev: Any, *, arrived: float | None = None, offset: int | None = None) -> None:
         """A validated event as its producer would send it (its key, its JSON)."""
         from orderwatch.schemas.events import entity_of
 
         raw = ev.model_dump_json(by_alias=True).encode()
         key = entity_of(ev).encode()
-        await self.put(topic, raw, key=key, timestamp=arrived if arrived is not None else ev.time.timestamp())
+        stamp = arrived if arrived is not None else ev.time.timestamp()
+        await self.put(topic, raw, key=key, timestamp=stamp, offset=offset)
 
     async def tick(self, wall: float | None = None) -> None:
         """Move the driven wall clock (if given) and wake the agent, as the Ticker does."""

@@ -3,7 +3,9 @@ what runs and what does not): events in, exceptions out, deadlines by a driven c
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 from orderwatch.schemas.control import CONTROL_HEADER, Adoption, Watermark, encode
 from tests.factories import T0, at, created, failed, level, paid, reserved
@@ -157,3 +159,51 @@ async def test_provider_agent_raises_a_payment_failure_spike() -> None:
         assert h.exceptions() == []  # judged when the 5-minute window closes
         await h.tick(START + 6.5 * MIN)
     assert h.exceptions()[:1] == [("PAYMENT_FAILURE_SPIKE", "opened")]
+
+
+async def test_a_partition_delivered_before_faust_knows_its_commit_is_read_from_the_start_up_commit() -> None:
+    # A fresh group: the worker pinned inventory[0] at 0 before faust started, faust has not
+    # sought yet (no commit known to it), and the first message the agent gets is offset 2:
+    # 0 and 1 were fetched and cleared from its queue in the rebalance. Seen in test_worker as
+    # a ledger based at 742 and the re-read of 0..741 dropped as already applied.
+    h = AgentHarness("inventory", START)
+    tp = (h.topic("inventory"), 0)
+    h.ow.port.start_from({tp: 0})
+    seeks: list[tuple[tuple[str, int], int]] = []
+
+    async def seek(tp: tuple[str, int], offset: int) -> None:
+        seeks.append((tp, offset))
+
+    async def broker_busy(tps: Any) -> dict[tuple[str, int], int]:
+        # faust's consumer calls run on its consumer thread, which a rebalance keeps busy: an
+        # agent that awaits one there hangs (seen: test_recovery's restarted worker, 4 minutes).
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    h.ow.port.seek = seek  # type: ignore[method-assign]
+    h.ow.port.earliest_offsets = broker_busy  # type: ignore[method-assign]
+    async with h.running():
+        await h.event("inventory", reserved("o-b", at(2)), offset=2)
+        assert seeks == [(tp, 0)]  # read again from the start-up commit, at once
+        await h.event("inventory", level("SKU-1", at(0), on_hand=2, reserved_=1), offset=0)
+        await h.event("inventory", reserved("o-a", at(1)), offset=1)
+        await h.event("inventory", reserved("o-b", at(2)), offset=2)  # the re-delivery after the seek
+        await h.tick(START + 4 * MIN)
+    assert h.exceptions() == [("STOCK_OVERSOLD", "opened")]  # all three applied
+    assert h.driver.runtimes[0].ledger.low == {f"{tp[0]}:0": 3}
+    assert h.ow.metrics.registry.get_sample_value("orderwatch_events_duplicate_total", {"agent": "inventory"}) in (
+        None,
+        0.0,
+    )
+
+
+async def test_the_merge_counters_start_at_zero_for_the_agent_that_merges_only() -> None:
+    # rate() sees a counter's first increase only from a sample before it: the series exist from
+    # the start (the SRE dashboard's panel and its live test rely on them).
+    h = AgentHarness("orders", START)
+    registry = h.ow.metrics.registry
+    for reason in ("idle", "overflow"):
+        assert registry.get_sample_value("orderwatch_merge_forced_total", {"agent": "orders", "reason": reason}) == 0
+        assert (
+            registry.get_sample_value("orderwatch_merge_forced_total", {"agent": "inventory", "reason": reason}) is None
+        )

@@ -95,3 +95,26 @@ async def test_generation_and_rebalancing_are_the_apps(app: faust.App) -> None:
     port = ConsumerPort(app)
     assert port.generation() == app.consumer_generation_id
     assert port.rebalancing() is False
+
+
+async def test_resume_offset_is_faust_s_commit_else_the_one_the_worker_read_at_start_up(app: faust.App) -> None:
+    port = ConsumerPort(app)
+    assert port.resume_offset(("orders", 0)) is None  # nothing known: the caller goes on without
+    port.start_from({("orders", 0): 0, ("orders", 1): 5})
+    assert port.resume_offset(("orders", 0)) == 0
+    assert port.resume_offset(("orders", 2)) is None
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {TP("orders", 1): 17}
+
+    app.consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    await app.consumer.perform_seek()
+    assert port.resume_offset(("orders", 1)) == 17  # faust's, once it knows one
+
+
+async def test_resume_offset_never_goes_below_the_log_start_retention_left(app: faust.App) -> None:
+    # A worker down longer than retention: its commit (0) was deleted; waiting for it is forever.
+    port = ConsumerPort(app)
+    port.start_from({("orders", 0): 0, ("orders", 1): 900}, log_starts={("orders", 0): 742, ("orders", 1): 742})
+    assert port.resume_offset(("orders", 0)) == 742
+    assert port.resume_offset(("orders", 1)) == 900
