@@ -15,12 +15,11 @@ from typing import IO, Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from orderwatch.errors import StoreUnavailable
 from orderwatch.handlers.actions import candidate_actions
 from orderwatch.handlers.cases import Case, HistoryEntry
 from orderwatch.handlers.incidents import Incident
 from orderwatch.handlers.privacy import mask_evidence, mask_summary
-from orderwatch.handlers.store import _UNAVAILABLE, case_key
+from orderwatch.handlers.store import case_key, redis_call
 from orderwatch.schemas.action_command import idempotency_key
 
 __all__ = ["EXPORT_KINDS", "export_case_store"]
@@ -33,11 +32,7 @@ T = TypeVar("T")
 
 
 async def _call(doing: str, awaitable: Awaitable[T]) -> T:
-    try:
-        return await awaitable
-    except _UNAVAILABLE as exc:
-        msg = f"case store unavailable while {doing}: {type(exc).__name__}"
-        raise StoreUnavailable(msg) from exc
+    return await redis_call("case store", doing, awaitable)
 
 
 def _s(value: Any) -> str:

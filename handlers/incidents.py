@@ -16,10 +16,10 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 
-from orderwatch.errors import CaseNotFound, StoreUnavailable, TransitionError
+from orderwatch.errors import CaseNotFound, TransitionError
 from orderwatch.handlers._lua import page_query
 from orderwatch.handlers.config import IncidentConfig
-from orderwatch.handlers.store import _UNAVAILABLE, case_key
+from orderwatch.handlers.store import case_key, redis_call
 from orderwatch.schemas.exception_event import ExceptionData
 
 __all__ = [
@@ -311,11 +311,7 @@ class IncidentStore:
         self._query = redis.register_script(_QUERY)
 
     async def _call(self, doing: str, awaitable: Awaitable[T]) -> T:
-        try:
-            return await awaitable
-        except _UNAVAILABLE as exc:
-            msg = f"incident store unavailable while {doing}: {type(exc).__name__}"
-            raise StoreUnavailable(msg) from exc
+        return await redis_call("incident store", doing, awaitable)
 
     def cause(self, data: ExceptionData) -> tuple[str, str] | None:
         return cause_of(data, self.config.dimensions)

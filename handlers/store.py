@@ -34,13 +34,23 @@ from orderwatch.handlers.changes import CaseChange
 from orderwatch.handlers.config import EscalationConfig, OwnersConfig
 from orderwatch.schemas.exception_event import ExceptionEvent, Resolution
 
-__all__ = ["CaseStore", "OutboxMessage", "case_key", "open_redis"]
+__all__ = ["CaseStore", "OutboxMessage", "case_key", "open_redis", "redis_call"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, ConnectionError)
+
+
+async def redis_call(store: str, doing: str, awaitable: Awaitable[T]) -> T:
+    """Await one Redis call of `store`; a lost connection becomes StoreUnavailable. The message
+    names the store and the operation, never the data."""
+    try:
+        return await awaitable
+    except _UNAVAILABLE as exc:
+        msg = f"{store} unavailable while {doing}: {type(exc).__name__}"
+        raise StoreUnavailable(msg) from exc
 
 
 def open_redis(url: str, *, timeout: float = 5.0, max_connections: int | None = None) -> aioredis.Redis:
@@ -498,12 +508,7 @@ class CaseStore:
         self._done = redis.register_script(_DONE)
 
     async def _call(self, doing: str, awaitable: Awaitable[T]) -> T:
-        try:
-            return await awaitable
-        except _UNAVAILABLE as exc:
-            # The message names the operation, never the case's data.
-            msg = f"case store unavailable while {doing}: {type(exc).__name__}"
-            raise StoreUnavailable(msg) from exc
+        return await redis_call("case store", doing, awaitable)
 
     def _change(self, reply: Sequence[Any]) -> CaseChange:
         rec = json.loads(_s(reply[1]))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from orderwatch.errors import ConfigError, StoreUnavailable
+from orderwatch.errors import ConfigError
+from orderwatch.handlers.store import redis_call
 from orderwatch.streams.settings import Settings
 
 __all__ = [
@@ -56,7 +56,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_TOKEN = 512
 """Longer presented tokens are refused before hashing (nobody's token is that long)."""
-_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, ConnectionError)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
@@ -182,11 +181,7 @@ class TokenRegistry:
 
 
 async def _call(doing: str, awaitable: Awaitable[T]) -> T:
-    try:
-        return await awaitable
-    except _UNAVAILABLE as exc:
-        msg = f"session store unavailable while {doing}: {type(exc).__name__}"
-        raise StoreUnavailable(msg) from exc
+    return await redis_call("session store", doing, awaitable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ EXPORTS = {
         "transition_error",
         "wire_status",
     },
-    "orderwatch.handlers.store": {"CaseStore", "OutboxMessage", "case_key", "open_redis"},
+    "orderwatch.handlers.store": {"CaseStore", "OutboxMessage", "case_key", "open_redis", "redis_call"},
     "orderwatch.handlers.incidents": {
         "INCIDENT_STATUSES",
         "Incident",
