@@ -8,6 +8,7 @@ events are still waiting in Kafka. A partition that is caught up holds nothing b
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,35 @@ class PartitionProgress:
     """First offset delivered since the partition was assigned."""
     skipped: bool = False
     """An offset arrived more than one past the largest before it: some were not delivered."""
+
+
+class _Stamps:
+    """A multiset of timestamps with its smallest at hand (removals are lazy)."""
+
+    __slots__ = ("_count", "_heap")
+
+    def __init__(self) -> None:
+        self._heap: list[int] = []
+        self._count: dict[int, int] = {}
+
+    def add(self, stamp: int) -> None:
+        n = self._count.get(stamp, 0)
+        self._count[stamp] = n + 1
+        if not n:
+            heapq.heappush(self._heap, stamp)
+
+    def discard(self, stamp: int) -> None:
+        n = self._count.get(stamp, 0)
+        if n > 1:
+            self._count[stamp] = n - 1
+        elif n == 1:
+            del self._count[stamp]
+
+    def oldest(self) -> int | None:
+        heap, count = self._heap, self._count
+        while heap and heap[0] not in count:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
 
 @dataclass
@@ -61,6 +91,9 @@ class LagAwareClock:
     """Largest offset the broker acked for a message this worker forwarded, per partition."""
     taken: dict[TP, int] = field(default_factory=dict)
     """Largest offset of a repartition partition handed to its agent (its merge may hold it)."""
+    flying: dict[TP, _Stamps] = field(default_factory=dict)
+    """Record timestamps (ms) of the forwards this worker sent to a partition, not handed to its
+    agent yet."""
     foreign: dict[TP, dict[TP, tuple[float, bool]]] = field(default_factory=dict)
     """Per repartition partition, the last watermark each upstream partition another worker owns
     sent to it: (largest event time forwarded, caught up)."""
@@ -100,25 +133,44 @@ class LagAwareClock:
         """Offsets first..last of `tp` were skipped and will be delivered again: lagging until then."""
         self.holes[tp] = (first, last)
 
-    def sent(self, tp: TP) -> None:
-        """This worker handed a message for `tp` (a repartition topic partition) to its producer."""
+    def sent(self, tp: TP, stamp_ms: int | None = None) -> None:
+        """This worker handed a message for `tp` (a repartition topic partition) to its producer,
+        stamped `stamp_ms` (as the broker will keep it)."""
         self.pending[tp] = self.pending.get(tp, 0) + 1
+        if stamp_ms is not None:
+            stamps = self.flying.get(tp)
+            if stamps is None:
+                stamps = self.flying[tp] = _Stamps()
+            stamps.add(stamp_ms)
 
-    def delivered(self, tp: TP, offset: int | None) -> None:
-        """The broker acked a message `sent` to `tp` at `offset` (None: the send failed)."""
+    def delivered(self, tp: TP, offset: int | None, stamp_ms: int | None = None) -> None:
+        """The broker acked a message `sent` to `tp` at `offset` (None: the send failed, and it
+        will not arrive)."""
         n = self.pending.get(tp, 0)
         if n > 0:
             self.pending[tp] = n - 1
+        if offset is None and stamp_ms is not None:
+            stamps = self.flying.get(tp)
+            if stamps is not None:
+                stamps.discard(stamp_ms)
         if offset is not None and offset > self.forwarded.get(tp, -1):
             self.forwarded[tp] = offset
 
-    def took(self, tp: TP, offset: int) -> None:
+    def took(self, tp: TP, offset: int, stamp_ms: int | None = None) -> None:
         """A message of repartition partition `tp` was handed to its agent (not offered yet)."""
         if offset > self.taken.get(tp, -1):
             self.taken[tp] = offset
+        stamps = self.flying.get(tp)
+        if stamps is not None and stamp_ms is not None:
+            stamps.discard(stamp_ms)
 
-    def in_flight(self, tp: TP) -> bool:
-        """A message this worker forwarded to `tp` has not been handed to its agent yet."""
+    def in_flight(self, tp: TP, before_ms: float = float("inf")) -> bool:
+        """A message this worker forwarded to `tp`, stamped before `before_ms`, has not been
+        handed to its agent yet (without stamps: any message)."""
+        stamps = self.flying.get(tp)
+        if stamps is not None and before_ms != float("inf"):
+            oldest = stamps.oldest()
+            return oldest is not None and oldest < before_ms
         return self.pending.get(tp, 0) > 0 or self.forwarded.get(tp, -1) > self.taken.get(tp, -1)
 
     def lagging(self, tp: TP) -> bool:
@@ -244,5 +296,6 @@ class LagAwareClock:
             self.pending.pop(tp, None)
             self.forwarded.pop(tp, None)
             self.taken.pop(tp, None)
+            self.flying.pop(tp, None)
             self.holes.pop(tp, None)
             self.foreign.pop(tp, None)  # the new owners of the sources send fresh watermarks

@@ -114,8 +114,8 @@ class _InFlight:
     def __init__(self, clock: LagAwareClock, partition: int) -> None:
         self._clock, self._partition = clock, partition
 
-    def __call__(self, topic: str) -> bool:
-        return self._clock.in_flight((topic, self._partition))
+    def __call__(self, topic: str, before_ms: float) -> bool:
+        return self._clock.in_flight((topic, self._partition), before_ms)
 
 
 @dataclass
@@ -173,6 +173,8 @@ class AgentDriver:
         self._merge_max = merge_max_held
         self._arrivals = clocks.arrivals
         self._pumped_at = float("-inf")  # the arrival clock's `safe` when the merges were last pumped
+        self.last_input = time.monotonic()
+        """When the agent last got a message of an input (not a tick): its merges' idle waits count from it."""
         self._lateness = clocks.clock.lateness
         if len(spec.inputs) > 1:
             # At zero from the start, as Metrics.initialise does for the other counters: rate()
@@ -223,6 +225,7 @@ class AgentDriver:
                     aligned=aligned,
                     by_time=self.spec.repartitioned,
                     in_flight=_InFlight(self._clock, partition),
+                    received_at=self._received_at,
                 )
             log.info("%s: partition %s ready, %s keys restored", self.name, partition, len(det.states))
         return rt
@@ -237,6 +240,9 @@ class AgentDriver:
                 if merge is not None:
                     merge.clear()
             self._held.pop(f"{topic}:{partition}", None)
+
+    def _received_at(self) -> float:
+        return self.last_input
 
     def _owns(self, partition: int, rt: PartitionRuntime[Any]) -> bool:
         return self.runtimes.get(partition) is rt
@@ -294,6 +300,7 @@ class AgentDriver:
                 await self._tick(rt, manual, event)
                 batch.offered, batch.flushed_at = 0, loop_time()
                 continue
+            self.last_input = time.monotonic()
             batch.offered += await self._receive(rt, manual, event)
             if batch.offered and (batch.offered >= FLUSH_EVERY or loop_time() - batch.flushed_at >= FLUSH_SECONDS):
                 await self.flush(rt, partition, manual)
@@ -336,7 +343,7 @@ class AgentDriver:
         if not merge.push(msg.topic, msg.offset, ms, event):
             return 0  # this very offset is held already: the held copy is acked once applied
         if msg.topic in self._repartitioned:
-            self._clock.took((msg.topic, partition), msg.offset)
+            self._clock.took((msg.topic, partition), msg.offset, ms)
         elif self._arrivals is not None and msg.topic in self._contract_topics:
             self._arrivals.received((msg.topic, partition), msg.offset, ms)
         entered = await self._offer_released(rt, stream, partition, merge)

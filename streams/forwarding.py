@@ -85,8 +85,9 @@ class Forwarder:
         fut = await self._outputs.send(topic, kb, raw, partition=partition, headers=headers, timestamp=timestamp)
         if tp in self._actives():
             # Only this worker consumes what it owns: track nothing else.
-            self._clock.sent(tp)
-            _on_done(fut, lambda offset: self._clock.delivered(tp, offset))
+            stamp = stored_ms(timestamp)
+            self._clock.sent(tp, stamp)
+            _on_done(fut, lambda offset: self._clock.delivered(tp, offset, stamp))
         return fut
 
     async def forward(self, ev: Any, raw: bytes, source: TP, offset: int, timestamp: float | None) -> list[Any]:
@@ -120,6 +121,12 @@ class Forwarder:
                 for t in r.types:
                     out.setdefault(topic(TOPIC_OF_TYPE[t]), set()).add(self._internal + r.forward)
         return out
+
+
+def stored_ms(timestamp: float | None) -> int | None:
+    """The record timestamp the broker keeps for a send stamped `timestamp` (seconds): faust's
+    own conversion (truncation), so the agent reading it back finds the same value."""
+    return int(timestamp * 1000.0) if timestamp else None
 
 
 def _on_done(fut: Any, then: Callable[[int | None], None]) -> None:

@@ -65,10 +65,11 @@ class TimestampMerge(Generic[Item]):
     after a seek goes back in front); a record already held (same offset) is not held twice.
 
     `lagging(topic)`: the input may have records in Kafka this merge has not been handed yet
-    (what the lag-aware clock says of the partition). Inputs `by_time` (repartition topics: several
+    (what the lag-aware clock says of the partition); the idle wait counts from `received_at()`
+    (when the agent last got a record of any input) when later. Inputs `by_time` (repartition topics: several
     upstream partitions forwarded into one, their offsets not in timestamp order) are taken in
-    timestamp order instead, and waited for while `in_flight(topic)`: a record sent to it has not
-    been handed to the merge yet, and may be older than what it holds."""
+    timestamp order instead, and waited for while `in_flight(topic, before_ms)`: a record sent to
+    it, stamped before the next record of another input, has not been handed to the merge yet."""
 
     def __init__(
         self,
@@ -80,7 +81,8 @@ class TimestampMerge(Generic[Item]):
         wall: Callable[[], float] = time.monotonic,
         aligned: Alignment | None = None,
         by_time: Collection[str] = (),
-        in_flight: Callable[[str], bool] = lambda topic: False,
+        in_flight: Callable[[str, float], bool] = lambda topic, before_ms: False,
+        received_at: Callable[[], float] | None = None,
     ) -> None:
         if idle_wait < 0 or max_held < 1:
             msg = f"idle_wait >= 0 and max_held >= 1 expected, got {idle_wait!r}, {max_held!r}"
@@ -98,6 +100,7 @@ class TimestampMerge(Generic[Item]):
         self._forcing = False
         self._by_time = frozenset(by_time)
         self._in_flight = in_flight
+        self._received_at = received_at
 
     def push(self, topic: str, offset: int, timestamp_ms: int, item: Item) -> bool:
         """Hold one record; False when that offset of `topic` is held already (a re-delivery)."""
@@ -161,23 +164,26 @@ class TimestampMerge(Generic[Item]):
         return topic, item
 
     def _waiting_for(self, now: float) -> bool:
-        """True while an empty input with lag is still within its idle wait. Sets `_expired`:
-        some empty input with lag is released past (its wait is over)."""
+        """True while an input that may still deliver a record older than the next one is within
+        its idle wait: an empty one with lag, or one `by_time` with a forward on its way stamped
+        before the next record. Sets `_expired`: such an input is released past (its wait is over)."""
         self._expired = False
         waiting = False
+        next_ts = min((box.heap[0][2] for box in self._inputs.values() if box.heap), default=float("inf"))
         for topic, box in self._inputs.items():
-            if topic in self._by_time:
-                if not self._in_flight(topic) and (box.heap or not self._lagging(topic)):
-                    box.blocked_since = None
-                    continue
-            elif box.heap:
-                continue
-            elif not self._lagging(topic):
+            if topic in self._by_time and self._in_flight(topic, next_ts):
+                pass  # a forward older than the next record is on its way: wait for it
+            elif box.heap or not self._lagging(topic):
                 box.blocked_since = None
                 continue
             if box.blocked_since is None:
                 box.blocked_since = now
-            if now - box.blocked_since < self.idle_wait:
+            since = box.blocked_since
+            if self._received_at is not None:
+                # Records still reaching the agent (a backlog faust queued ahead of this input's)
+                # are not a stalled input: the wait counts from the last one.
+                since = max(since, self._received_at())
+            if now - since < self.idle_wait:
                 waiting = True
             else:
                 self._expired = True

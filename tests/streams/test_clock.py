@@ -201,3 +201,17 @@ def test_a_forward_is_in_flight_until_its_partition_hands_it_to_the_agent() -> N
     assert clock.lagging(inbox)  # taken (its merge holds it) is not consumed
     clock.forget([inbox])
     assert not clock.in_flight(inbox)
+
+
+def test_only_a_forward_stamped_before_the_next_record_holds_it_back() -> None:
+    clock = LagAwareClock(mode="event", highwater=lambda tp: 10)
+    inbox = ("inbox", 0)
+    clock.sent(inbox, 2_000)
+    clock.sent(inbox, 1_000)
+    clock.sent(inbox, 1_000)
+    assert clock.in_flight(inbox, 1_500) and not clock.in_flight(inbox, 1_000)
+    clock.took(inbox, 0, 1_000)
+    assert clock.in_flight(inbox, 1_500)  # the second one stamped 1000 is still on its way
+    clock.delivered(inbox, None, 1_000)  # its send failed: it will never come
+    assert not clock.in_flight(inbox, 1_500)
+    assert clock.in_flight(inbox, 2_001)

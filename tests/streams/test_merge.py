@@ -142,23 +142,31 @@ def test_a_contract_record_waits_for_the_other_partitions_while_they_move_then_g
     assert m.forced.align == 2
 
 
-def test_a_repartition_input_goes_in_timestamp_order_and_is_waited_for_while_a_forward_is_in_flight() -> None:
+def test_a_repartition_input_goes_in_timestamp_order_and_is_waited_for_while_an_older_forward_is_in_flight() -> None:
     wall = Wall()
-    in_flight: set[str] = set()
+    flying: set[int] = set()  # stamps of forwards sent to the inbox, not handed over yet
     m: TimestampMerge[str] = TimestampMerge(
-        ["orders", "inbox"], lambda t: False, wall=wall, by_time=["inbox"], in_flight=lambda t: t in in_flight
+        ["orders", "inbox"],
+        lambda t: False,
+        wall=wall,
+        by_time=["inbox"],
+        in_flight=lambda t, before: any(s < before for s in flying),
     )
     # Forwards from several upstream partitions: offsets not in timestamp order.
     m.push("inbox", 0, 700, "i@700")
     m.push("inbox", 1, 200, "i@200")
     m.push("orders", 0, 500, "o@500")
-    in_flight.add("inbox")  # one more forward sent, not here yet: it may be older than o@500
-    assert m.release() == []
-    in_flight.clear()
-    assert m.release() == [("inbox", "i@200"), ("orders", "o@500"), ("inbox", "i@700")]
-    in_flight.add("inbox")
+    flying.add(300)  # one more forward on its way, older than o@500
+    assert m.release() == [("inbox", "i@200")]  # older than it: goes
+    m.push("inbox", 2, 300, "i@300")
+    flying.clear()
+    assert m.release() == [("inbox", "i@300"), ("orders", "o@500"), ("inbox", "i@700")]
+    flying.add(900)
     m.push("orders", 1, 800, "o@800")
+    assert m.release() == [("orders", "o@800")]  # a forward stamped later holds nothing back
+    flying.add(100)
+    m.push("orders", 2, 850, "o@850")
     assert m.release() == []
     wall.t = 3.5  # never arrived within the idle wait: given up on, counted
-    assert m.release() == [("orders", "o@800")]
+    assert m.release() == [("orders", "o@850")]
     assert m.forced.idle == 1
