@@ -96,10 +96,6 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
         compact(st)
         return list(emitted)
 
-    def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
-        """Pre-contract entry point streams/app.py still calls; the fingerprint is recomputed."""
-        return self.on_event(ev.data.order_id, ev, t, now)
-
     def _on_created(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         if st.flags & CREATED:
             return ()
