@@ -127,13 +127,6 @@ class Detector(ABC, Generic[K, S]):
         """Heap size, stale entries included (the deadline-queue gauge)."""
         return len(self._heap)
 
-    # -- the pre-contract names streams/app.py still calls (until it moves to the contract) --
-    def advance(self, now: float) -> list[Emission]:
-        return self.on_clock(now)
-
-    def next_timer(self) -> float | None:
-        return self.notify_at()
-
     # -- timers -----------------------------------------------------------------------------
     def _fire(self, now: float) -> list[Emission]:
         """The clock passed at least one timer (detectors with timers override this)."""

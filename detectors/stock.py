@@ -4,12 +4,9 @@ releases after it; oversold while reserved exceeds on hand. Keys are `sku + "\\x
 
 from __future__ import annotations
 
-from typing import Any
-
 from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.records import Emission, ExceptionRecord
 from orderwatch.detectors.snapshots import decode, encode
-from orderwatch.detectors.topology import stock_key
 
 __all__ = ["StockDetector", "StockState"]
 
@@ -26,10 +23,6 @@ class StockState:
 
 class StockDetector(Detector[str, StockState]):
     name = "inventory"
-
-    def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
-        """Pre-contract entry point streams/app.py still calls."""
-        return self.on_event(stock_key(ev), ev, t, now)
 
     def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         if not self.config.enabled["STOCK_OVERSOLD"]:

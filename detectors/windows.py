@@ -14,7 +14,6 @@ from typing import Any
 from orderwatch.detectors.base import Detector, Incoming
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso
 from orderwatch.detectors.snapshots import decode, encode
-from orderwatch.detectors.topology import address_key, customer_key, provider_key
 
 __all__ = ["AddressDetector", "CustomerDetector", "ProviderDetector", "items_key"]
 
@@ -111,10 +110,6 @@ class AddressDetector(_SlidingDetector):
     def _holds(self, entries: list[tuple[Any, ...]]) -> bool:
         return len(entries) >= self.min_orders and len({e[2] for e in entries}) >= self.min_customers
 
-    def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
-        """Pre-contract entry point streams/app.py still calls."""
-        return self.on_event(fingerprint or address_key(ev), ev, t, now)
-
     def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         fingerprint = key
         if not self.config.enabled["ADDRESS_CLUSTER"]:
@@ -179,10 +174,6 @@ class CustomerDetector(_SlidingDetector):
 
     def _burst(self, entries: list[tuple[Any, ...]], t: float) -> list[tuple[Any, ...]]:
         return [e for e in entries if e[3] and t - e[0] <= self.burst_window]
-
-    def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
-        """Pre-contract entry point streams/app.py still calls."""
-        return self.on_event(customer_key(ev), ev, t, now)
 
     def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         d = ev.data
@@ -274,10 +265,6 @@ class ProviderDetector(Detector[str, _ProviderState]):
         super().__init__(*args, **kwargs)
         p = self.config.params["PAYMENT_FAILURE_SPIKE"]
         self.window, self.min_failures, self.min_rate = p["window"], p["min_failures"], p["min_rate"]
-
-    def apply(self, ev: Any, t: float, now: float) -> list[Emission]:
-        """Pre-contract entry point streams/app.py still calls."""
-        return self.on_event(provider_key(ev), ev, t, now)
 
     def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         if not self.config.enabled["PAYMENT_FAILURE_SPIKE"]:

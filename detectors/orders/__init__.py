@@ -15,6 +15,7 @@ from orderwatch.detectors.base import Incoming
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.detectors.orders.cancellation import CancellationRules
+from orderwatch.detectors.orders.core import Emitted
 from orderwatch.detectors.orders.fulfilment import FulfilmentRules
 from orderwatch.detectors.orders.state import (
     CANCELLED,
@@ -45,7 +46,8 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
 
     def __init__(self, config: RulesConfig, blocklist: Blocklist | None = None) -> None:
         super().__init__(config, blocklist)
-        self._handlers: dict[str, Callable[[OrderState, Any, float, float, list[Emission]], None]] = {
+        # Every handler is "event in, emissions out"; ORDER_STUCK (`_touch`) runs after each.
+        self._handlers: dict[str, Callable[[OrderState, Any, float, float], Emitted]] = {
             "order.created": self._on_created,
             "order.status_changed": self._on_status,
             "order.address_updated": self._on_address,
@@ -81,42 +83,38 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
         An `Adopt` hands this order an exception another detector opened about it."""
         if ev.type == ADOPT:
             return self.adopt(ev.data)
-        out: list[Emission] = []
         handler = self._handlers.get(ev.type)
         self.dirty.add(key)
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = OrderState(key, self.default_profile)
-        if handler is not None:
-            handler(st, ev, t, now, out)
-        self._touch(st, ev, t, now, out)
+        if handler is None:
+            emitted = self._touch(st, ev, t, now)
+        else:
+            emitted = handler(st, ev, t, now)
+            emitted += self._touch(st, ev, t, now)
         compact(st)
-        return out
+        return list(emitted)
 
-    def apply(self, ev: Any, t: float, now: float, fingerprint: str | None = None) -> list[Emission]:
-        """Pre-contract entry point streams/app.py still calls; the fingerprint is recomputed."""
-        return self.on_event(ev.data.order_id, ev, t, now)
-
-    def _on_created(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _on_created(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         if st.flags & CREATED:
-            return
+            return ()
         d = ev.data
         st.flags |= CREATED
         st.total = milli(d.total_amount)
         st.profile = prof = self.config.profile(
             d.merchant_id, d.channel, d.payment_method, d.shipping_address.country or None
         )
-        if st.early is not None:
-            self._replay_early_payments(st, now, out)
+        emitted = self._replay_early_payments(st, now) if st.early is not None else ()
         self._end(st, "PAYMENT_WITHOUT_ORDER")
-        self._resolve(st, "PAYMENT_WITHOUT_ORDER", ev, t, now, out)
+        emitted += self._resolve(st, "PAYMENT_WITHOUT_ORDER", ev, t, now)
         addr = d.shipping_address
         if phone_ok(d.contact_phone, addr.country):
             st.flags |= PHONE_OK
-        self._check_shipping_info(st, ev, t, now, out)
+        emitted += self._check_shipping_info(st, ev, t, now)
         hit = self.blocklist.match(d.customer_id, address_key(ev), t)
         if hit is not None:
-            self._open(
+            emitted += self._open(
                 st,
                 "BLOCKLISTED_ORDER",
                 ev.id,
@@ -124,7 +122,6 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
                 now,
                 f"Order {st.oid} matches the blocklist ({hit[0]} entry).",
                 {"event_id": ev.id, "match": hit[0], "entry": hit[1], "reason": hit[2]},
-                out,
             )
         if not st.flags & (PAID | CANCELLED) and (thr := prof["PAYMENT_TIMEOUT"]) is not None:
             self._start(st, "PAYMENT_TIMEOUT", t + thr, ev.id)
@@ -135,15 +132,17 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
                 self._start(st, "SHIPMENT_NOT_CREATED", st.ship_by, ep[2])
         if d.promised_delivery_by is not None and not st.flags & (DELIVERED | PROMISE_FROM_SHIPMENT):
             self._start(st, "DELIVERY_OVERDUE", d.promised_delivery_by.timestamp(), ev.id)
+        return emitted
 
-    def _on_status(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _on_status(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         status = known_status(ev.data.status)
         st.status = status
         if status == "cancelled":
-            self._cancelled(st, ev, t, now, out)
-            return
+            return self._cancelled(st, ev, t, now)
+        emitted: Emitted = ()
         if status in PAID_OR_LATER:
-            self._reached_paid(st, ev, t, now, out)
+            emitted = self._reached_paid(st, ev, t, now)
             self._mark_paid(st, ev, t)
         if status in TERMINAL_STATUSES:
             self._terminal(st, t)
+        return emitted

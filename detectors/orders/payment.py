@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orderwatch.detectors.orders.core import OrderCore
+from orderwatch.detectors.orders.core import Emitted, OrderCore
 from orderwatch.detectors.orders.state import (
     CANCELLED,
     CREATED,
@@ -19,21 +19,22 @@ from orderwatch.detectors.orders.state import (
     add_payment_id,
     payment_ids,
 )
-from orderwatch.detectors.records import Emission, milli, money
+from orderwatch.detectors.records import milli, money
 
 
 class PaymentRules(OrderCore):
     """payment.succeeded and what it starts, clears and settles."""
 
-    def _on_payment(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _on_payment(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         d = ev.data
         pid = d.payment_id
         if pid in payment_ids(st):
-            return  # the same payment reported again under a new event id
+            return ()  # the same payment reported again under a new event id
         amount = milli(d.amount)
         first = not st.flags & PAID
+        emitted: Emitted = ()
         if st.flags & CREATED:
-            self._check_duplicate_payment(st, pid, amount, d.currency, ev.id, t, now, out)
+            emitted = self._check_duplicate_payment(st, pid, amount, d.currency, ev.id, t, now)
         else:
             # Before the order is known its total is too: keep what a duplicate check needs.
             if st.early is None:
@@ -43,7 +44,7 @@ class PaymentRules(OrderCore):
         st.paid += amount
         st.flags |= PAID
         self._end(st, "PAYMENT_TIMEOUT")
-        self._resolve(st, "PAYMENT_TIMEOUT", ev, t, now, out)
+        emitted += self._resolve(st, "PAYMENT_TIMEOUT", ev, t, now)
         if first:
             prof = st.profile
             if not st.flags & REACHED_PAID and (thr := prof["PAYMENT_NOT_CONFIRMED"]) is not None:
@@ -55,7 +56,7 @@ class PaymentRules(OrderCore):
             if not st.flags & RESERVATION_SEEN and (thr := prof["STOCK_NOT_RESERVED"]) is not None:
                 self._start(st, "STOCK_NOT_RESERVED", t + thr, ev.id)
         self._mark_paid(st, ev, t)
-        self._settle_mismatch(st, ev, t, now, out)
+        return emitted + self._settle_mismatch(st, ev, t, now)
 
     def _check_duplicate_payment(
         self,
@@ -66,12 +67,11 @@ class PaymentRules(OrderCore):
         event_id: str,
         t: float,
         now: float,
-        out: list[Emission],
-    ) -> None:
+    ) -> Emitted:
         """A new payment id arriving when the earlier distinct payments already cover the total."""
         if not st.pay_ids or st.paid < st.total - self._tol:
-            return
-        rec = self._open(
+            return ()
+        opened = self._open(
             st,
             "DUPLICATE_PAYMENT",
             event_id,
@@ -87,27 +87,30 @@ class PaymentRules(OrderCore):
                 "earlier_paid": money(st.paid),
                 "order_total": money(st.total),
             },
-            out,
             ref=pid,
+            amount=amount,
         )
-        if rec is not None:
+        if opened:
             st.flags |= DUPLICATE_FIRED
-            rec.amount = amount
+        return opened
 
-    def _replay_early_payments(self, st: OrderState, now: float, out: list[Emission]) -> None:
+    def _replay_early_payments(self, st: OrderState, now: float) -> Emitted:
         """The order arrived after its payments: judge them for duplicates in the order they came."""
         early, st.early = st.early or [], None
         paid, pay_ids = st.paid, st.pay_ids
         st.paid, st.pay_ids = 0, ()
+        emitted: Emitted = ()
         for pid, amount, currency, event_id, t in sorted(early, key=lambda p: p[4]):
-            self._check_duplicate_payment(st, pid, amount, currency, event_id, t, now, out)
+            emitted += self._check_duplicate_payment(st, pid, amount, currency, event_id, t, now)
             add_payment_id(st, pid)
             st.paid += amount
         st.paid, st.pay_ids = paid, pay_ids
+        return emitted
 
-    def _settle_mismatch(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _settle_mismatch(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         if self._is_open(st, "PAYMENT_AMOUNT_MISMATCH") and abs(st.paid - self._refunded(st) - st.total) <= self._tol:
-            self._resolve(st, "PAYMENT_AMOUNT_MISMATCH", ev, t, now, out)
+            return self._resolve(st, "PAYMENT_AMOUNT_MISMATCH", ev, t, now)
+        return ()
 
     @staticmethod
     def _check_not_confirmed(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:

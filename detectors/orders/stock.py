@@ -5,29 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from orderwatch.detectors.orders.core import OrderCore
+from orderwatch.detectors.orders.core import Emitted, OrderCore
 from orderwatch.detectors.orders.state import (
     RESERVATION_SEEN,
     Episode,
     OrderState,
 )
-from orderwatch.detectors.records import Emission
 
 
 class OrderStockRules(OrderCore):
     """inventory.reserved / reservation_failed for one order."""
 
-    def _on_reserved(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _on_reserved(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         st.flags |= RESERVATION_SEEN
         self._end(st, "STOCK_NOT_RESERVED")
-        self._resolve(st, "STOCK_NOT_RESERVED", ev, t, now, out)
-        self._resolve(st, "STOCK_RESERVATION_FAILED", ev, t, now, out, ref=ev.data.sku)
+        return self._resolve(st, "STOCK_NOT_RESERVED", ev, t, now) + self._resolve(
+            st, "STOCK_RESERVATION_FAILED", ev, t, now, ref=ev.data.sku
+        )
 
-    def _on_reservation_failed(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _on_reservation_failed(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         d = ev.data
         st.flags |= RESERVATION_SEEN
         self._end(st, "STOCK_NOT_RESERVED")
-        self._open(
+        return self._open(
             st,
             "STOCK_RESERVATION_FAILED",
             ev.id,
@@ -41,7 +41,6 @@ class OrderStockRules(OrderCore):
                 "quantity": d.quantity,
                 "reason": d.reason,
             },
-            out,
             ref=d.sku,
         )
 

@@ -5,29 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from orderwatch.detectors.orders.core import OrderCore
+from orderwatch.detectors.orders.core import Emitted, OrderCore
 from orderwatch.detectors.orders.state import (
     CREATED,
     TERMINAL,
     Episode,
     OrderState,
 )
-from orderwatch.detectors.records import Emission
 
 
 class StuckRules(OrderCore):
     """The one rule every event of the order touches."""
 
-    def _touch(self, st: OrderState, ev: Any, t: float, now: float, out: list[Emission]) -> None:
+    def _touch(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         """ORDER_STUCK: every event for the order resolves it and restarts its episode."""
-        if t > st.last_t:
-            # Only an event newer than the last one is "a later event"; an old one changes nothing.
-            self._resolve(st, "ORDER_STUCK", ev, t, now, out)
-            st.last_t = t
-            if st.flags & CREATED and not st.flags & TERMINAL:
-                thr = st.profile["ORDER_STUCK"]
-                if thr is not None:
-                    self._start(st, "ORDER_STUCK", t + thr, ev.id)
+        if not t > st.last_t:
+            return ()  # only an event newer than the last one is "a later event"
+        emitted = self._resolve(st, "ORDER_STUCK", ev, t, now)
+        st.last_t = t
+        if st.flags & CREATED and not st.flags & TERMINAL:
+            thr = st.profile["ORDER_STUCK"]
+            if thr is not None:
+                self._start(st, "ORDER_STUCK", t + thr, ev.id)
+        return emitted
 
     @staticmethod
     def _check_stuck(st: OrderState, ep: Episode) -> tuple[str, dict[str, Any]] | None:

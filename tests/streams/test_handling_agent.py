@@ -187,9 +187,9 @@ async def test_an_escalation_read_back_after_the_resolution_publishes_the_resolu
 def test_describe_shows_the_order_state_without_personal_data() -> None:
     det = OrderDetector(RulesConfig())
     order = created("o-7", at(0), phone="+4915123456789")
-    det.apply(order, order.time.timestamp(), order.time.timestamp(), "fp-1")
+    det.on_event("o-7", order, order.time.timestamp(), order.time.timestamp())
     pay = paid("o-7", at(1), amount="10.00", payment="pay-7")
-    det.apply(pay, pay.time.timestamp(), pay.time.timestamp())
+    det.on_event("o-7", pay, pay.time.timestamp(), pay.time.timestamp())
     doc = det.describe("o-7")
     assert doc is not None
     assert doc["status"] is None or isinstance(doc["status"], str)

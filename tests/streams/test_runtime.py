@@ -77,7 +77,7 @@ def test_dirty_keys_snapshot_and_restore_into_a_fresh_detector() -> None:
     assert fresh.snapshot("o-1") == dirty["o-1"]
     # The restored order keeps its timers: what was pending still fires (no reservation was
     # ever seen, and nothing shipped within 48 h of the payment).
-    out = fresh.advance(at(1, hours=48).timestamp() + 1)
+    out = fresh.on_clock(at(1, hours=48).timestamp() + 1)
     assert sorted((e.kind, e.record.rule) for e in out) == [
         ("opened", "SHIPMENT_NOT_CREATED"),
         ("opened", "STOCK_NOT_RESERVED"),
