@@ -1,0 +1,121 @@
+"""`orderwatch worker` with the levers of issue 10 applied in-process, and an optional profile: how
+bench_runtime.py measures a change to the runtime without editing the runtime's files.
+
+    BENCH_LEVERS=flush=0.2:5000,metrics-cache python bench/worker_shim.py worker --clock event --no-handlers
+
+Levers (comma separated in BENCH_LEVERS; each is a patch the runtime could adopt, written out in
+bench/results/README.md):
+
+    flush=SECONDS:EVERY  streams.driver.FLUSH_SECONDS / FLUSH_EVERY (the driver reads them per event)
+    metrics-cache        prometheus_client's `labels()` answers from a per-metric dict of children
+    no-monitor           faust's Monitor sensor (per-message bookkeeping nothing here reads) removed
+    uvloop               uvloop's event loop policy
+    eager                asyncio.eager_task_factory on every new loop (Python 3.12+)
+
+bench_runtime.py --profile samples it from outside with py-spy (every thread, idle excluded).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _flush(spec: str) -> None:
+    from orderwatch.streams import driver
+
+    seconds, _, every = spec.partition(":")
+    driver.FLUSH_SECONDS = float(seconds)  # type: ignore[misc]
+    if every:
+        driver.FLUSH_EVERY = int(every)  # type: ignore[misc]
+
+
+def _metrics_cache() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    original = MetricWrapperBase.labels
+
+    def labels(self: Any, *values: Any, **kw: Any) -> Any:
+        if kw:
+            return original(self, *values, **kw)
+        cache = self.__dict__.get("_bench_children")
+        if cache is None:
+            cache = self.__dict__["_bench_children"] = {}
+        child = cache.get(values)
+        if child is None:
+            child = cache[values] = original(self, *values)
+        return child
+
+    MetricWrapperBase.labels = labels  # type: ignore[method-assign]
+
+
+def _no_monitor() -> None:
+    import faust
+
+    original = faust.App.on_init_dependencies
+
+    def on_init_dependencies(self: Any) -> Any:
+        deps = original(self)
+        self.sensors.remove(self.monitor)
+        return deps
+
+    faust.App.on_init_dependencies = on_init_dependencies  # type: ignore[method-assign]
+
+
+def _uvloop() -> None:
+    import uvloop
+
+    uvloop.install()
+
+
+def _eager() -> None:
+    import asyncio
+
+    factory = asyncio.eager_task_factory  # type: ignore[attr-defined]
+    base = type(asyncio.get_event_loop_policy())
+
+    class EagerPolicy(base):  # type: ignore[misc,valid-type]
+        def new_event_loop(self) -> Any:
+            loop = super().new_event_loop()
+            loop.set_task_factory(factory)
+            return loop
+
+    asyncio.set_event_loop_policy(EagerPolicy())
+
+
+def apply_levers(spec: str) -> list[str]:
+    applied = []
+    for lever in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, arg = lever.partition("=")
+        if name == "flush":
+            _flush(arg)
+        elif name == "metrics-cache":
+            _metrics_cache()
+        elif name == "no-monitor":
+            _no_monitor()
+        elif name == "uvloop":
+            _uvloop()
+        elif name == "eager":
+            _eager()
+        else:
+            msg = f"unknown lever {lever!r}"
+            raise SystemExit(msg)
+        applied.append(lever)
+    return applied
+
+
+def main() -> int:
+    applied = apply_levers(os.environ.get("BENCH_LEVERS", ""))
+    print(f"bench shim: levers {applied or 'none'}", flush=True)
+    from orderwatch.cli import main as cli_main
+
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
