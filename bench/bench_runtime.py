@@ -113,6 +113,7 @@ async def faust_skeleton(settings: Settings, total: int, writes: dict[str, float
     """bench/faust_skeleton.py: orderwatch's shape without its work, under its own app id (its own
     group, repartition, tick and changelog topics), on the same inputs."""
     await ensure_topics(settings)
+    exceptions_before = await exceptions_count(settings)
     env = {**worker_env(settings), "SKEL_TOTAL": str(total)}
     if writes is not None:
         env["SKEL_WRITES"] = json.dumps(writes)
@@ -135,7 +136,7 @@ async def faust_skeleton(settings: Settings, total: int, writes: dict[str, float
         msg = f"the skeleton gave no figures (exit {proc.returncode}):\n{tail}"
         raise RuntimeError(msg)
     figures["wall_seconds_seen_by_bench"] = wall
-    figures["census"] = await census(settings, figures["events"])
+    figures["census"] = await census(settings, figures["events"], exceptions_before)
     return figures
 
 
@@ -161,8 +162,9 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[str, int]:
     return out
 
 
-async def census(settings: Settings, events: int) -> dict[str, Any]:
-    """Messages the run produced per input event, by kind (its app id's topics are its own)."""
+async def census(settings: Settings, events: int, exceptions_before: int = 0) -> dict[str, Any]:
+    """Messages the run produced per input event, by kind (its app id's topics are its own; the
+    order-exceptions topic is shared by the runs on one stream: counted from `exceptions_before`)."""
     app = settings.app_id
     kinds = {
         "forwards": [f"{app}-order-inbox", f"{app}-by-address", f"{app}-by-customer", f"{app}-by-provider"],
@@ -173,7 +175,7 @@ async def census(settings: Settings, events: int) -> dict[str, Any]:
     counts = await end_offsets(settings, [t for ts in kinds.values() for t in ts])
     out: dict[str, Any] = {}
     for kind, topics in kinds.items():
-        n = sum(counts.get(t, 0) for t in topics)
+        n = sum(counts.get(t, 0) for t in topics) - (exceptions_before if kind == "exceptions" else 0)
         out[kind] = n
         out[f"{kind}_per_event"] = round(n / events, 3) if events else None
     out["table_writes_by_agent"] = {a: counts.get(f"{app}-{a}-state-changelog", 0) for a in AGENTS}
@@ -191,6 +193,11 @@ def write_rates(settings: Settings, worker_census: dict[str, Any], published: di
         read = sum(counts.get(t, 0) for t in spec.inputs)
         rates[name] = worker_census["table_writes_by_agent"][name] / read if read else 0.0
     return rates
+
+
+async def exceptions_count(settings: Settings) -> int:
+    topic = settings.topic("order-exceptions")
+    return (await end_offsets(settings, [topic])).get(topic, 0)
 
 
 async def committed_total(settings: Settings) -> int:
@@ -218,11 +225,14 @@ async def worker_run(
     profile: Path | None = None,
     python: str | None = None,
     quiet: float = 20.0,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """One `--clock event` worker replaying the published stream under its own app id, start-up
     included: wall and process CPU seconds from spawn until its committed input offsets stop moving
-    (CPU read at the last poll that saw them move, so the quiet wait is not counted)."""
+    (CPU read at the last poll that saw them move, so the quiet wait is not counted). `keep`: the
+    worker is left running, returned as `proc`."""
     await ensure_topics(settings)
+    exceptions_before = await exceptions_count(settings)
     proc = spawn_shim(settings, log, levers=levers, python=python)
     spy = None
     if profile is not None:
@@ -230,7 +240,7 @@ async def worker_run(
         # deterministic profiler slows faust's call-heavy path ~15x and skews the split.
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--format", "raw"]
         spy = subprocess.Popen(
-            [*cmd, "--rate", "100", "--nonblocking", "--output", str(profile)],
+            [*cmd, "--rate", "100", "--nonblocking", "--full-filenames", "--output", str(profile)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -255,10 +265,14 @@ async def worker_run(
             # also pause mid-replay while agents wait for their slowest input, hence the quiet period.
             if done >= total or (first is not None and now - last_change > quiet) or now - started > 900:
                 break
+    except BaseException:
+        stop_worker(proc)
+        raise
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
+    if not keep:
         stop_worker(proc)
     assert first is not None
     seconds = last_change - started
@@ -276,8 +290,9 @@ async def worker_run(
         "cpu_us_per_event_after_first_commit": round((cpu_at_last - first[2]) / (last - first[1]) * 1e6, 1)
         if last > first[1]
         else None,
-        "census": await census(settings, last),
+        "census": await census(settings, last, exceptions_before),
         "settings": settings,
+        **({"proc": proc} if keep else {}),
     }
 
 
@@ -349,7 +364,7 @@ _RULES = ("orders/", "windows.py", "stock.py", "skew.py", "shipping.py", "catalo
 def bucket_of(module: str, name: str) -> str:
     """The bucket of one profiled function, by the file it lives in (its own CPU, builtins
     included: the profile does not time builtins apart, so they count in their caller)."""
-    m = module.replace("\\", "/")
+    m = "/" + module.replace("\\", "/").lstrip("/")
     if "/orderwatch/" in m or "/detectors/" in m or "/streams/" in m or "/schemas/" in m:
         if "/schemas/" in m:
             return "parsing"
@@ -430,7 +445,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             # The worker first: the skeleton makes as many table writes per event as it did.
             variants = [("worker", ""), *((f"worker+{lv}", lv) for lv in levers)]
             if args.python_alt:
-                variants += [("worker@alt", ""), *((f"worker@alt+{lv}", lv) for lv in args.alt_levers.split(";"))]
+                alt = [lv for lv in args.alt_levers.split(";") if lv]
+                variants += [("worker@alt", ""), *((f"worker@alt+{lv}", lv) for lv in alt)]
             for label, lv in variants:
                 python = args.python_alt if "@alt" in label else None
                 with (Path(tmp) / f"{label}.log").open("wb") as log:
@@ -441,7 +457,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 if "error" in wr:
                     wr["log_tail"] = (Path(tmp) / f"{label}.log").read_text(errors="replace")[-3000:]
                 row[label] = wr
-                print(f"[round {r}] {label}: {json.dumps({k: v for k, v in wr.items() if k != 'census'})}", flush=True)
+                shown = {k: v for k, v in wr.items() if k not in ("census", "settings")}
+                print(f"[round {r}] {label}: {json.dumps(shown)}", flush=True)
                 if label == "worker":
                     rates = write_rates(wr["settings"], wr["census"], dict(res.sent))
                     skel = await faust_skeleton(own("skel"), total, rates)
@@ -472,6 +489,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             prof = Path(tmp) / "worker.prof"
             with (Path(tmp) / "worker-prof.log").open("wb") as log:
                 wr = await worker_run(own("prof"), total, log, profile=prof)
+            wr.pop("settings", None)
             figures["profile"] = {
                 "note": "py-spy 100 Hz, every thread, idle excluded, spawn to end of replay (+ the quiet "
                 "wait), innermost Python frame's file decides the bucket; a separate run",
@@ -519,8 +537,8 @@ def main() -> int:
         "figures": figures,
     }
     out = ROOT / "bench" / "results" / f"runtime-{stamp:%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(json.dumps(figures, indent=2, default=str))
     print(f"wrote {out}")
     return 0
 
