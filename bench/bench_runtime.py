@@ -388,27 +388,50 @@ def bucket_of(module: str, name: str) -> str:
     return "start-up and other"
 
 
+_FRAME = re.compile(r"(.*) \((.*?)(?::\d+)?\)$")
+_LOOP = ("Handle._run", "BaseEventLoop._run_once", "BaseEventLoop.run_forever", "BaseEventLoop.run_until_complete")
+
+
+def _frame(text: str) -> tuple[str, str]:
+    m = _FRAME.match(text)
+    return (m.group(1), m.group(2)) if m else (text, "")
+
+
 def profile_buckets(path: Path) -> dict[str, Any]:
     """py-spy's raw output (`frame;frame;... count`, frames `func (file:line)`), each sample
-    counted in the bucket of its innermost Python frame (builtins count in their caller)."""
+    counted in the bucket of its innermost Python frame (builtins count in their caller).
+    `share_by_caller` counts asyncio's own frames (tasks, futures, wait, select) in the bucket
+    of the code that called into asyncio, and in "event loop and kafka i/o" only what the loop
+    runs with no Python caller (C task steps and callbacks, the selector)."""
     sums = dict.fromkeys(BUCKETS, 0)
+    by_caller = dict.fromkeys(BUCKETS, 0)
     funcs: dict[tuple[str, str], int] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf = stack.rsplit(";", 1)[-1]
-        m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", leaf)
-        name, module = (m.group(1), m.group(2)) if m else (leaf, "")
+        frames = [_frame(f) for f in stack.split(";")]
+        name, module = frames[-1]
         b = bucket_of(module, name)
         sums[b] += int(count)
         key = (b, f"{Path(module).name}:{name}")
         funcs[key] = funcs.get(key, 0) + int(count)
+        caller = b
+        if b == "event loop and kafka i/o" and "/aiokafka/" not in module:
+            for fname, fmod in reversed(frames):
+                fb = bucket_of(fmod, fname)
+                if fb != "event loop and kafka i/o" or "/aiokafka/" in fmod:
+                    caller = fb
+                    break
+                if fname in _LOOP:
+                    break
+        by_caller[caller] += int(count)
     total = sum(sums.values()) or 1
     top = sorted(funcs.items(), key=lambda kv: -kv[1])[:25]
     return {
         "samples": total,
         "share": {b: round(v / total, 3) for b, v in sums.items()},
+        "share_by_caller": {b: round(v / total, 3) for b, v in by_caller.items()},
         "top_functions_own_share": [{"function": f, "bucket": b, "share": round(n / total, 3)} for (b, f), n in top],
     }
 
@@ -490,7 +513,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             with (Path(tmp) / "worker-prof.log").open("wb") as log:
                 wr = await worker_run(own("prof"), total, log, profile=prof)
             wr.pop("settings", None)
+            kept = Path(tempfile.gettempdir()) / f"orderwatch-profile-{run}.txt"
+            kept.write_bytes(prof.read_bytes())  # for a second look; too big for bench/results
             figures["profile"] = {
+                "raw": str(kept),
                 "note": "py-spy 100 Hz, every thread, idle excluded, spawn to end of replay (+ the quiet "
                 "wait), innermost Python frame's file decides the bucket; a separate run",
                 "worker_under_profile": {k: v for k, v in wr.items() if k != "census"},

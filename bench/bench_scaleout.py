@@ -5,7 +5,10 @@ each table store: a worker joins a group whose worker holds the state (changelog
 half), then the first worker is killed and the second takes everything over.
 
     .venv/bin/python bench/bench_scaleout.py [--orders 3000] [--open-orders 100000]
-        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover]
+        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover] [--replay-levers ';fold-heap']
+
+--replay-levers replays the open orders with one worker per lever (bench/worker_shim.py), before
+the takeovers (`--stores ''` for none).
 
 Figures are measured, never asserted; results go to bench/results/scaleout-*.json.
 """
@@ -262,8 +265,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             n = sum(res.sent.values())
             figures["open_orders_published"] = n
             print(f"published {n:,} order.created", flush=True)
+            if args.replay_levers is not None:
+                # The replay of the open orders alone, once per lever (bench/worker_shim.py).
+                figures["open_orders_replay"] = []
+                for i, lv in enumerate(args.replay_levers.split(";")):
+                    own = base.model_copy(update={"app_id": f"{base.app_id}-r{i}"})
+                    with (tmp / f"replay{i}.log").open("wb") as log:
+                        r = await worker_run(own, n, log, levers=lv)
+                    r.pop("settings", None)
+                    figures["open_orders_replay"].append(r)
+                    shown = {k: v for k, v in r.items() if k != "census"}
+                    print(f"open orders replay {lv or 'baseline'}: {json.dumps(shown)}", flush=True)
             figures["takeover"] = []
-            for store in args.stores.split(","):
+            for store in filter(None, args.stores.split(",")):
                 try:
                     t = await takeover(base, store, n, end, tmp)
                 except Exception as exc:  # a store that cannot run here is a figure too
@@ -280,6 +294,9 @@ def main() -> int:
     ap.add_argument("--stores", default="memory://,rocksdb://")
     ap.add_argument("--skip-pair", action="store_true")
     ap.add_argument("--skip-takeover", action="store_true")
+    ap.add_argument(
+        "--replay-levers", default=None, help="';'-separated levers: replay the open orders once per lever ('' = none)"
+    )
     args = ap.parse_args()
     figures = asyncio.run(main_async(args))
     stamp = datetime.now(UTC)
@@ -291,8 +308,8 @@ def main() -> int:
         "figures": figures,
     }
     out = ROOT / "bench" / "results" / f"scaleout-{stamp:%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(json.dumps(figures, indent=2, default=str))
     print(f"wrote {out}")
     return 0
 

@@ -11,6 +11,9 @@ bench/results/README.md):
     no-monitor           faust's Monitor sensor (per-message bookkeeping nothing here reads) removed
     uvloop               uvloop's event loop policy
     eager                asyncio.eager_task_factory on every new loop (Python 3.12+)
+    fold-heap            streams.runtime.Ledger folds applied upstream offsets through a min-heap
+                         per upstream partition instead of rebuilding the set of those above on
+                         every fold (which is linear in that set, so quadratic over a replay)
 
 bench_runtime.py --profile samples it from outside with py-spy (every thread, idle excluded).
 """
@@ -88,6 +91,47 @@ def _eager() -> None:
     asyncio.set_event_loop_policy(EagerPolicy())
 
 
+def _fold_heap() -> None:
+    import heapq
+
+    from orderwatch.streams.runtime import Ledger
+
+    def heaps(self: Any) -> dict[str, list[int]]:
+        h = self.__dict__.get("_bench_heaps")
+        if h is None:
+            h = self.__dict__["_bench_heaps"] = {}
+        return h  # type: ignore[no-any-return]
+
+    def mark_upstream(self: Any, source: tuple[str, int]) -> None:
+        key, offset = source
+        if offset > self.src.get(key, -1):
+            above = self.src_above.setdefault(key, set())
+            if offset not in above:
+                above.add(offset)
+                heap = heaps(self).get(key)
+                if heap is not None:
+                    heapq.heappush(heap, offset)
+
+    def upstream_done(self: Any, source: tuple[str, int]) -> None:
+        key, offset = source
+        if offset > self.src.get(key, -1):
+            self.src[key] = offset
+            above = self.src_above.get(key)
+            if not above:
+                return
+            heap = heaps(self).get(key)
+            if heap is None:
+                heap = heaps(self)[key] = sorted(above)  # a sorted list is a heap
+            while heap and heap[0] <= offset:
+                above.discard(heapq.heappop(heap))
+            if not above:
+                self.src_above.pop(key, None)
+                heaps(self).pop(key, None)
+
+    Ledger.mark_upstream = mark_upstream  # type: ignore[method-assign]
+    Ledger.upstream_done = upstream_done  # type: ignore[method-assign]
+
+
 def apply_levers(spec: str) -> list[str]:
     applied = []
     for lever in filter(None, (s.strip() for s in spec.split(","))):
@@ -102,6 +146,8 @@ def apply_levers(spec: str) -> list[str]:
             _uvloop()
         elif name == "eager":
             _eager()
+        elif name == "fold-heap":
+            _fold_heap()
         else:
             msg = f"unknown lever {lever!r}"
             raise SystemExit(msg)
