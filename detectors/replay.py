@@ -7,13 +7,12 @@ within the lateness gives the same exceptions. Re-delivered events (same id) are
 event older than the dedupe horizon behind the watermark is refused (`InvalidEvent("too_late")`),
 since it can no longer be told apart from a re-delivery.
 
-Given `source_of` (the backtest passes the input topic of each event type), the watermark is kept
-per source and the clock follows the slowest *active* source (one that delivered any of the last
-`idle_after` events), as Flink's and Kafka Streams' watermarks do, so a producer with a skewed
-clock moves only its own source; an event far ahead of the input's progress waits in a
-`JumpGuard` for confirmation and is refused (`from_future`) when the input refutes it
-(`detectors.skew`). Without `source_of` (the rule tests) the watermark is the
-largest event time seen, as before.
+Given `source_of` (the backtest passes the input topic of each event type), the watermark is
+`detectors.arrivals.ArrivalWatermark`'s: per-source progress, the slowest *active* source, a
+jump guard (an event far ahead of the input's progress waits for confirmation and is refused as
+`from_future` when the input refutes it). A `--clock event` worker computes the same clock over
+the records of its partitions in record-timestamp order (`streams.arrivals`). Without
+`source_of` (the rule tests) the watermark is the largest event time seen, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from orderwatch.detectors.arrivals import DEFAULT_IDLE_AFTER, ArrivalWatermark
 from orderwatch.detectors.engine import Engine
 from orderwatch.detectors.records import Emission
 from orderwatch.detectors.reorder import ReorderBuffer
@@ -28,9 +28,6 @@ from orderwatch.detectors.skew import DEFAULT_MAX_SKEW, JumpGuard
 from orderwatch.errors import InvalidEvent
 
 __all__ = ["DEFAULT_IDLE_AFTER", "EventTimeReplay"]
-
-DEFAULT_IDLE_AFTER = 1000
-"""Events in a row without one from a source after which that source no longer holds the clock."""
 
 
 class EventTimeReplay:
@@ -47,18 +44,15 @@ class EventTimeReplay:
         if lateness < 0:
             msg = f"lateness: expected seconds >= 0, got {lateness!r}"
             raise ValueError(msg)
-        if idle_after < 1:
-            msg = f"idle_after: expected an integer >= 1, got {idle_after!r}"
-            raise ValueError(msg)
         self.engine = engine
         self.source_of = source_of
-        self.guard: JumpGuard[tuple[Any, Any]] = JumpGuard(max_skew if source_of is not None else None)
-        self.idle_after = idle_after
-        self._progress: dict[str, float] = {}
-        self.refused: list[tuple[Any, Any]] = []
+        # The clock of the arrivals (per-source progress, jump guard): the live aligned clock
+        # (streams.arrivals) computes the same one, so a replay through Kafka moves as this does.
+        self.arrivals: ArrivalWatermark[tuple[Any, Any]] = ArrivalWatermark(
+            max_skew=max_skew if source_of is not None else None, idle_after=idle_after
+        )
+        self.refused = self.arrivals.refused
         """(event, token) of jumps refused as `from_future`: the caller dead-letters and clears them."""
-        self._arrivals = 0
-        self._last_arrival: dict[str, int] = {}
         self.lateness = lateness
         self.dedupe_horizon = dedupe_horizon
         self.max_seen = float("-inf")
@@ -66,8 +60,14 @@ class EventTimeReplay:
         self.duplicates = 0
         self.too_late = 0
         self._buffer: ReorderBuffer[Any] = ReorderBuffer(dedupe_horizon)
-        self._slowest = float("-inf")  # _slowest_active() as of the last push
-        self._idle_due = 0  # arrivals at which an active source goes idle (recompute then)
+
+    @property
+    def guard(self) -> JumpGuard[tuple[tuple[Any, Any], str, float]]:
+        return self.arrivals.guard
+
+    @property
+    def idle_after(self) -> int:
+        return self.arrivals.idle_after
 
     def push(self, ev: Any, token: Any = None, t: float | None = None) -> list[Emission]:
         """Offer one validated event; returns what the clock's progress made happen. `token`
@@ -93,40 +93,9 @@ class EventTimeReplay:
                 self._move(t - self.lateness)
             self._buffer_event(t, ev)
         else:
-            source = source_of(ev)
-            self._arrivals += 1
-            last = self._last_arrival
-            progress = self._progress
-            # Whether the source was among the active ones before this event (see _slowest_active).
-            was_active = last.get(source, 0) > self._arrivals - 1 - self.idle_after and source in progress
-            last[source] = self._arrivals
-            if self.guard.admit(t):
-                # Fast path (nothing held, no jump): the same as `offer` accepting this one event.
-                self._buffer_event(t, ev)
-                low = self._slowest
-                old = progress.get(source, float("-inf"))
-                if t > old:
-                    progress[source] = t
-                    # Raising one source's progress can only change the minimum if it was the
-                    # minimum (or just became active); otherwise only an idle timeout can.
-                    if not was_active or old <= low:
-                        low = self._slowest_active()
-                elif not was_active:
-                    low = self._slowest_active()
-            else:
-                verdict = self.guard.offer(t, (ev, token))
-                for held_ev, _ in verdict.accepted:
-                    ht = held_ev.time.timestamp()
-                    self._buffer_event(ht, held_ev)
-                    src = source if held_ev is ev else source_of(held_ev)
-                    if ht > progress.get(src, float("-inf")):
-                        progress[src] = ht
-                self.refused += verdict.refused
-                low = self._slowest_active()
-            if self._arrivals >= self._idle_due:
-                low = self._slowest_active()
-            self._slowest = low
-            self._move(low - self.lateness)
+            for ht, (held_ev, _) in self.arrivals.arrive(t, source_of(ev), (ev, token)):
+                self._buffer_event(ht, held_ev)
+            self._move(self.arrivals.low - self.lateness)
         if not buf.due(self.watermark):
             return self.engine.advance(self.watermark)  # nothing to release; the clock still moves
         return self._release(self.watermark, self.watermark)
@@ -142,26 +111,6 @@ class EventTimeReplay:
         self.watermark = watermark
         self._buffer.forget_behind(watermark)
 
-    def _slowest_active(self) -> float:
-        """The smallest accepted progress among the sources that delivered one of the last
-        `idle_after` events (the source of the event in hand always does). Also notes the
-        arrival count at which the next of them goes idle (`_idle_due`): until then, and while
-        no progress that is the minimum moves, the minimum stands (`push` keeps it cached)."""
-        horizon = self._arrivals - self.idle_after
-        progress = self._progress
-        low = float("inf")
-        oldest = self._arrivals + self.idle_after + 1
-        for s, last in self._last_arrival.items():
-            # A source whose every event so far is held has no progress yet: it holds nothing back.
-            if last > horizon and s in progress:
-                if last < oldest:
-                    oldest = last
-                p = progress[s]
-                if p < low:
-                    low = p
-        self._idle_due = oldest + self.idle_after
-        return low if low != float("inf") else float("-inf")
-
     def finish(self, until: float | None = None) -> list[Emission]:
         """End of input: apply every buffered event, then move the clock to the last watermark
         (or `until`, when later); deadlines after it stay pending."""
@@ -169,8 +118,8 @@ class EventTimeReplay:
             # The clock stays where the slowest active source put it: a source running ahead
             # (a producer whose clock is a day fast) must not decide the end either. Held jumps
             # are applied (nothing refuted them) but move no source.
-            for ev, _ in self.guard.release_all():
-                self._buffer_event(ev.time.timestamp(), ev)
+            for ht, (ev, _) in self.arrivals.release_all():
+                self._buffer_event(ht, ev)
         clock = self.watermark if until is None else max(self.watermark, until)
         self.watermark = clock
         return self._release(float("inf"), clock)

@@ -1,12 +1,14 @@
 """What each detector agent is (inputs, upstreams, its detector) and its clock: the lag-aware
-clock of one agent partition, bounded by the agents and upstream partitions that feed it."""
+clock of one agent partition, bounded by the upstream partitions that feed it, or in event mode,
+for the agents that read contract topics, the worker's arrival clock (streams.arrivals)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from orderwatch.detectors.base import KeyedDetector
+from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.clock import LagAwareClock
 
 __all__ = ["AgentClocks", "AgentSpec"]
@@ -27,8 +29,6 @@ class AgentSpec:
     repartitioned: list[str]
     """Its inputs fed by forwards: several upstream partitions mixed, times out of order."""
     make: Callable[[], KeyedDetector]
-    bounded_by: list[str] = field(default_factory=list)
-    """Agents whose clock this one never runs ahead of (they feed its inbox)."""
     partitions: int = 1
     """Of every topic (co-partitioned): the upstream partitions there are."""
 
@@ -36,10 +36,18 @@ class AgentSpec:
 class AgentClocks:
     """The clock of each agent partition (`now`), from the worker's one LagAwareClock."""
 
-    def __init__(self, specs: dict[str, AgentSpec], clock: LagAwareClock, actives: Callable[[], frozenset[TP]]) -> None:
+    def __init__(
+        self,
+        specs: dict[str, AgentSpec],
+        clock: LagAwareClock,
+        actives: Callable[[], frozenset[TP]],
+        arrivals: ArrivalClock | None = None,
+    ) -> None:
         self._specs = specs
         self.clock = clock
         self._actives = actives
+        self.arrivals = arrivals
+        """The worker's arrival clock (event mode): the clock of the agents that read contract topics."""
 
     def tps(self, name: str, partition: int) -> tuple[list[TP], list[TP]]:
         """(bounding, repartitioned) partitions of this agent partition's clock: its own contract
@@ -50,12 +58,16 @@ class AgentClocks:
         actives = self._actives()
         return own + [tp for tp in actives if tp[0] in spec.upstream], [(t, partition) for t in spec.repartitioned]
 
-    def now(self, name: str, partition: int) -> float:
-        """The clock of one agent partition. An agent whose inbox another agent feeds (the orders
-        agent gets DUPLICATE_ORDER records from the customer agent) never runs ahead of that
-        agent's clocks on this worker, or a record could reach an order that finished and was
-        dropped. An agent fed through a repartition topic is also capped by the watermarks of the
-        upstream partitions other workers own."""
+    def now(self, name: str, partition: int, *, taken_ms: int | None = None, before_ms: int | None = None) -> float:
+        """The clock of one agent partition. In event mode every agent follows the worker's
+        arrival clock (the backtest's clock over the contract records in the order they
+        arrived), so a replay and a catch-up apply each record where the backtest would: as of
+        every record that is safe, or, while records forwarded to its repartition inputs are in
+        flight, as of `taken_ms` (the timestamp of the last record it took: nothing forwarded
+        before that can still come); `before_ms`: as of just before the record stamped so, which
+        it is about to take. Wall mode follows the lag-aware clock. An agent fed through a
+        repartition topic is also capped by the watermarks of the upstream partitions other
+        workers own."""
         spec = self._specs[name]
         clock = self.clock
         actives = self._actives()
@@ -65,12 +77,28 @@ class AgentClocks:
         if foreign:
             for dest in frozen:
                 bound = min(bound, clock.foreign_bound(dest, foreign))
-        now = clock.now(tps, (name, partition), frozen, bound)
-        for other in spec.bounded_by:
-            first_input = self._specs[other].inputs[0]
-            for topic, q in actives:
-                if topic == first_input:
-                    # That agent's own clock, watermark cap included: asking the clock without the
-                    # cap would also move the remembered, never-backwards value past it.
-                    now = min(now, self.now(other, q))
-        return now
+        arrivals = self.arrivals
+        if arrivals is None:
+            return clock.now(tps, (name, partition), frozen, bound)
+        aligned: Callable[[], float]
+        if before_ms is not None:
+            aligned = _LowAt(arrivals, before_ms - 1)
+        elif not any(clock.lagging(tp) for tp in frozen):
+            aligned = arrivals.low
+        elif taken_ms is not None:
+            aligned = _LowAt(arrivals, taken_ms - 1)
+        else:
+            return clock.now(tps, (name, partition), frozen, bound)  # in flight, nothing taken: hold
+        return clock.now(tps, (name, partition), (), bound, aligned)
+
+
+class _LowAt:
+    """The arrival clock's progress as of one record timestamp, asked only when needed."""
+
+    __slots__ = ("_arrivals", "_ts")
+
+    def __init__(self, arrivals: ArrivalClock, ts_ms: int) -> None:
+        self._arrivals, self._ts = arrivals, ts_ms
+
+    def __call__(self) -> float:
+        return self._arrivals.low_at(self._ts)

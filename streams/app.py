@@ -37,11 +37,12 @@ from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.detectors.orders import OrderDetector
 from orderwatch.detectors.stock import StockDetector
-from orderwatch.detectors.topology import ADOPTIONS, DETECTORS, ROUTES, direct_topics, forward_topics
+from orderwatch.detectors.topology import DETECTORS, ROUTES, direct_topics, forward_topics
 from orderwatch.detectors.windows import AddressDetector, CustomerDetector, ProviderDetector
 from orderwatch.handlers.config import HandlersConfig
 from orderwatch.schemas.events import INPUT_TOPICS, TOPIC_OF_TYPE
 from orderwatch.streams.agents import AgentClocks, AgentSpec
+from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.blocklist_follower import BlocklistFollower
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.commits import CommitSensor
@@ -89,6 +90,24 @@ class OwnedPartitions:
 
     def refresh(self) -> None:
         self._now = self._port.actives()
+
+
+class ContractPartitions:
+    """The contract topic partitions this worker owns (what the arrival clock aligns), re-read
+    only when the owned set changes."""
+
+    def __init__(self, owned: OwnedPartitions, contract: frozenset[str]) -> None:
+        self._owned = owned
+        self._contract = contract
+        self._of: frozenset[TP] | None = None
+        self._tps: tuple[TP, ...] = ()
+
+    def __call__(self) -> tuple[TP, ...]:
+        now = self._owned()
+        if now is not self._of:
+            self._of = now
+            self._tps = tuple(sorted(tp for tp in now if tp[0] in self._contract))
+        return self._tps
 
 
 @dataclass
@@ -159,7 +178,6 @@ def agent_specs(settings: Settings, config: RulesConfig, blocklist: Blocklist) -
             [settings.topic(t) for t in upstream],
             [f"{app}-{t}" for t in internal],
             make[name],
-            bounded_by=[a.found_by for a in ADOPTIONS if a.owner == name],
             partitions=settings.partitions,
         )
     return specs
@@ -179,12 +197,20 @@ class PartitionChanges:
         for driver in self._ow.agents.values():
             driver.revoke(tps)
         self._ow.clock.forget(tps)
+        self._forget_arrivals(tps)
         self._moved()
 
     async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         # Reading resumes at the committed offset, which the clock asks for.
-        self._ow.clock.forget((tp.topic, tp.partition) for tp in assigned)
+        tps = [(tp.topic, tp.partition) for tp in assigned]
+        self._ow.clock.forget(tps)
+        self._forget_arrivals(tps)
         self._moved()
+
+    def _forget_arrivals(self, tps: list[TP]) -> None:
+        arrivals = self._ow.clocks.arrivals
+        if arrivals is not None:
+            arrivals.forget(tps)
 
     def _moved(self) -> None:
         if self._watermarks is not None:
@@ -245,7 +271,16 @@ def create_app(
     owned = OwnedPartitions(port)
     follower = BlocklistFollower(settings)
     specs = agent_specs(settings, config, Blocklist(lookup=follower.lookup))
-    clocks = AgentClocks(specs, clock, owned)
+    arrivals: ArrivalClock | None = None
+    if settings.clock == "event":
+        contract = {settings.topic(t): t for t in INPUT_TOPICS}
+        arrivals = ArrivalClock(
+            ContractPartitions(owned, frozenset(contract)),
+            clock.lagging,
+            contract.__getitem__,
+            max_skew=settings.max_skew_seconds or None,
+        )
+    clocks = AgentClocks(specs, clock, owned, arrivals)
     out = outputs if outputs is not None else KafkaOutputs(app)
     prefix, app_id = settings.topic, settings.app_id
     forwarder = Forwarder(out, clock, owned, settings.partitions, internal_prefix=f"{app_id}-")

@@ -59,6 +59,8 @@ class LagAwareClock:
     """Offsets (first, last) of a partition skipped by the consumer and being read again."""
     forwarded: dict[TP, int] = field(default_factory=dict)
     """Largest offset the broker acked for a message this worker forwarded, per partition."""
+    taken: dict[TP, int] = field(default_factory=dict)
+    """Largest offset of a repartition partition handed to its agent (its merge may hold it)."""
     foreign: dict[TP, dict[TP, tuple[float, bool]]] = field(default_factory=dict)
     """Per repartition partition, the last watermark each upstream partition another worker owns
     sent to it: (largest event time forwarded, caught up)."""
@@ -110,6 +112,15 @@ class LagAwareClock:
         if offset is not None and offset > self.forwarded.get(tp, -1):
             self.forwarded[tp] = offset
 
+    def took(self, tp: TP, offset: int) -> None:
+        """A message of repartition partition `tp` was handed to its agent (not offered yet)."""
+        if offset > self.taken.get(tp, -1):
+            self.taken[tp] = offset
+
+    def in_flight(self, tp: TP) -> bool:
+        """A message this worker forwarded to `tp` has not been handed to its agent yet."""
+        return self.pending.get(tp, 0) > 0 or self.forwarded.get(tp, -1) > self.taken.get(tp, -1)
+
     def lagging(self, tp: TP) -> bool:
         # Forwards are tracked by offset, not by count: messages other workers (or this worker
         # before a restart) forwarded to the same partition must not cancel ours out, and a
@@ -153,7 +164,12 @@ class LagAwareClock:
         return bound
 
     def now(
-        self, tps: Iterable[TP] = (), who: object = None, repartitioned: Iterable[TP] = (), bound: float = float("inf")
+        self,
+        tps: Iterable[TP] = (),
+        who: object = None,
+        repartitioned: Iterable[TP] = (),
+        bound: float = float("inf"),
+        aligned: Callable[[], float] | None = None,
     ) -> float:
         """The clock for an agent partition (`who`) whose events come from `tps` (its own input
         partitions and the upstream partitions that feed it through a repartition topic).
@@ -161,31 +177,38 @@ class LagAwareClock:
         A repartition topic mixes several upstream partitions, so its event times are not in
         order and its progress bounds nothing: while one of `repartitioned` lags (messages sent
         to it not consumed yet), the clock of `who` does not move at all. `bound` caps it (the
-        watermarks of upstream partitions other workers own, `foreign_bound`)."""
+        watermarks of upstream partitions other workers own, `foreign_bound`). In event mode,
+        `aligned` (the worker's arrival clock, streams.arrivals) gives the progress while inputs
+        lag, instead of the slowest lagging input's."""
         tps = list(tps)
         wall = self.wall()
         if any(self.lagging(tp) for tp in repartitioned):
             self._last_lag[who] = wall
             return self._last_now.get(who, float("-inf"))
-        now = min(self._now(tps, who, wall), bound)
+        now = min(self._now(tps, who, wall, aligned), bound)
         last = self._last_now.get(who, float("-inf"))
         if now < last:
             now = last  # a clock never runs backwards (a partition catching up lowers the bound)
         self._last_now[who] = now
         return now
 
-    def _now(self, tps: list[TP], who: object, wall: float) -> float:
+    def _now(self, tps: list[TP], who: object, wall: float, aligned: Callable[[], float] | None) -> float:
         lagging = [tp for tp in tps if self.lagging(tp)]
         if lagging:
             self._last_lag[who] = wall
         if self.mode == "event":
-            if lagging:
+            if lagging and aligned is not None:
+                base = aligned()
+            elif lagging:
                 # The slowest input with data still waiting in Kafka decides.
                 base = min(self._max_of(tp) for tp in lagging)
             elif wall - self._last_lag.get(who, float("-inf")) < self.idle_grace:
                 # Caught up only just: forwarded events may still be in flight to us.
-                known = [self._max_of(tp) for tp in tps if tp in self.progress]
-                base = min(known) if known else float("-inf")
+                if aligned is not None:
+                    base = aligned()
+                else:
+                    known = [self._max_of(tp) for tp in tps if tp in self.progress]
+                    base = min(known) if known else float("-inf")
             else:
                 base = self.drained_progress()  # all inputs drained: the worker's watermark
             return base - self.lateness
@@ -220,5 +243,6 @@ class LagAwareClock:
             self.progress.pop(tp, None)
             self.pending.pop(tp, None)
             self.forwarded.pop(tp, None)
+            self.taken.pop(tp, None)
             self.holes.pop(tp, None)
             self.foreign.pop(tp, None)  # the new owners of the sources send fresh watermarks

@@ -25,6 +25,7 @@ from orderwatch.errors import InvalidEvent
 from orderwatch.schemas.control import Adoption, Watermark, decode_control, decode_tick
 from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE, entity_of, parse_event
 from orderwatch.streams.agents import AgentClocks, AgentSpec
+from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.consumer_port import ConsumerPort
 from orderwatch.streams.dead_letters import DeadLetters
@@ -33,7 +34,7 @@ from orderwatch.streams.forwarding import Forwarder, upstream_of
 from orderwatch.streams.health import CrashLoop
 from orderwatch.streams.merge import TimestampMerge
 from orderwatch.streams.metrics import Metrics
-from orderwatch.streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime
+from orderwatch.streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime, Release
 
 __all__ = ["FLUSH_EVERY", "FLUSH_SECONDS", "AgentDriver", "StateStore"]
 
@@ -76,6 +77,23 @@ class _Held:
         return out
 
 
+class _Aligned:
+    """Whether a record of input `topic` stamped `ts_ms` may go now: records of contract topics
+    go in record-timestamp order across the worker's partitions (streams.arrivals); the others
+    (repartition inputs) are not aligned."""
+
+    __slots__ = ("_arrivals", "_contract")
+
+    def __init__(self, arrivals: ArrivalClock, contract: frozenset[str]) -> None:
+        self._arrivals, self._contract = arrivals, contract
+
+    def may_go(self, topic: str, ts_ms: int) -> bool:
+        return topic not in self._contract or self._arrivals.may_go(ts_ms)
+
+    def moved_at(self) -> float:
+        return self._arrivals.moved_at()
+
+
 class _Lagging:
     """Whether input `topic` of one agent partition may have records not handed to the agent yet."""
 
@@ -88,6 +106,18 @@ class _Lagging:
         return self._clock.lagging((topic, self._partition))
 
 
+class _InFlight:
+    """Whether a record this worker forwarded to input `topic` of one agent partition is on its way."""
+
+    __slots__ = ("_clock", "_partition")
+
+    def __init__(self, clock: LagAwareClock, partition: int) -> None:
+        self._clock, self._partition = clock, partition
+
+    def __call__(self, topic: str) -> bool:
+        return self._clock.in_flight((topic, self._partition))
+
+
 @dataclass
 class _Batch:
     """Events offered to a partition since its last flush, and when that was (loop time)."""
@@ -98,6 +128,10 @@ class _Batch:
     """Sends of the forwards of events offered since the last flush."""
     arrival: float | None = None
     """Largest record timestamp (seconds) of what this partition was handed."""
+    taken_ms: int | None = None
+    """Largest record timestamp (ms) it took (its merge let go): the arrival clock's `taken_ms`."""
+    early: list[Release[Any]] = field(default_factory=list)
+    """What releases before a late record applied (published and acked with the next flush)."""
 
 
 class AgentDriver:
@@ -137,10 +171,13 @@ class AgentDriver:
         self._repartitioned = frozenset(spec.repartitioned)
         self._merge_idle = merge_idle_seconds
         self._merge_max = merge_max_held
+        self._arrivals = clocks.arrivals
+        self._pumped_at = float("-inf")  # the arrival clock's `safe` when the merges were last pumped
+        self._lateness = clocks.clock.lateness
         if len(spec.inputs) > 1:
             # At zero from the start, as Metrics.initialise does for the other counters: rate()
             # sees a counter's first increase only from a sample before it.
-            for reason in ("idle", "overflow"):
+            for reason in ("idle", "overflow", "align"):
                 metrics.merge_forced.labels(self.name, reason)
         self.table: StateStore | None = None
         self.ready: asyncio.Event | None = None
@@ -175,11 +212,17 @@ class AgentDriver:
             rt = self.runtimes[partition] = PartitionRuntime(det, ledger=ledger)
             self._batches[partition] = _Batch()
             if len(self.spec.inputs) > 1:
+                aligned = None
+                if self._arrivals is not None:
+                    aligned = _Aligned(self._arrivals, frozenset(self._contract_topics).intersection(self.spec.inputs))
                 self.merges[partition] = TimestampMerge(
                     self.spec.inputs,
                     _Lagging(self._clock, partition),
                     idle_wait=self._merge_idle,
                     max_held=self._merge_max,
+                    aligned=aligned,
+                    by_time=self.spec.repartitioned,
+                    in_flight=_InFlight(self._clock, partition),
                 )
             log.info("%s: partition %s ready, %s keys restored", self.name, partition, len(det.states))
         return rt
@@ -206,7 +249,8 @@ class AgentDriver:
 
     def wants_tick(self, partition: int, rt: PartitionRuntime[Any]) -> bool:
         """Work the clock may have made due: buffered events, a timer, or records the merge holds."""
-        now = self._clocks.now(self.name, partition)
+        batch = self._batches.get(partition)
+        now = self._clocks.now(self.name, partition, taken_ms=batch.taken_ms if batch is not None else None)
         nxt = rt.detector.notify_at()
         merge = self.merges.get(partition)
         return (
@@ -264,7 +308,8 @@ class AgentDriver:
         partition = msg.partition
         merge = self.merges.get(partition)
         if merge is not None:
-            await self._offer_released(rt, stream, partition, merge)
+            self._batches[partition].offered += await self._offer_released(rt, stream, partition, merge)
+            await self._pump(stream, partition)
         await self.flush(rt, partition, stream)
         await stream.ack(event)  # a tick is not held in order: its topic is the agent's own
 
@@ -283,26 +328,55 @@ class AgentDriver:
         if stamp is not None and (batch.arrival is None or stamp > batch.arrival):
             batch.arrival = float(stamp)
         merge = self.merges.get(partition)
+        ms = _ms(stamp)
         if merge is None:
+            if batch.taken_ms is None or ms > batch.taken_ms:
+                batch.taken_ms = ms
             return int(await self._offer(rt, stream, event))
-        ms = round(float(stamp) * 1000) if stamp is not None else 0
         if not merge.push(msg.topic, msg.offset, ms, event):
             return 0  # this very offset is held already: the held copy is acked once applied
-        return await self._offer_released(rt, stream, partition, merge)
+        if msg.topic in self._repartitioned:
+            self._clock.took((msg.topic, partition), msg.offset)
+        elif self._arrivals is not None and msg.topic in self._contract_topics:
+            self._arrivals.received((msg.topic, partition), msg.offset, ms)
+        entered = await self._offer_released(rt, stream, partition, merge)
+        await self._pump(stream, partition)
+        return entered
+
+    async def _pump(self, stream: Any, partition: int) -> None:
+        """Aligned merges (event mode): what this partition took may be what the others were
+        waiting for (streams.arrivals), and no message of theirs may come to ask again (the end
+        of a replay): let them go on now. Their events are flushed by their own next message or
+        tick (a table write belongs to its own partition's message)."""
+        arrivals = self._arrivals
+        if arrivals is None or len(self.merges) < 2:
+            return
+        safe = arrivals.safe()
+        if safe <= self._pumped_at:
+            return
+        self._pumped_at = safe
+        for other, merge in list(self.merges.items()):
+            rt = self.runtimes.get(other)
+            if other != partition and merge.held and rt is not None:
+                self._batches[other].offered += await self._offer_released(rt, stream, other, merge)
 
     async def _offer_released(
         self, rt: PartitionRuntime[Any], stream: Any, partition: int, merge: TimestampMerge[Any]
     ) -> int:
         entered = 0
+        batch = self._batches[partition]
         # One at a time: offering a record moves the clock's view of its input, which the merge
         # asks (`lagging`) before it lets the next one go.
         while self._owns(partition, rt) and (released := merge.next()) is not None:
+            ms = _ms(released[1].message.timestamp)
+            if batch.taken_ms is None or ms > batch.taken_ms:
+                batch.taken_ms = ms
             entered += int(await self._offer(rt, stream, released[1]))
-        forced = merge.forced.idle + merge.forced.overflow
-        if forced:
-            self._metrics.merge_forced.labels(self.name, "idle").inc(merge.forced.idle)
-            self._metrics.merge_forced.labels(self.name, "overflow").inc(merge.forced.overflow)
-            merge.forced.idle = merge.forced.overflow = 0
+        forced = merge.forced
+        if forced.idle or forced.overflow or forced.align:
+            for reason in ("idle", "overflow", "align"):
+                self._metrics.merge_forced.labels(self.name, reason).inc(getattr(forced, reason))
+            forced.idle = forced.overflow = forced.align = 0
         return entered
 
     async def _offer(self, rt: PartitionRuntime[Any], stream: Any, event: Any) -> bool:
@@ -332,6 +406,7 @@ class AgentDriver:
                     self._check_placement(ev, t, contract_topic, msg.key)
         except InvalidEvent as exc:
             self._clock.observe(tp, msg.offset, None)
+            self._decided(msg)
             await self._dead_letters.send(msg, exc)
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
@@ -359,13 +434,17 @@ class AgentDriver:
         clock = self._clock
         if rt.waiting(tpkey, msg.offset):
             clock.observe(tp, msg.offset, t)
+            self._decided(msg)
             self._hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
+        if self._arrivals is not None:
+            self._catch_up_before(rt, partition, msg.timestamp, t)
         source = upstream_of(msg.headers) if msg.topic in self._repartitioned else None
         if not rt.offer(ev, t, tpkey, msg.offset, event, source):
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
             # or restart must not hand agents downstream a copy they may take for a late event.
             clock.observe(tp, msg.offset, t)
+            self._decided(msg)
             self._metrics.duplicates.labels(self.name).inc()
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
@@ -378,6 +457,7 @@ class AgentDriver:
         # After the forward: the progress the clock (and the watermarks) report covers only
         # events already handed to the producer.
         clock.observe(tp, msg.offset, t)
+        self._decided(msg, t)
         if t < rt.clock:
             # The clock promised nothing older would come: deadlines may have fired without it.
             self._metrics.late.labels(self.name, msg.topic).inc()
@@ -392,13 +472,34 @@ class AgentDriver:
         self._hold(tpkey, msg.offset, event)
         return True
 
+    def _decided(self, msg: Any, event_time: float | None = None) -> None:
+        """Tell the arrival clock a contract record was decided (with its event time: it entered
+        the reorder buffer)."""
+        if self._arrivals is not None and msg.topic in self._contract_topics:
+            self._arrivals.done((msg.topic, msg.partition), msg.offset, _ms(msg.timestamp), event_time)
+
+    def _catch_up_before(self, rt: PartitionRuntime[Any], partition: int, stamp: float | None, t: float) -> None:
+        """A record behind the clock it arrived at (the backtest's, as of just before its
+        timestamp): first apply what that clock made due, as the backtest did before it came, so
+        a deadline it would have missed fires before it (PAYMENT_WITHOUT_ORDER for an order the
+        order service delivered late) and it is applied late, in its turn."""
+        arrivals = self._arrivals
+        if arrivals is None or t >= arrivals.low() - self._lateness:
+            return  # not behind even the latest clock: it waits in the buffer for its time
+        before = self._clocks.now(self.name, partition, before_ms=_ms(stamp))
+        if t < before and rt.clock < before:
+            self._batches[partition].early.append(rt.release(before))
+
     # -- flush and acks --------------------------------------------------------------------
 
     async def flush(self, rt: PartitionRuntime[Any], partition: int, stream: Any) -> None:
         if not self._owns(partition, rt):
             return  # revoked meanwhile: its new owner reads what was not acked
-        released = rt.release(self._clocks.now(self.name, partition))
         batch = self._batches[partition]
+        released = rt.release(self._clocks.now(self.name, partition, taken_ms=batch.taken_ms))
+        if batch.early:
+            released = _joined([*batch.early, released])
+            batch.early = []
         forwards, batch.forwards = batch.forwards, []
         if released.emissions:
             # Before the state that says they happened.
@@ -481,3 +582,19 @@ class AgentDriver:
             await self._port.seek((topic, partition), start)
         else:
             log.info("%s: %s[%s] resumes at offset %s", self.name, topic, partition, offset)
+
+
+def _ms(stamp: float | None) -> int:
+    """A record timestamp (faust's seconds) in milliseconds, as Kafka keeps it (0: none)."""
+    return round(float(stamp) * 1000) if stamp is not None else 0
+
+
+def _joined(parts: list[Release[Any]]) -> Release[Any]:
+    """Several releases of one partition as one, in the order they happened."""
+    out: Release[Any] = Release()
+    for part in parts:
+        out.emissions += part.emissions
+        out.applied += part.applied
+        out.dropped += part.dropped
+        out.failed += part.failed
+    return out

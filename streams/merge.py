@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Forced", "TimestampMerge"]
+__all__ = ["Alignment", "Forced", "TimestampMerge"]
 
 Item = TypeVar("Item")
 
@@ -34,11 +34,26 @@ class Forced:
     """An input with lag had nothing fetched for `idle_wait` seconds."""
     overflow: int = 0
     """More than `max_held` records were held."""
+    align: int = 0
+    """A record waited `idle_wait` seconds for another partition to be read past its timestamp."""
+
+
+class Alignment(Protocol):
+    """Whether a record may go before records of other partitions (streams.arrivals)."""
+
+    def may_go(self, topic: str, ts_ms: int) -> bool:
+        """No record stamped earlier is still to come."""
+        ...
+
+    def moved_at(self) -> float:
+        """When the partitions last moved (the merge's `wall` clock)."""
+        ...
 
 
 @dataclass
 class _Input(Generic[Item]):
-    heap: list[tuple[int, int, Item]] = field(default_factory=list)  # (offset, timestamp ms, item)
+    heap: list[tuple[int, int, int, Item]] = field(default_factory=list)
+    """(offset, or timestamp ms for an input `by_time`; offset; timestamp ms; item)"""
     offsets: set[int] = field(default_factory=set)
     blocked_since: float | None = None
     """When this input was first found empty with lag while others had records."""
@@ -50,7 +65,10 @@ class TimestampMerge(Generic[Item]):
     after a seek goes back in front); a record already held (same offset) is not held twice.
 
     `lagging(topic)`: the input may have records in Kafka this merge has not been handed yet
-    (what the lag-aware clock says of the partition)."""
+    (what the lag-aware clock says of the partition). Inputs `by_time` (repartition topics: several
+    upstream partitions forwarded into one, their offsets not in timestamp order) are taken in
+    timestamp order instead, and waited for while `in_flight(topic)`: a record sent to it has not
+    been handed to the merge yet, and may be older than what it holds."""
 
     def __init__(
         self,
@@ -60,6 +78,9 @@ class TimestampMerge(Generic[Item]):
         idle_wait: float = 3.0,
         max_held: int = 10_000,
         wall: Callable[[], float] = time.monotonic,
+        aligned: Alignment | None = None,
+        by_time: Collection[str] = (),
+        in_flight: Callable[[str], bool] = lambda topic: False,
     ) -> None:
         if idle_wait < 0 or max_held < 1:
             msg = f"idle_wait >= 0 and max_held >= 1 expected, got {idle_wait!r}, {max_held!r}"
@@ -72,6 +93,10 @@ class TimestampMerge(Generic[Item]):
         self._wall = wall
         self.held = 0
         self.forced = Forced()
+        self._aligned = aligned
+        self._unaligned_since: float | None = None
+        self._by_time = frozenset(by_time)
+        self._in_flight = in_flight
 
     def push(self, topic: str, offset: int, timestamp_ms: int, item: Item) -> bool:
         """Hold one record; False when that offset of `topic` is held already (a re-delivery)."""
@@ -79,7 +104,7 @@ class TimestampMerge(Generic[Item]):
         if offset in box.offsets:
             return False
         box.offsets.add(offset)
-        heapq.heappush(box.heap, (offset, timestamp_ms, item))
+        heapq.heappush(box.heap, (timestamp_ms if topic in self._by_time else offset, offset, timestamp_ms, item))
         box.blocked_since = None
         self.held += 1
         return True
@@ -100,16 +125,32 @@ class TimestampMerge(Generic[Item]):
         """The record that must be applied next, if it may go now."""
         if not self.held:
             return None
-        waiting = self._waiting_for(self._wall())
+        now = self._wall()
+        waiting = self._waiting_for(now)
         if waiting and self.held <= self.max_held:
             return None
+        topic = self._head()
+        box = self._inputs[topic]
+        aligned = self._aligned
+        if not waiting and aligned is not None and not aligned.may_go(topic, box.heap[0][2]):
+            # Another partition has not been read past this record's timestamp yet (the aligned
+            # clock, streams.arrivals): wait for it while the partitions move; once none moved
+            # for idle_wait (one stalled), stop waiting until they are aligned again.
+            if self._unaligned_since is None:
+                self._unaligned_since = now
+            since = max(self._unaligned_since, aligned.moved_at())
+            if now - since < self.idle_wait and self.held <= self.max_held:
+                return None
+            waiting = self.held > self.max_held
+            if not waiting:
+                self.forced.align += 1
+        else:
+            self._unaligned_since = None
         if waiting:
             self.forced.overflow += 1
         elif self._expired:
             self.forced.idle += 1
-        topic = self._head()
-        box = self._inputs[topic]
-        offset, _, item = heapq.heappop(box.heap)
+        _, offset, _, item = heapq.heappop(box.heap)
         box.offsets.discard(offset)
         self.held -= 1
         return topic, item
@@ -120,9 +161,13 @@ class TimestampMerge(Generic[Item]):
         self._expired = False
         waiting = False
         for topic, box in self._inputs.items():
-            if box.heap:
+            if topic in self._by_time:
+                if not self._in_flight(topic) and (box.heap or not self._lagging(topic)):
+                    box.blocked_since = None
+                    continue
+            elif box.heap:
                 continue
-            if not self._lagging(topic):
+            elif not self._lagging(topic):
                 box.blocked_since = None
                 continue
             if box.blocked_since is None:
@@ -140,7 +185,7 @@ class TimestampMerge(Generic[Item]):
         choice = ""
         for topic, box in self._inputs.items():
             if box.heap:
-                key = (box.heap[0][1], self._order[topic])
+                key = (box.heap[0][2], self._order[topic])
                 if best is None or key < best:
                     best, choice = key, topic
         return choice
@@ -156,3 +201,4 @@ class TimestampMerge(Generic[Item]):
             box.offsets.clear()
             box.blocked_since = None
         self.held = 0
+        self._unaligned_since = None

@@ -51,4 +51,4 @@ def test_prometheus_config_scrapes_both_workers_with_the_rules() -> None:
         [require_binary("promtool"), "check", "config", str(config_path)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "18 rules found" in out.stdout
+    assert "19 rules found" in out.stdout

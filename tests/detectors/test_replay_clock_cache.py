@@ -1,4 +1,4 @@
-"""EventTimeReplay keeps the slowest active source's progress cached between pushes and
+"""EventTimeReplay (its ArrivalWatermark) keeps the slowest active source's progress cached between pushes and
 recomputes it only when it can have moved (tests the shortcut against the full computation
 after every push, over random multi-source streams with jumps, idle sources and late events)."""
 
@@ -46,11 +46,7 @@ def _source(ev: Any) -> str:
 def _full(replay: EventTimeReplay) -> float:
     """The definition: the smallest progress among sources that delivered one of the last
     `idle_after` events and have any accepted progress (-inf when none)."""
-    horizon = replay._arrivals - replay.idle_after
-    active = [
-        replay._progress[s] for s, last in replay._last_arrival.items() if last > horizon and s in replay._progress
-    ]
-    return min(active, default=float("-inf"))
+    return replay.arrivals.full_minimum()
 
 
 _STEP = st.tuples(
@@ -75,6 +71,6 @@ def test_the_cached_minimum_always_equals_the_full_computation(
         with contextlib.suppress(InvalidEvent):  # too far behind: refused before the clock moves
             replay.push(_Ev(f"e{n}", _Time(when), source))
         replay.refused.clear()
-        assert replay._slowest == _full(replay)
+        assert replay.arrivals.low == _full(replay)
         # and the watermark never lags behind what the full computation allows
         assert replay.watermark >= _full(replay) - replay.lateness or _full(replay) == float("-inf")

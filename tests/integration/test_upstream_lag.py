@@ -2,8 +2,9 @@
 order.created 30 minutes late, their payments on time. `backtest` on the arrival-ordered file
 raises PAYMENT_WITHOUT_ORDER for those orders and resolves it when the order arrives; a worker
 replaying the published stream with `--clock event` must emit the same exceptions, id for id,
-because it merges the co-partitioned order topics in record-timestamp order (streams.merge). So
-must a worker stopped partway and restarted later (catch-up)."""
+because it takes the contract records in record-timestamp order across its partitions
+(streams.merge, streams.arrivals) and its clock is the backtest's clock over them. So must a
+worker stopped partway and restarted later (catch-up)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.timeout(420),
-    # Known gap (session 5): the merge hands records over in arrival order, but the reorder
-    # buffer then applies what it holds in event-time order up to a live clock that other agents
-    # hold back, so a late order.created is applied before the deadline its payment's arrival
-    # made due; the worker misses those PAYMENT_WITHOUT_ORDER (opened and resolved). Strict: the
-    # day the live clock follows the arrivals, these pass and the marker must go.
-    pytest.mark.xfail(strict=True, reason="live clock does not yet follow the merged arrivals (see module)"),
 ]
 
 DELAY = 30 * 60.0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from orderwatch.streams.clock import LagAwareClock
 
 A, B, R = ("orders", 0), ("payments", 0), ("inbox", 0)
@@ -174,33 +172,6 @@ def test_the_delivered_run_is_what_came_since_the_assignment_without_a_skipped_o
     assert clock.delivered_run(A) == (7, 7)
 
 
-def test_an_agent_bounded_by_another_never_lifts_that_agents_watermark_cap() -> None:
-    from orderwatch.streams.agents import AgentClocks, AgentSpec
-
-    def agent(name: str, inputs: list[str], upstream: list[str], repartitioned: list[str]) -> AgentSpec:
-        no_detector: Any = None  # the clock never builds one
-        return AgentSpec(name, inputs, f"ticks-{name}", upstream, repartitioned, no_detector, partitions=2)
-
-    agents = {
-        "orders": agent("orders", ["orders", "inbox"], ["inventory"], ["inbox"]),
-        "customer": agent("customer", ["by-customer"], ["orders"], ["by-customer"]),
-    }
-    agents["orders"].bounded_by = ["customer"]
-    clock = LagAwareClock(mode="wall", lateness=60.0, wall=lambda: 5_000.0, highwater=lambda tp: 0)
-    # This worker owns partition 0 of everything; partition 1 is another worker's.
-    actives = frozenset({("orders", 0), ("inbox", 0), ("by-customer", 0), ("inventory", 0)})
-    clock.watermark(("inbox", 0), ("inventory", 1), None, idle=True)
-    clock.watermark(("by-customer", 0), ("orders", 1), 2_000.0, idle=False)  # busy, behind
-    clocks = AgentClocks(agents, clock, lambda: actives)
-
-    def now(name: str) -> float:
-        return clocks.now(name, 0)
-
-    assert now("customer") == 2_000.0 - 60.0
-    assert now("orders") == 2_000.0 - 60.0  # bounded by the customer agent's capped clock
-    assert now("customer") == 2_000.0 - 60.0  # and asking did not move the cap
-
-
 def test_a_lone_partition_far_ahead_does_not_decide_a_drained_replay() -> None:
     # Issue 9: one inventory snapshot a day ahead used to move the drained event clock a day on.
     day = 86_400.0
@@ -215,3 +186,18 @@ def test_a_lone_partition_far_ahead_does_not_decide_a_drained_replay() -> None:
     off.observe(("orders", 0), 9, 1000.0)
     off.observe(("inventory", 0), 9, 1000.0 + day)
     assert off.now([("orders", 0)], who="a") == 1000.0 + day - 60
+
+
+def test_a_forward_is_in_flight_until_its_partition_hands_it_to_the_agent() -> None:
+    clock = LagAwareClock(mode="event", highwater=lambda tp: 10)
+    inbox = ("inbox", 0)
+    assert not clock.in_flight(inbox)
+    clock.sent(inbox)
+    assert clock.in_flight(inbox)  # not acked by the broker yet
+    clock.delivered(inbox, 7)
+    assert clock.in_flight(inbox)  # acked at 7; the agent took nothing past 6
+    clock.took(inbox, 7)
+    assert not clock.in_flight(inbox)
+    assert clock.lagging(inbox)  # taken (its merge holds it) is not consumed
+    clock.forget([inbox])
+    assert not clock.in_flight(inbox)

@@ -100,3 +100,64 @@ def test_with_every_input_handed_whole_the_output_is_sorted_by_timestamp(records
     stamps_out = [int(item.split(":")[1]) for _, item in out]
     assert stamps_out == sorted(stamps_out)
     assert len(out) == len(records)
+
+
+class Aligned:
+    """A stand-in for the arrival clock's view (streams.arrivals): records of `contract` topics
+    may go up to `safe`; `moved` is when that last moved."""
+
+    def __init__(self, contract: set[str]) -> None:
+        self.contract = contract
+        self.safe = 0
+        self.moved = 0.0
+
+    def may_go(self, topic: str, ts_ms: int) -> bool:
+        return topic not in self.contract or ts_ms - 1 <= self.safe
+
+    def moved_at(self) -> float:
+        return self.moved
+
+
+def test_a_contract_record_waits_for_the_other_partitions_while_they_move_then_gives_up_on_a_stall() -> None:
+    wall = Wall()
+    aligned = Aligned({"orders", "payments"})
+    m: TimestampMerge[str] = TimestampMerge(["orders", "payments"], lambda t: False, wall=wall, aligned=aligned)
+    m.push("orders", 0, 300, "o@300")
+    m.push("orders", 1, 400, "o@400")
+    assert m.release() == []  # another partition has not been read past 299 yet
+    aligned.safe = 299
+    assert m.release() == [("orders", "o@300")]  # its turn; 400 is not yet
+    wall.t, aligned.moved = 2.5, 2.5
+    assert m.release() == []  # still waiting: the partitions moved 0 s ago
+    wall.t = 5.6  # nothing moved for the idle wait (3 s): a stalled partition
+    assert m.release() == [("orders", "o@400")]
+    assert m.forced.align == 1
+    m.push("orders", 2, 500, "o@500")
+    assert m.release() == [("orders", "o@500")]  # no second wait while nothing moves
+    assert m.forced.align == 2
+    aligned.safe, aligned.moved = 1_000, 6.0
+    m.push("orders", 3, 900, "o@900")
+    assert m.release() == [("orders", "o@900")]  # aligned again: not forced
+    assert m.forced.align == 2
+
+
+def test_a_repartition_input_goes_in_timestamp_order_and_is_waited_for_while_a_forward_is_in_flight() -> None:
+    wall = Wall()
+    in_flight: set[str] = set()
+    m: TimestampMerge[str] = TimestampMerge(
+        ["orders", "inbox"], lambda t: False, wall=wall, by_time=["inbox"], in_flight=lambda t: t in in_flight
+    )
+    # Forwards from several upstream partitions: offsets not in timestamp order.
+    m.push("inbox", 0, 700, "i@700")
+    m.push("inbox", 1, 200, "i@200")
+    m.push("orders", 0, 500, "o@500")
+    in_flight.add("inbox")  # one more forward sent, not here yet: it may be older than o@500
+    assert m.release() == []
+    in_flight.clear()
+    assert m.release() == [("inbox", "i@200"), ("orders", "o@500"), ("inbox", "i@700")]
+    in_flight.add("inbox")
+    m.push("orders", 1, 800, "o@800")
+    assert m.release() == []
+    wall.t = 3.5  # never arrived within the idle wait: given up on, counted
+    assert m.release() == [("orders", "o@800")]
+    assert m.forced.idle == 1
