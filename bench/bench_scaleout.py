@@ -5,7 +5,8 @@ each table store: a worker joins a group whose worker holds the state (changelog
 half), then the first worker is killed and the second takes everything over.
 
     .venv/bin/python bench/bench_scaleout.py [--orders 3000] [--open-orders 100000]
-        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover] [--replay-levers ';fold-heap']
+        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover]
+        [--replay-levers ';fold-heap'] [--replay-profile]
 
 --replay-levers replays the open orders with one worker per lever (bench/worker_shim.py), before
 the takeovers (`--stores ''` for none).
@@ -35,6 +36,7 @@ from bench.bench_backtest import _event, machine  # noqa: E402
 from bench.bench_runtime import (  # noqa: E402
     committed_total,
     process_cpu_seconds,
+    profile_buckets,
     spawn_shim,
     worker_run,
 )
@@ -270,9 +272,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 figures["open_orders_replay"] = []
                 for i, lv in enumerate(args.replay_levers.split(";")):
                     own = base.model_copy(update={"app_id": f"{base.app_id}-r{i}"})
+                    prof = tmp / f"replay{i}.prof" if args.replay_profile else None
                     with (tmp / f"replay{i}.log").open("wb") as log:
-                        r = await worker_run(own, n, log, levers=lv)
+                        r = await worker_run(own, n, log, levers=lv, profile=prof)
                     r.pop("settings", None)
+                    if prof is not None:
+                        r["profile"] = profile_buckets(prof)  # py-spy samples it, a little slower
                     figures["open_orders_replay"].append(r)
                     shown = {k: v for k, v in r.items() if k != "census"}
                     print(f"open orders replay {lv or 'baseline'}: {json.dumps(shown)}", flush=True)
@@ -294,6 +299,7 @@ def main() -> int:
     ap.add_argument("--stores", default="memory://,rocksdb://")
     ap.add_argument("--skip-pair", action="store_true")
     ap.add_argument("--skip-takeover", action="store_true")
+    ap.add_argument("--replay-profile", action="store_true", help="sample those replays with py-spy")
     ap.add_argument(
         "--replay-levers", default=None, help="';'-separated levers: replay the open orders once per lever ('' = none)"
     )
