@@ -1,10 +1,15 @@
-"""Runtime benchmark on the local stack: worker throughput against a raw aiokafka consumer reading
-the same topics in the same run and to a bare faust agent (decode and ack only: faust's own
-ceiling), detection latency after a deadline (wall clock), broker start.
+"""Runtime benchmark on the local stack (issue 10): on one published simulated stream, in one run,
+the real `--clock event` worker (bench/worker_shim.py, optionally with in-process levers), a faust
+skeleton of orderwatch's shape without its work (bench/faust_skeleton.py) and a bare faust agent
+(bench/faust_bare.py): events per second and process CPU per event from spawn (start-up
+included), their ratios, what each produced per event (census), a py-spy profile split into
+buckets; then a `--clock wall` worker's detection latency after PAYMENT_WITHOUT_ORDER deadlines.
 
-    make stack-up && .venv/bin/python bench/bench_runtime.py [--orders 5000] [--deadlines 200]
+    .venv/bin/python bench/bench_runtime.py [--orders 3000] [--rounds 1] [--levers 'uvloop;flush=0.2:5000']
+        [--python-alt /path/to/python3.12 --alt-levers eager] [--profile] [--deadlines 200] [--skip-latency]
 
-Figures are measured, never asserted; results go to bench/results/runtime-*.json.
+--profile needs py-spy in the venv (`.venv/bin/pip install py-spy`). Figures are measured, never
+asserted; results go to bench/results/runtime-*.json (bench/results/README.md says what each is).
 """
 
 from __future__ import annotations
@@ -462,7 +467,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             n += 1
             return settings.model_copy(update={"app_id": f"ow-{run}-{tag}{n}"})
 
-        levers = [lv for lv in (args.levers.split(";") if args.levers else DEFAULT_LEVERS) if lv]
+        levers = [lv for lv in (args.levers.split(";") if args.levers is not None else DEFAULT_LEVERS) if lv]
         for r in range(args.rounds):
             row: dict[str, Any] = {}
             # The worker first: the skeleton makes as many table writes per event as it did.
@@ -547,26 +552,34 @@ def main() -> int:
     ap.add_argument("--levers", default=None, help="';'-separated BENCH_LEVERS, one worker run each ('' for none)")
     ap.add_argument("--python-alt", default=None, help="a python with orderwatch installed: more runs")
     ap.add_argument("--alt-levers", default="eager", help="';'-separated levers of the --python-alt runs")
-    ap.add_argument("--profile", action="store_true", help="one more worker run under yappi: CPU split into buckets")
+    ap.add_argument(
+        "--profile", action="store_true", help="one more worker run sampled by py-spy: CPU split into buckets"
+    )
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--broker-restart", action="store_true", help="also restart the stack and time the broker start")
     args = ap.parse_args()
     start = broker_start_seconds() if args.broker_restart else {}
     figures = asyncio.run(main_async(args))
     figures.update(start)
+    write_report("runtime", figures)
+    return 0
+
+
+def write_report(benchmark: str, figures: dict[str, Any]) -> Path:
+    """bench/results/<benchmark>-<UTC stamp>.json: machine, date, this command, the figures."""
     stamp = datetime.now(UTC)
     report = {
-        "benchmark": "runtime",
+        "benchmark": benchmark,
         "date": stamp.isoformat(timespec="seconds"),
         "machine": machine(),
-        "command": " ".join([".venv/bin/python", "bench/bench_runtime.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "figures": figures,
     }
-    out = ROOT / "bench" / "results" / f"runtime-{stamp:%Y%m%d-%H%M%S}.json"
+    out = ROOT / "bench" / "results" / f"{benchmark}-{stamp:%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(json.dumps(figures, indent=2, default=str))
     print(f"wrote {out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

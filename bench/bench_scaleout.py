@@ -32,13 +32,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_backtest import _event, machine  # noqa: E402
+from bench.bench_backtest import _event  # noqa: E402
 from bench.bench_runtime import (  # noqa: E402
     committed_total,
     process_cpu_seconds,
     profile_buckets,
     spawn_shim,
     worker_run,
+    write_report,
 )
 from orderwatch.backtest import open_lines  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
@@ -304,19 +305,7 @@ def main() -> int:
         "--replay-levers", default=None, help="';'-separated levers: replay the open orders once per lever ('' = none)"
     )
     args = ap.parse_args()
-    figures = asyncio.run(main_async(args))
-    stamp = datetime.now(UTC)
-    report = {
-        "benchmark": "scaleout",
-        "date": stamp.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "command": " ".join([".venv/bin/python", "bench/bench_scaleout.py", *sys.argv[1:]]),
-        "figures": figures,
-    }
-    out = ROOT / "bench" / "results" / f"scaleout-{stamp:%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(json.dumps(figures, indent=2, default=str))
-    print(f"wrote {out}")
+    write_report("scaleout", asyncio.run(main_async(args)))
     return 0
 
 
