@@ -78,6 +78,7 @@ class ArrivalClock:
         self.watermark: ArrivalWatermark[None] = ArrivalWatermark(max_skew=max_skew, idle_after=idle_after)
         self._pending: dict[TP, _Pending] = {}
         self._decided: dict[TP, int] = {}  # largest timestamp decided per partition
+        self._stream_time: dict[TP, int] = {}  # largest timestamp received per partition
         self._fold: list[tuple[int, int, float, str]] = []  # (ts ms, seq, event time, source)
         self._seq = 0
         self.folded = -(2**63)
@@ -93,7 +94,13 @@ class ArrivalClock:
         box = self._pending.get(tp)
         if box is None:
             box = self._pending[tp] = _Pending()
-        heapq.heappush(box.heap, (ts_ms, offset))
+        # A partition's records come in offset order, so one stamped earlier than a record
+        # before it (another producer's clock; a message written after a fast publish) counts at
+        # the partition's time, as Kafka Streams does: otherwise it would hold every partition
+        # back until the records before it in its own partition went, which wait for it.
+        stamp = max(ts_ms, self._stream_time.get(tp, ts_ms))
+        self._stream_time[tp] = stamp
+        heapq.heappush(box.heap, (stamp, offset))
 
     def done(self, tp: TP, offset: int, ts_ms: int, event_time: float | None = None) -> None:
         """That record was decided: with `event_time` when it entered a reorder buffer (it then
@@ -112,6 +119,7 @@ class ArrivalClock:
         for tp in tps:
             self._pending.pop(tp, None)
             self._decided.pop(tp, None)
+            self._stream_time.pop(tp, None)
 
     # -- what they ask ------------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class TimestampMerge(Generic[Item]):
         self.forced = Forced()
         self._aligned = aligned
         self._unaligned_since: float | None = None
+        self._forcing = False
         self._by_time = frozenset(by_time)
         self._in_flight = in_flight
 
@@ -138,14 +139,18 @@ class TimestampMerge(Generic[Item]):
             # for idle_wait (one stalled), stop waiting until they are aligned again.
             if self._unaligned_since is None:
                 self._unaligned_since = now
-            since = max(self._unaligned_since, aligned.moved_at())
+            # Once given up, go on until aligned again: a partition that moves only as records
+            # are forced past it would otherwise restart the wait for every record.
+            since = self._unaligned_since if self._forcing else max(self._unaligned_since, aligned.moved_at())
             if now - since < self.idle_wait and self.held <= self.max_held:
                 return None
+            self._forcing = True
             waiting = self.held > self.max_held
             if not waiting:
                 self.forced.align += 1
         else:
             self._unaligned_since = None
+            self._forcing = False
         if waiting:
             self.forced.overflow += 1
         elif self._expired:
@@ -202,3 +207,4 @@ class TimestampMerge(Generic[Item]):
             box.blocked_since = None
         self.held = 0
         self._unaligned_since = None
+        self._forcing = False

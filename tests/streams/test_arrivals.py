@@ -145,3 +145,21 @@ def test_whatever_order_partitions_are_read_in_the_clock_is_the_one_of_the_times
                 c.done(oldest, offset, ts, t)
     assert c.safe() == float("inf")
     assert c.low() == reference.low
+
+
+def test_a_record_stamped_earlier_than_the_one_before_it_counts_at_its_partitions_time() -> None:
+    # A message written after a fast publish (whose stamps ran ahead of the wall clock) carries an
+    # older timestamp than the records before it: held at its own stamp, it would hold every
+    # partition back while the records before it in its own partition waited for it.
+    w = World([O0, P0])
+    c = w.clock()
+    c.received(O0, 0, 5_000)
+    c.received(O0, 1, 1_000)  # stamped earlier, behind offset 0
+    c.received(P0, 0, 6_000)
+    assert c.may_go(5_000)  # orders@0 is next: nothing older is still to come
+    c.done(O0, 0, 5_000, 1.0)
+    assert c.safe() == 4_999  # orders@1 counts at 5000, the partition's time
+    c.done(O0, 1, 1_000)
+    assert not c.may_go(6_000)  # orders[0] lags: its next record may be older than 6000
+    w.lagging.discard(O0)
+    assert c.may_go(6_000)
