@@ -1,5 +1,5 @@
-"""`orderwatch worker` with the levers of issue 10 applied in-process, and an optional profile: how
-bench_runtime.py measures a change to the runtime without editing the runtime's files.
+"""`orderwatch worker` with the levers of issue 10 applied in-process: how bench_runtime.py
+measures a change to the runtime without editing the runtime's files.
 
     BENCH_LEVERS=flush=0.2:5000,metrics-cache python bench/worker_shim.py worker --clock event --no-handlers
 
@@ -9,7 +9,7 @@ bench/results/README.md):
     flush=SECONDS:EVERY  streams.driver.FLUSH_SECONDS / FLUSH_EVERY (the driver reads them per event)
     metrics-cache        prometheus_client's `labels()` answers from a per-metric dict of children
     no-monitor           faust's Monitor sensor (per-message bookkeeping nothing here reads) removed
-    uvloop               uvloop's event loop policy
+    uvloop               uvloop's event loop policy (not a dependency: `.venv/bin/pip install uvloop`)
     eager                asyncio.eager_task_factory on every new loop (Python 3.12+)
     fold-heap            streams.runtime.Ledger folds applied upstream offsets through a min-heap
                          per upstream partition instead of rebuilding the set of those above on
