@@ -1,10 +1,15 @@
-"""Runtime benchmark on the local stack: worker throughput against a raw aiokafka consumer reading
-the same topics in the same run and to a bare faust agent (decode and ack only: faust's own
-ceiling), detection latency after a deadline (wall clock), broker start.
+"""Runtime benchmark on the local stack (issue 10): on one published simulated stream, in one run,
+the real `--clock event` worker (bench/worker_shim.py, optionally with in-process levers), a faust
+skeleton of orderwatch's shape without its work (bench/faust_skeleton.py) and a bare faust agent
+(bench/faust_bare.py): events per second and process CPU per event from spawn (start-up
+included), their ratios, what each produced per event (census), a py-spy profile split into
+buckets; then a `--clock wall` worker's detection latency after PAYMENT_WITHOUT_ORDER deadlines.
 
-    make stack-up && .venv/bin/python bench/bench_runtime.py [--orders 5000] [--deadlines 200]
+    .venv/bin/python bench/bench_runtime.py [--orders 3000] [--rounds 1] [--levers 'uvloop;flush=0.2:5000']
+        [--python-alt /path/to/python3.12 --alt-levers eager] [--profile] [--deadlines 200] [--skip-latency]
 
-Figures are measured, never asserted; results go to bench/results/runtime-*.json.
+--profile needs py-spy in the venv (`.venv/bin/pip install py-spy`). Figures are measured, never
+asserted; results go to bench/results/runtime-*.json (bench/results/README.md says what each is).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,11 +37,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 
 from bench.bench_backtest import machine  # noqa: E402
 from orderwatch.backtest import open_lines  # noqa: E402
+from orderwatch.detectors.blocklist import Blocklist  # noqa: E402
+from orderwatch.detectors.config import RulesConfig  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
+from orderwatch.streams.app import AGENTS, agent_specs  # noqa: E402
 from orderwatch.streams.publish import publish_lines  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
 from orderwatch.streams.topics import ensure_topics  # noqa: E402
-from orderwatch.streams.worker import committed_offsets  # noqa: E402
+from orderwatch.streams.worker import committed_offsets, worker_env  # noqa: E402
 from tests.support.worker import spawn_worker, stop_worker  # noqa: E402
 
 INPUTS = ("orders", "payments", "inventory", "logistics")
@@ -76,9 +85,14 @@ async def raw_consume_seconds(settings: Settings, total: int) -> float:
         await consumer.stop()
 
 
-def faust_bare_events_per_s(settings: Settings, total: int) -> float | None:
+def _child_figures(out: str, marker: str) -> dict[str, Any] | None:
+    m = re.search(re.escape(marker) + r": (\{.*\})", out)
+    return json.loads(m.group(1)) if m else None
+
+
+def faust_bare(settings: Settings, total: int) -> dict[str, Any]:
     """The ceiling of any faust agent here: bench/faust_bare.py (decode and ack, nothing else)
-    reading the same topics in the same run."""
+    reading the same topics in the same run. Wall seconds and CPU seconds include its start-up."""
     env = {
         **os.environ,
         "BARE_TOPICS": ",".join(settings.topic(t) for t in INPUTS),
@@ -91,11 +105,104 @@ def faust_bare_events_per_s(settings: Settings, total: int) -> float | None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
-    m = re.search(r"faust bare agent: \d+ events, (\d+) events/s", out.stdout + out.stderr)
-    return float(m.group(1)) if m else None
+    text = out.stdout + out.stderr
+    m = re.search(r"faust bare agent: \d+ events, (\d+) events/s", text)
+    totals = _child_figures(text, "faust bare totals") or {}
+    return {"events_per_s_after_first": float(m.group(1)) if m else None, **totals}
+
+
+async def faust_skeleton(settings: Settings, total: int, writes: dict[str, float] | None = None) -> dict[str, Any]:
+    """bench/faust_skeleton.py: orderwatch's shape without its work, under its own app id (its own
+    group, repartition, tick and changelog topics), on the same inputs."""
+    await ensure_topics(settings)
+    exceptions_before = await exceptions_count(settings)
+    env = {**worker_env(settings), "SKEL_TOTAL": str(total)}
+    if writes is not None:
+        env["SKEL_WRITES"] = json.dumps(writes)
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "bench" / "faust_skeleton.py"),
+        "worker",
+        "-l",
+        "warn",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    raw, _ = await asyncio.wait_for(proc.communicate(), timeout=900)
+    wall = time.perf_counter() - started
+    figures = _child_figures(raw.decode(errors="replace"), "faust skeleton")
+    if figures is None:
+        tail = raw.decode(errors="replace")[-3000:]
+        msg = f"the skeleton gave no figures (exit {proc.returncode}):\n{tail}"
+        raise RuntimeError(msg)
+    figures["wall_seconds_seen_by_bench"] = wall
+    figures["census"] = await census(settings, figures["events"], exceptions_before)
+    return figures
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def end_offsets(settings: Settings, topics: list[str]) -> dict[str, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        tps = [TopicPartition(t, p) for t in topics if t in existing for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        starts = await consumer.beginning_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    out: dict[str, int] = {}
+    for tp, end in ends.items():
+        out[tp.topic] = out.get(tp.topic, 0) + end - starts[tp]
+    return out
+
+
+async def census(settings: Settings, events: int, exceptions_before: int = 0) -> dict[str, Any]:
+    """Messages the run produced per input event, by kind (its app id's topics are its own; the
+    order-exceptions topic is shared by the runs on one stream: counted from `exceptions_before`)."""
+    app = settings.app_id
+    kinds = {
+        "forwards": [f"{app}-order-inbox", f"{app}-by-address", f"{app}-by-customer", f"{app}-by-provider"],
+        "table_writes": [f"{app}-{a}-state-changelog" for a in AGENTS],
+        "ticks": [f"{app}-ticks-{a}" for a in AGENTS],
+        "exceptions": [settings.topic("order-exceptions")],
+    }
+    counts = await end_offsets(settings, [t for ts in kinds.values() for t in ts])
+    out: dict[str, Any] = {}
+    for kind, topics in kinds.items():
+        n = sum(counts.get(t, 0) for t in topics) - (exceptions_before if kind == "exceptions" else 0)
+        out[kind] = n
+        out[f"{kind}_per_event"] = round(n / events, 3) if events else None
+    out["table_writes_by_agent"] = {a: counts.get(f"{app}-{a}-state-changelog", 0) for a in AGENTS}
+    out["by_topic"] = counts
+    return out
+
+
+def write_rates(settings: Settings, worker_census: dict[str, Any], published: dict[str, int]) -> dict[str, float]:
+    """Table writes per event the worker's agents made (changed keys and ledgers, over the events
+    each agent read), for the skeleton to make as many."""
+    counts = {**worker_census["by_topic"], **published}
+    specs = agent_specs(settings, RulesConfig(), Blocklist())
+    rates: dict[str, float] = {}
+    for name, spec in specs.items():
+        read = sum(counts.get(t, 0) for t in spec.inputs)
+        rates[name] = worker_census["table_writes_by_agent"][name] / read if read else 0.0
+    return rates
+
+
+async def exceptions_count(settings: Settings) -> int:
+    topic = settings.topic("order-exceptions")
+    return (await end_offsets(settings, [topic])).get(topic, 0)
 
 
 async def committed_total(settings: Settings) -> int:
@@ -103,35 +210,94 @@ async def committed_total(settings: Settings) -> int:
     return sum(off for (topic, _), off in (await committed_offsets(settings)).items() if topic in inputs)
 
 
-async def worker_throughput(settings: Settings, total: int, log: Any) -> dict[str, float]:
-    proc = spawn_worker(settings, "event", log)
+def spawn_shim(settings: Settings, log: Any, *, levers: str = "", python: str | None = None) -> subprocess.Popen[bytes]:
+    """`orderwatch worker --clock event --no-handlers` through bench/worker_shim.py (levers, profile)."""
+    env = {**worker_env(settings), "BENCH_LEVERS": levers}
+    return subprocess.Popen(
+        [python or sys.executable, str(ROOT / "bench/worker_shim.py"), "worker", "--clock", "event", "--no-handlers"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def worker_run(
+    settings: Settings,
+    total: int,
+    log: Any,
+    *,
+    levers: str = "",
+    profile: Path | None = None,
+    python: str | None = None,
+    quiet: float = 20.0,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """One `--clock event` worker replaying the published stream under its own app id, start-up
+    included: wall and process CPU seconds from spawn until its committed input offsets stop moving
+    (CPU read at the last poll that saw them move, so the quiet wait is not counted). `keep`: the
+    worker is left running, returned as `proc`."""
+    await ensure_topics(settings)
+    exceptions_before = await exceptions_count(settings)
+    proc = spawn_shim(settings, log, levers=levers, python=python)
+    spy = None
+    if profile is not None:
+        # Sampled from outside (every thread, idle excluded, the worker not paused): a
+        # deterministic profiler slows faust's call-heavy path ~15x and skews the split.
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid), "--format", "raw"]
+        spy = subprocess.Popen(
+            [*cmd, "--rate", "100", "--nonblocking", "--full-filenames", "--output", str(profile)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
         started = time.perf_counter()
-        first = None
-        last, last_change = 0, time.perf_counter()
+        first: tuple[float, int, float] | None = None
+        last, last_change, cpu_at_last = 0, time.perf_counter(), 0.0
         while True:
             await asyncio.sleep(0.5)
+            if proc.poll() is not None:
+                msg = f"worker exited with {proc.returncode} (levers {levers!r}); log: {getattr(log, 'name', '?')}"
+                raise RuntimeError(msg)
             done = await committed_total(settings)
             now = time.perf_counter()
+            cpu = process_cpu_seconds(proc.pid)
             if done != last:
-                last, last_change = done, now
+                last, last_change, cpu_at_last = done, now, cpu
             if first is None and done > 0:
-                first = (now, done)
+                first = (now, done, cpu)
             # The last minute of event time stays in the reorder buffer (within the lateness), so
             # the committed total stops just short of `total`: done when it stops moving. It can
-            # also pause mid-replay while agents wait for their slowest input
-            # (the inventory topic, here), hence the long quiet period.
-            if done >= total or (first is not None and now - last_change > 30) or now - started > 900:
+            # also pause mid-replay while agents wait for their slowest input, hence the quiet period.
+            if done >= total or (first is not None and now - last_change > quiet) or now - started > 900:
                 break
-        end = last_change
+    except BaseException:
+        stop_worker(proc)
+        raise
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+    if not keep:
         stop_worker(proc)
     assert first is not None
+    seconds = last_change - started
     return {
-        "seconds_from_start": end - started,
-        "seconds_from_first_commit": end - first[0],
-        "events_after_first_commit": done - first[1],
-        "events": done,
+        "levers": levers,
+        "events": last,
+        "seconds_from_start": round(seconds, 2),
+        "events_per_s_from_start": round(last / seconds, 1),
+        "events_per_s_after_first_commit": round((last - first[1]) / (last_change - first[0]), 1)
+        if last_change > first[0]
+        else None,
+        "cpu_seconds": round(cpu_at_last, 2),
+        "cpu_us_per_event": round(cpu_at_last / last * 1e6, 1),
+        "cpu_seconds_to_first_commit": round(first[2], 2),
+        "cpu_us_per_event_after_first_commit": round((cpu_at_last - first[2]) / (last - first[1]) * 1e6, 1)
+        if last > first[1]
+        else None,
+        "census": await census(settings, last, exceptions_before),
+        "settings": settings,
+        **({"proc": proc} if keep else {}),
     }
 
 
@@ -187,75 +353,233 @@ async def detection_latency(settings: Settings, n: int, log: Any) -> list[float]
     return latencies
 
 
+BUCKETS = (
+    "faust delivery",
+    "produce",
+    "our runtime",
+    "rules",
+    "parsing",
+    "metrics",
+    "event loop and kafka i/o",
+    "start-up and other",
+)
+_RULES = ("orders/", "windows.py", "stock.py", "skew.py", "shipping.py", "catalog.py", "blocklist.py", "config.py")
+
+
+def bucket_of(module: str, name: str) -> str:
+    """The bucket of one profiled function, by the file it lives in (its own CPU, builtins
+    included: the profile does not time builtins apart, so they count in their caller)."""
+    m = "/" + module.replace("\\", "/").lstrip("/")
+    if "/orderwatch/" in m or "/detectors/" in m or "/streams/" in m or "/schemas/" in m:
+        if "/schemas/" in m:
+            return "parsing"
+        if "/detectors/" in m:
+            return "rules" if any(f"/detectors/{r}" in m for r in _RULES) else "our runtime"
+        return "our runtime"
+    if "/pydantic" in m or m.endswith(("json/decoder.py", "json/encoder.py", "json/__init__.py")):
+        return "parsing"
+    if "/prometheus_client/" in m:
+        return "metrics"
+    if "/aiokafka/producer/" in m or "/faust/tables/" in m or "/faust/stores/" in m:
+        return "produce"
+    if m.endswith("faust/topics.py") or m.endswith("faust/transport/producer.py"):
+        return "produce"
+    if m.endswith("faust/transport/drivers/aiokafka.py"):
+        return "produce" if name.startswith(("Producer.", "AIOKafkaProducer")) else "faust delivery"
+    if "/faust/" in m or "/mode/" in m or "/aiokafka/consumer/" in m or "/aiokafka/record/" in m:
+        return "faust delivery"
+    if "/aiokafka/" in m or "/asyncio/" in m or m.endswith(("selectors.py", "socket.py")) or "uvloop" in m:
+        return "event loop and kafka i/o"
+    return "start-up and other"
+
+
+_FRAME = re.compile(r"(.*) \((.*?)(?::\d+)?\)$")
+_LOOP = ("Handle._run", "BaseEventLoop._run_once", "BaseEventLoop.run_forever", "BaseEventLoop.run_until_complete")
+
+
+def _frame(text: str) -> tuple[str, str]:
+    m = _FRAME.match(text)
+    return (m.group(1), m.group(2)) if m else (text, "")
+
+
+def profile_buckets(path: Path) -> dict[str, Any]:
+    """py-spy's raw output (`frame;frame;... count`, frames `func (file:line)`), each sample
+    counted in the bucket of its innermost Python frame (builtins count in their caller).
+    `share_by_caller` counts asyncio's own frames (tasks, futures, wait, select) in the bucket
+    of the code that called into asyncio, and in "event loop and kafka i/o" only what the loop
+    runs with no Python caller (C task steps and callbacks, the selector)."""
+    sums = dict.fromkeys(BUCKETS, 0)
+    by_caller = dict.fromkeys(BUCKETS, 0)
+    funcs: dict[tuple[str, str], int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_frame(f) for f in stack.split(";")]
+        name, module = frames[-1]
+        b = bucket_of(module, name)
+        sums[b] += int(count)
+        key = (b, f"{Path(module).name}:{name}")
+        funcs[key] = funcs.get(key, 0) + int(count)
+        caller = b
+        if b == "event loop and kafka i/o" and "/aiokafka/" not in module:
+            for fname, fmod in reversed(frames):
+                fb = bucket_of(fmod, fname)
+                if fb != "event loop and kafka i/o" or "/aiokafka/" in fmod:
+                    caller = fb
+                    break
+                if fname in _LOOP:
+                    break
+        by_caller[caller] += int(count)
+    total = sum(sums.values()) or 1
+    top = sorted(funcs.items(), key=lambda kv: -kv[1])[:25]
+    return {
+        "samples": total,
+        "share": {b: round(v / total, 3) for b, v in sums.items()},
+        "share_by_caller": {b: round(v / total, 3) for b, v in by_caller.items()},
+        "top_functions_own_share": [{"function": f, "bucket": b, "share": round(n / total, 3)} for (b, f), n in top],
+    }
+
+
+DEFAULT_LEVERS = ("flush=0.2:5000", "metrics-cache", "no-monitor", "uvloop")
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run = f"bench{int(time.time())}"
     settings = Settings(topic_prefix=f"{run}-", app_id=f"ow-{run}", partitions=4, web_port=6199)
+    figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sim.jsonl"
         simulate(orders=args.orders, seed=11, output=path, labels=Path(tmp) / "l", blocklist=Path(tmp) / "b")
         await ensure_topics(settings)
         res = await publish_lines(open_lines(path), settings)
         total = sum(res.sent.values())
+        figures["events"] = total
         print(f"published {total:,} events", flush=True)
         raw = await raw_consume_seconds(settings, total)
+        figures["raw_consumer_events_per_s"] = round(total / raw)
         print(f"raw aiokafka consumer: {total / raw:,.0f} events/s", flush=True)
-        bare = faust_bare_events_per_s(settings, total)
-        print(f"faust bare agent: {bare or 0:,.0f} events/s", flush=True)
-        with (Path(tmp) / "worker.log").open("wb") as log:
-            wt = await worker_throughput(settings, total, log)
-        print(f"worker: {wt}", flush=True)
-        lat_settings = Settings(topic_prefix=f"{run}l-", app_id=f"ow-{run}l", partitions=4, web_port=6198)
-        await ensure_topics(lat_settings)
-        with (Path(tmp) / "worker-lat.log").open("wb") as log:
-            lat = await detection_latency(lat_settings, args.deadlines, log)
-    lat_sorted = sorted(lat)
-    return {
-        "events": total,
-        "raw_consumer_events_per_s": round(total / raw),
-        "worker_events_per_s_after_first_commit": round(
-            wt["events_after_first_commit"] / wt["seconds_from_first_commit"]
-        ),
-        "faust_bare_agent_events_per_s": round(bare) if bare else None,
-        "worker_seconds_from_start": round(wt["seconds_from_start"], 1),
-        "ratio_worker_to_raw": round(
-            (wt["events_after_first_commit"] / wt["seconds_from_first_commit"]) / (total / raw), 3
-        ),
-        "ratio_worker_to_faust_bare": round(
-            (wt["events_after_first_commit"] / wt["seconds_from_first_commit"]) / bare, 3
-        )
-        if bare
-        else None,
-        "latency_samples": len(lat),
-        "latency_expected": args.deadlines,
-        "latency_p50_ms": round(statistics.median(lat) * 1000) if lat else None,
-        "latency_p99_ms": round(lat_sorted[min(len(lat_sorted) - 1, int(0.99 * len(lat_sorted)))] * 1000)
-        if lat
-        else None,
-    }
+        rounds: list[dict[str, Any]] = []
+        n = 0
+
+        def own(tag: str) -> Settings:
+            nonlocal n
+            n += 1
+            return settings.model_copy(update={"app_id": f"ow-{run}-{tag}{n}"})
+
+        levers = [lv for lv in (args.levers.split(";") if args.levers is not None else DEFAULT_LEVERS) if lv]
+        for r in range(args.rounds):
+            row: dict[str, Any] = {}
+            # The worker first: the skeleton makes as many table writes per event as it did.
+            variants = [("worker", ""), *((f"worker+{lv}", lv) for lv in levers)]
+            if args.python_alt:
+                alt = [lv for lv in args.alt_levers.split(";") if lv]
+                variants += [("worker@alt", ""), *((f"worker@alt+{lv}", lv) for lv in alt)]
+            for label, lv in variants:
+                python = args.python_alt if "@alt" in label else None
+                with (Path(tmp) / f"{label}.log").open("wb") as log:
+                    try:
+                        wr = await worker_run(own("w"), total, log, levers=lv, python=python)
+                    except RuntimeError as exc:
+                        wr = {"levers": lv, "error": str(exc)[-2000:]}
+                if "error" in wr:
+                    wr["log_tail"] = (Path(tmp) / f"{label}.log").read_text(errors="replace")[-3000:]
+                row[label] = wr
+                shown = {k: v for k, v in wr.items() if k not in ("census", "settings")}
+                print(f"[round {r}] {label}: {json.dumps(shown)}", flush=True)
+                if label == "worker":
+                    rates = write_rates(wr["settings"], wr["census"], dict(res.sent))
+                    skel = await faust_skeleton(own("skel"), total, rates)
+                    skel["write_rates_from_worker"] = {a: round(v, 4) for a, v in rates.items()}
+                    skel["events_per_s_from_start"] = round(skel["events"] / skel["seconds_from_start"], 1)
+                    skel["cpu_us_per_event"] = round(skel["cpu_seconds"] / skel["events"] * 1e6, 1)
+                    row["skeleton"] = skel
+                    print(f"[round {r}] faust skeleton: {json.dumps(skel)}", flush=True)
+                    bare = faust_bare(own("bare"), total)
+                    row["bare"] = {**bare, "cpu_us_per_event": round(bare["cpu_seconds"] / bare["events"] * 1e6, 1)}
+                    print(f"[round {r}] faust bare agent: {row['bare']}", flush=True)
+                wr.pop("settings", None)
+            w = row["worker"]
+            row["ratios"] = {
+                "worker_to_skeleton_events_per_s": round(
+                    w["events_per_s_from_start"] / skel["events_per_s_from_start"], 3
+                ),
+                "worker_to_bare_events_per_s": round(
+                    w["events_per_s_from_start"] / (bare["events"] / bare["seconds_from_start"]), 3
+                ),
+                "skeleton_to_worker_cpu_per_event": round(skel["cpu_us_per_event"] / w["cpu_us_per_event"], 3),
+                "bare_to_worker_cpu_per_event": round(row["bare"]["cpu_us_per_event"] / w["cpu_us_per_event"], 3),
+            }
+            print(f"[round {r}] ratios: {row['ratios']}", flush=True)
+            rounds.append(row)
+        figures["rounds"] = rounds
+        if args.profile:
+            prof = Path(tmp) / "worker.prof"
+            with (Path(tmp) / "worker-prof.log").open("wb") as log:
+                wr = await worker_run(own("prof"), total, log, profile=prof)
+            wr.pop("settings", None)
+            kept = Path(tempfile.gettempdir()) / f"orderwatch-profile-{run}.txt"
+            kept.write_bytes(prof.read_bytes())  # for a second look; too big for bench/results
+            figures["profile"] = {
+                "raw": str(kept),
+                "note": "py-spy 100 Hz, every thread, idle excluded, spawn to end of replay (+ the quiet "
+                "wait), innermost Python frame's file decides the bucket; a separate run",
+                "worker_under_profile": {k: v for k, v in wr.items() if k != "census"},
+                **profile_buckets(prof),
+            }
+            print(f"profile: {json.dumps(figures['profile']['share'])}", flush=True)
+        if not args.skip_latency:
+            lat_settings = Settings(topic_prefix=f"{run}l-", app_id=f"ow-{run}l", partitions=4, web_port=6198)
+            await ensure_topics(lat_settings)
+            with (Path(tmp) / "worker-lat.log").open("wb") as log:
+                lat = await detection_latency(lat_settings, args.deadlines, log)
+            lat_sorted = sorted(lat)
+            figures["latency_samples"] = len(lat)
+            figures["latency_expected"] = args.deadlines
+            figures["latency_p50_ms"] = round(statistics.median(lat) * 1000) if lat else None
+            figures["latency_p99_ms"] = (
+                round(lat_sorted[min(len(lat_sorted) - 1, int(0.99 * len(lat_sorted)))] * 1000) if lat else None
+            )
+            print(f"latency p50 {figures['latency_p50_ms']} ms, p99 {figures['latency_p99_ms']} ms", flush=True)
+    return figures
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--orders", type=int, default=5000)
+    ap.add_argument("--orders", type=int, default=3000, help="simulated orders (3000: about 56k events)")
     ap.add_argument("--deadlines", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=1, help="bare, skeleton, worker and levers, this many times")
+    ap.add_argument("--levers", default=None, help="';'-separated BENCH_LEVERS, one worker run each ('' for none)")
+    ap.add_argument("--python-alt", default=None, help="a python with orderwatch installed: more runs")
+    ap.add_argument("--alt-levers", default="eager", help="';'-separated levers of the --python-alt runs")
+    ap.add_argument(
+        "--profile", action="store_true", help="one more worker run sampled by py-spy: CPU split into buckets"
+    )
+    ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--broker-restart", action="store_true", help="also restart the stack and time the broker start")
     args = ap.parse_args()
     start = broker_start_seconds() if args.broker_restart else {}
     figures = asyncio.run(main_async(args))
     figures.update(start)
+    write_report("runtime", figures)
+    return 0
+
+
+def write_report(benchmark: str, figures: dict[str, Any]) -> Path:
+    """bench/results/<benchmark>-<UTC stamp>.json: machine, date, this command, the figures."""
     stamp = datetime.now(UTC)
     report = {
-        "benchmark": "runtime",
+        "benchmark": benchmark,
         "date": stamp.isoformat(timespec="seconds"),
         "machine": machine(),
-        "command": " ".join([".venv/bin/python", "bench/bench_runtime.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "figures": figures,
     }
-    out = ROOT / "bench" / "results" / f"runtime-{stamp:%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    out = ROOT / "bench" / "results" / f"{benchmark}-{stamp:%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(json.dumps(figures, indent=2, default=str))
     print(f"wrote {out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -5,19 +5,23 @@ child process on the topics it published and reads the rate it logs.
     BARE_TOPICS=a,b BARE_GROUP=g BARE_TOTAL=n BARE_BOOTSTRAP=host:port python bench/faust_bare.py worker -l info
 
 It logs `faust bare agent: <events> events, <events/s> events/s` once it has seen BARE_TOTAL
-events (timed from the first one), then exits.
+events (timed from the first one), then `faust bare totals: {json}` (seconds since the process
+started and its CPU seconds, start-up included), then exits.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
 import time
-from typing import Any
 
-import faust
+STARTED = time.time()
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+import faust  # noqa: E402
 
 log = logging.getLogger("bench.faust_bare")
 
@@ -49,6 +53,9 @@ async def bare(stream: Any) -> None:
         if seen >= TOTAL:
             rate = (seen - 1) / (time.perf_counter() - started)
             log.warning("faust bare agent: %s events, %.0f events/s", seen, rate)
+            totals = {"events": seen, "seconds_from_start": time.time() - STARTED, "cpu_seconds": time.process_time()}
+            log.warning("faust bare totals: %s", json.dumps(totals))
+            logging.shutdown()
             os._exit(0)  # nothing to shut down cleanly: no state, no commits that matter
 
 

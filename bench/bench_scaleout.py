@@ -1,0 +1,313 @@
+"""Scale-out on the local stack (issue 10, item 5): two `--clock event` workers on one group over
+8 partitions against one worker, in the same run on the same published stream (throughput of
+each setup and process CPU per event of each worker); then the takeover at many open orders, for
+each table store: a worker joins a group whose worker holds the state (changelog recovery of its
+half), then the first worker is killed and the second takes everything over.
+
+    .venv/bin/python bench/bench_scaleout.py [--orders 3000] [--open-orders 100000]
+        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover]
+        [--replay-levers ';fold-heap'] [--replay-profile]
+
+--replay-levers replays the open orders with one worker per lever (bench/worker_shim.py), before
+the takeovers (`--stores ''` for none).
+
+Figures are measured, never asserted; results go to bench/results/scaleout-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_backtest import _event  # noqa: E402
+from bench.bench_runtime import (  # noqa: E402
+    committed_total,
+    process_cpu_seconds,
+    profile_buckets,
+    spawn_shim,
+    worker_run,
+    write_report,
+)
+from orderwatch.backtest import open_lines  # noqa: E402
+from orderwatch.simulate import simulate  # noqa: E402
+from orderwatch.streams.forwarding import partition_of  # noqa: E402
+from orderwatch.streams.publish import publish_lines  # noqa: E402
+from orderwatch.streams.settings import Settings  # noqa: E402
+from orderwatch.streams.topics import ensure_topics  # noqa: E402
+from tests.support.worker import free_port, stop_worker  # noqa: E402
+
+PARTITIONS = 8
+INPUTS = ("orders", "payments", "inventory", "logistics")
+
+
+def events_read(port: int, inputs: set[str]) -> int:
+    """Valid input events a worker consumed, from its /metrics (orderwatch_events_in_total)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total = 0
+    for m in re.finditer(r'^orderwatch_events_in_total\{topic="([^"]+)",type="[^"]+"\} ([\d.e+]+)$', text, re.M):
+        if m.group(1) in inputs:
+            total += int(float(m.group(2)))
+    return total
+
+
+async def pair_run(settings: Settings, total: int, logs: list[Any], quiet: float = 20.0) -> dict[str, Any]:
+    """Two workers of one group started together: wall seconds until the group's committed input
+    offsets stop moving, and each worker's CPU and events read at the last poll that saw a move."""
+    await ensure_topics(settings)
+    members = [settings.model_copy(update={"web_port": free_port()}) for _ in logs]
+    procs = [spawn_shim(s, log) for s, log in zip(members, logs, strict=True)]
+    inputs = {settings.topic(t) for t in INPUTS}
+    try:
+        started = time.perf_counter()
+        last, last_change = 0, started
+        cpu = [0.0] * len(procs)
+        read = [0] * len(procs)
+        while True:
+            await asyncio.sleep(0.5)
+            if any(p.poll() is not None for p in procs):
+                msg = "a worker of the pair exited"
+                raise RuntimeError(msg)
+            done = await committed_total(settings)
+            now = time.perf_counter()
+            if done != last:
+                last, last_change = done, now
+                cpu = [process_cpu_seconds(p.pid) for p in procs]
+                read = [events_read(s.web_port, inputs) for s in members]
+            if done >= total or (last and now - last_change > quiet) or now - started > 900:
+                break
+    finally:
+        for p in procs:
+            stop_worker(p)
+    seconds = last_change - started
+    return {
+        "events": last,
+        "seconds_from_start": round(seconds, 2),
+        "events_per_s_from_start": round(last / seconds, 1),
+        "workers": [
+            {
+                "events_read": n,
+                "cpu_seconds": round(c, 2),
+                "cpu_us_per_event_read": round(c / n * 1e6, 1) if n else None,
+            }
+            for n, c in zip(read, cpu, strict=True)
+        ],
+        "cpu_us_per_event_both": round(sum(cpu) / last * 1e6, 1) if last else None,
+    }
+
+
+def open_order_lines(n: int, end: datetime) -> list[bytes]:
+    """`n` order.created events (each its own customer and address), 10 ms of event time apart,
+    the last at `end`: orders that stay open, with their address and customer windows."""
+    t0 = end - timedelta(seconds=n / 100)
+    out = []
+    for i in range(n):
+        ev = json.loads(_event(i, 1, t0))
+        ev["time"] = (t0 + timedelta(seconds=i / 100)).isoformat()
+        out.append(json.dumps(ev).encode())
+    return out
+
+
+def probe_lines(tag: str, when: datetime) -> list[bytes]:
+    """One order.created per orders partition: each agent partition rebuilds its state from the
+    table on its first message (streams.driver), which these set off."""
+    out, seen, i = [], set(), 0
+    while len(seen) < PARTITIONS:
+        ev = json.loads(_event(10_000_000 + i, 1, when))
+        oid = f"probe-{tag}-{i}"
+        ev["data"]["order_id"] = ev["subject"] = oid
+        ev["id"] = f"{oid}-1"
+        ev["time"] = when.isoformat()
+        p = partition_of(oid.encode(), PARTITIONS)
+        if p not in seen:
+            seen.add(p)
+            out.append(json.dumps(ev).encode())
+        i += 1
+    return out
+
+
+class LogWatch:
+    """Lines of a worker's log as they come: faust's `Worker ready` after each recovery, and the
+    driver's `orders: partition N ready, K keys restored`."""
+
+    READY = re.compile(r"orders: partition (\d+) ready, (\d+) keys restored")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = 0
+        self.worker_ready: list[float] = []
+        self.partitions: dict[int, tuple[float, int]] = {}
+
+    def poll(self) -> None:
+        with self.path.open("rb") as f:
+            f.seek(self.pos)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1
+        self.pos += end
+        now = time.perf_counter()
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            if "Worker ready" in line:
+                self.worker_ready.append(now)
+            m = self.READY.search(line)
+            if m:
+                self.partitions[int(m.group(1))] = (now, int(m.group(2)))
+
+    async def until(self, check: Any, timeout: float) -> bool:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self.poll()
+            if check():
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+
+async def takeover(base: Settings, store: str, total: int, last_time: datetime, tmp: Path) -> dict[str, Any]:
+    tag = store.split(":")[0]
+    settings = base.model_copy(update={"app_id": f"{base.app_id}-{tag}", "store": store})
+    a_set = settings.model_copy(update={"web_port": free_port(), "data_dir": str(tmp / f"{tag}-a")})
+    b_set = settings.model_copy(update={"web_port": free_port(), "data_dir": str(tmp / f"{tag}-b")})
+    out: dict[str, Any] = {"store": store}
+    with (tmp / f"{tag}-a.log").open("wb") as a_log:
+        # Worker A alone reads every order: its replay as one more figure.
+        a = await worker_run(a_set, total, a_log, keep=True)
+        proc_a = a.pop("proc")
+        a.pop("settings", None)
+        a.pop("census", None)
+        out["first_worker_replay"] = a
+        b_path = tmp / f"{tag}-b.log"
+        try:
+            with b_path.open("wb") as b_log:
+                started = time.perf_counter()
+                proc_b = spawn_shim(b_set, b_log)
+                watch = LogWatch(b_path)
+                try:
+                    ok = await watch.until(lambda: watch.worker_ready, 300)
+                    out["join_seconds_to_worker_ready"] = round(watch.worker_ready[0] - started, 2) if ok else None
+                    await publish_lines(probe_lines(f"{tag}j", last_time + timedelta(seconds=1)), settings)
+                    probed = time.perf_counter()
+                    await watch.until(lambda: False, 15)  # the partitions B got rebuild their state
+                    joined = dict(watch.partitions)
+                    out["join_partitions"] = sorted(joined)
+                    out["join_keys_restored"] = sum(k for _, k in joined.values())
+                    out["join_rebuild_seconds_after_probe"] = (
+                        round(max(t for t, _ in joined.values()) - probed, 2) if joined else None
+                    )
+                    # Failover: A dies without leaving the group; B owns everything after the
+                    # session timeout, from its standbys (table_standby_replicas=1) and the changelog.
+                    ready_before = len(watch.worker_ready)
+                    proc_a.send_signal(signal.SIGKILL)
+                    killed = time.perf_counter()
+                    ok = await watch.until(lambda: len(watch.worker_ready) > ready_before, 300)
+                    out["failover_seconds_to_worker_ready"] = (
+                        round(watch.worker_ready[ready_before] - killed, 2) if ok else None
+                    )
+                    await publish_lines(probe_lines(f"{tag}f", last_time + timedelta(seconds=2)), settings)
+                    ok = await watch.until(lambda: len(watch.partitions) >= PARTITIONS, 120)
+                    taken = {p: v for p, v in watch.partitions.items() if p not in joined}
+                    out["failover_partitions"] = sorted(taken)
+                    out["failover_keys_restored"] = sum(k for _, k in taken.values())
+                    out["failover_seconds_to_all_partitions_rebuilt"] = (
+                        round(max(t for t, _ in taken.values()) - killed, 2) if ok and taken else None
+                    )
+                    out["keys_restored_total"] = sum(k for _, k in watch.partitions.values())
+                    out["session_timeout_seconds"] = settings.session_timeout_seconds
+                finally:
+                    stop_worker(proc_b)
+        finally:
+            if proc_a.poll() is None:
+                stop_worker(proc_a)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    run = f"scale{int(time.time())}"
+    figures: dict[str, Any] = {"partitions": PARTITIONS}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        if not args.skip_pair:
+            settings = Settings(topic_prefix=f"{run}-", app_id=f"ow-{run}", partitions=PARTITIONS, web_port=free_port())
+            path = tmp / "sim.jsonl"
+            simulate(orders=args.orders, seed=11, output=path, labels=tmp / "l", blocklist=tmp / "b")
+            await ensure_topics(settings)
+            res = await publish_lines(open_lines(path), settings)
+            total = sum(res.sent.values())
+            figures["events"] = total
+            print(f"published {total:,} events over {PARTITIONS} partitions", flush=True)
+            with (tmp / "one.log").open("wb") as log:
+                one = await worker_run(settings.model_copy(update={"app_id": f"ow-{run}-one"}), total, log)
+            one.pop("settings", None)
+            one.pop("census", None)
+            figures["one_worker"] = one
+            print(f"one worker: {json.dumps(one)}", flush=True)
+            with (tmp / "p1.log").open("wb") as l1, (tmp / "p2.log").open("wb") as l2:
+                pair = await pair_run(settings.model_copy(update={"app_id": f"ow-{run}-pair"}), total, [l1, l2])
+            figures["two_workers"] = pair
+            figures["pair_to_one_events_per_s"] = round(
+                pair["events_per_s_from_start"] / one["events_per_s_from_start"], 3
+            )
+            print(f"two workers: {json.dumps(pair)}", flush=True)
+        if not args.skip_takeover:
+            base = Settings(topic_prefix=f"{run}t-", app_id=f"ow-{run}t", partitions=PARTITIONS, web_port=free_port())
+            await ensure_topics(base)
+            end = datetime.now(UTC) - timedelta(minutes=2)
+            res = await publish_lines(open_order_lines(args.open_orders, end), base)
+            n = sum(res.sent.values())
+            figures["open_orders_published"] = n
+            print(f"published {n:,} order.created", flush=True)
+            if args.replay_levers is not None:
+                # The replay of the open orders alone, once per lever (bench/worker_shim.py).
+                figures["open_orders_replay"] = []
+                for i, lv in enumerate(args.replay_levers.split(";")):
+                    own = base.model_copy(update={"app_id": f"{base.app_id}-r{i}"})
+                    prof = tmp / f"replay{i}.prof" if args.replay_profile else None
+                    with (tmp / f"replay{i}.log").open("wb") as log:
+                        r = await worker_run(own, n, log, levers=lv, profile=prof)
+                    r.pop("settings", None)
+                    if prof is not None:
+                        r["profile"] = profile_buckets(prof)  # py-spy samples it, a little slower
+                    figures["open_orders_replay"].append(r)
+                    shown = {k: v for k, v in r.items() if k != "census"}
+                    print(f"open orders replay {lv or 'baseline'}: {json.dumps(shown)}", flush=True)
+            figures["takeover"] = []
+            for store in filter(None, args.stores.split(",")):
+                try:
+                    t = await takeover(base, store, n, end, tmp)
+                except Exception as exc:  # a store that cannot run here is a figure too
+                    t = {"store": store, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+                figures["takeover"].append(t)
+                print(f"takeover {store}: {json.dumps(t)}", flush=True)
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--orders", type=int, default=3000, help="simulated orders of the pair run (about 56k events)")
+    ap.add_argument("--open-orders", type=int, default=100_000)
+    ap.add_argument("--stores", default="memory://,rocksdb://")
+    ap.add_argument("--skip-pair", action="store_true")
+    ap.add_argument("--skip-takeover", action="store_true")
+    ap.add_argument("--replay-profile", action="store_true", help="sample those replays with py-spy")
+    ap.add_argument(
+        "--replay-levers", default=None, help="';'-separated levers: replay the open orders once per lever ('' = none)"
+    )
+    args = ap.parse_args()
+    write_report("scaleout", asyncio.run(main_async(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

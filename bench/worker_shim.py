@@ -1,0 +1,167 @@
+"""`orderwatch worker` with the levers of issue 10 applied in-process: how bench_runtime.py
+measures a change to the runtime without editing the runtime's files.
+
+    BENCH_LEVERS=flush=0.2:5000,metrics-cache python bench/worker_shim.py worker --clock event --no-handlers
+
+Levers (comma separated in BENCH_LEVERS; each is a patch the runtime could adopt, written out in
+bench/results/README.md):
+
+    flush=SECONDS:EVERY  streams.driver.FLUSH_SECONDS / FLUSH_EVERY (the driver reads them per event)
+    metrics-cache        prometheus_client's `labels()` answers from a per-metric dict of children
+    no-monitor           faust's Monitor sensor (per-message bookkeeping nothing here reads) removed
+    uvloop               uvloop's event loop policy (not a dependency: `.venv/bin/pip install uvloop`)
+    eager                asyncio.eager_task_factory on every new loop (Python 3.12+)
+    fold-heap            streams.runtime.Ledger folds applied upstream offsets through a min-heap
+                         per upstream partition instead of rebuilding the set of those above on
+                         every fold (which is linear in that set, so quadratic over a replay)
+
+bench_runtime.py --profile samples it from outside with py-spy (every thread, idle excluded).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _flush(spec: str) -> None:
+    from orderwatch.streams import driver
+
+    seconds, _, every = spec.partition(":")
+    driver.FLUSH_SECONDS = float(seconds)  # type: ignore[misc]
+    if every:
+        driver.FLUSH_EVERY = int(every)  # type: ignore[misc]
+
+
+def _metrics_cache() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    original = MetricWrapperBase.labels
+
+    def labels(self: Any, *values: Any, **kw: Any) -> Any:
+        if kw:
+            return original(self, *values, **kw)
+        cache = self.__dict__.get("_bench_children")
+        if cache is None:
+            cache = self.__dict__["_bench_children"] = {}
+        child = cache.get(values)
+        if child is None:
+            child = cache[values] = original(self, *values)
+        return child
+
+    MetricWrapperBase.labels = labels  # type: ignore[method-assign]
+
+
+def _no_monitor() -> None:
+    import faust
+
+    original = faust.App.on_init_dependencies
+
+    def on_init_dependencies(self: Any) -> Any:
+        deps = original(self)
+        self.sensors.remove(self.monitor)
+        return deps
+
+    faust.App.on_init_dependencies = on_init_dependencies  # type: ignore[method-assign]
+
+
+def _uvloop() -> None:
+    import uvloop
+
+    uvloop.install()
+
+
+def _eager() -> None:
+    import asyncio
+
+    factory = asyncio.eager_task_factory  # type: ignore[attr-defined]
+    base = type(asyncio.get_event_loop_policy())
+
+    class EagerPolicy(base):  # type: ignore[misc,valid-type]
+        def new_event_loop(self) -> Any:
+            loop = super().new_event_loop()
+            loop.set_task_factory(factory)
+            return loop
+
+    asyncio.set_event_loop_policy(EagerPolicy())
+
+
+def _fold_heap() -> None:
+    import heapq
+
+    from orderwatch.streams.runtime import Ledger
+
+    def heaps(self: Any) -> dict[str, list[int]]:
+        h = self.__dict__.get("_bench_heaps")
+        if h is None:
+            h = self.__dict__["_bench_heaps"] = {}
+        return h  # type: ignore[no-any-return]
+
+    def mark_upstream(self: Any, source: tuple[str, int]) -> None:
+        key, offset = source
+        if offset > self.src.get(key, -1):
+            above = self.src_above.setdefault(key, set())
+            if offset not in above:
+                above.add(offset)
+                heap = heaps(self).get(key)
+                if heap is not None:
+                    heapq.heappush(heap, offset)
+
+    def upstream_done(self: Any, source: tuple[str, int]) -> None:
+        key, offset = source
+        if offset > self.src.get(key, -1):
+            self.src[key] = offset
+            above = self.src_above.get(key)
+            if not above:
+                return
+            heap = heaps(self).get(key)
+            if heap is None:
+                heap = heaps(self)[key] = sorted(above)  # a sorted list is a heap
+            while heap and heap[0] <= offset:
+                above.discard(heapq.heappop(heap))
+            if not above:
+                self.src_above.pop(key, None)
+                heaps(self).pop(key, None)
+
+    Ledger.mark_upstream = mark_upstream  # type: ignore[method-assign]
+    Ledger.upstream_done = upstream_done  # type: ignore[method-assign]
+
+
+def apply_levers(spec: str) -> list[str]:
+    applied = []
+    for lever in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, arg = lever.partition("=")
+        if name == "flush":
+            _flush(arg)
+        elif name == "metrics-cache":
+            _metrics_cache()
+        elif name == "no-monitor":
+            _no_monitor()
+        elif name == "uvloop":
+            _uvloop()
+        elif name == "eager":
+            _eager()
+        elif name == "fold-heap":
+            _fold_heap()
+        else:
+            msg = f"unknown lever {lever!r}"
+            raise SystemExit(msg)
+        applied.append(lever)
+    return applied
+
+
+def main() -> int:
+    applied = apply_levers(os.environ.get("BENCH_LEVERS", ""))
+    print(f"bench shim: levers {applied or 'none'}", flush=True)
+    from orderwatch.cli import main as cli_main
+
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
