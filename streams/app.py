@@ -57,7 +57,7 @@ from orderwatch.streams.outputs import KafkaOutputs, Outputs
 from orderwatch.streams.rebalance import RewindAfterRebalance
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.ticks import INTERVAL as TICK_INTERVAL
-from orderwatch.streams.ticks import Ticker
+from orderwatch.streams.ticks import MERGE_INTERVAL, Ticker
 from orderwatch.streams.views import STALL_CHECK_SECONDS, RuntimeViews, page
 from orderwatch.streams.watermarks import WatermarkSender
 
@@ -330,7 +330,7 @@ def create_app(
         for driver in drivers.values():
             _install_agent(app, driver, settings.partitions)
         app.task(follower.run)
-        app.timer(interval=TICK_INTERVAL)(Ticker(out, drivers).tick)
+        app.timer(interval=MERGE_INTERVAL)(Ticker(out, drivers).tick)
         watermarks = WatermarkSender(
             out,
             clock,

@@ -13,7 +13,11 @@ from orderwatch.streams.outputs import Outputs
 __all__ = ["INTERVAL", "Ticker"]
 
 INTERVAL = 0.1
-"""Seconds between ticks: bounds deadline detection latency."""
+"""Seconds between ticks for deadlines and buffered events: bounds deadline detection latency."""
+MERGE_INTERVAL = 0.02
+"""Seconds between ticks to an agent partition whose merge holds records (the timer's own
+interval): a record waiting for another partition or agent (streams.arrivals) goes on at the
+next tick once they moved, and a replay waits at every one of them."""
 
 
 class Ticker:
@@ -21,13 +25,18 @@ class Ticker:
         self._outputs = outputs
         self._drivers = drivers
         self._headers, self._value = encode(Tick())
+        self._every = max(1, round(INTERVAL / MERGE_INTERVAL))
+        self._calls = 0
 
     async def tick(self) -> int:
-        """Send the ticks due now; returns how many."""
+        """Send the ticks due now (called every MERGE_INTERVAL); returns how many."""
         sent = 0
+        self._calls += 1
+        full = self._calls % self._every == 0  # every INTERVAL: every partition's clock and timers
         for driver in self._drivers.values():
             for partition, rt in list(driver.runtimes.items()):
-                if driver.wants_tick(partition, rt):
+                merge = driver.merges.get(partition)
+                if (merge is not None and merge.waiting()) or (full and driver.wants_tick(partition, rt)):
                     await self._outputs.send(
                         driver.spec.ticks, None, self._value, partition=partition, headers=self._headers
                     )
