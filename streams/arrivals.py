@@ -46,12 +46,20 @@ class _Pending:
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, int]] = []
-        self.decided: set[int] = set()
+        self.decided: dict[int, int] = {}  # offset -> decisions not matched yet (a re-read counts twice)
+
+    def decide(self, offset: int) -> None:
+        self.decided[offset] = self.decided.get(offset, 0) + 1
 
     def oldest(self) -> int | None:
         heap, decided = self.heap, self.decided
         while heap and heap[0][1] in decided:
-            decided.discard(heapq.heappop(heap)[1])
+            offset = heapq.heappop(heap)[1]
+            n = decided[offset]
+            if n > 1:
+                decided[offset] = n - 1
+            else:
+                del decided[offset]
         return heap[0][0] if heap else None
 
 
@@ -107,7 +115,7 @@ class ArrivalClock:
         counts as an arrival of its topic), without when it was dead-lettered or re-delivered."""
         box = self._pending.get(tp)
         if box is not None:
-            box.decided.add(offset)
+            box.decide(offset)
         if ts_ms > self._decided.get(tp, -(2**63)):
             self._decided[tp] = ts_ms
         if event_time is not None:

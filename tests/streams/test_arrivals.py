@@ -163,3 +163,17 @@ def test_a_record_stamped_earlier_than_the_one_before_it_counts_at_its_partition
     assert not c.may_go(6_000)  # orders[0] lags: its next record may be older than 6000
     w.lagging.discard(O0)
     assert c.may_go(6_000)
+
+
+def test_a_record_handed_over_twice_and_decided_twice_holds_nothing_back() -> None:
+    # A re-read after a seek hands the same offset again; both copies are decided (the second as
+    # a re-delivery) before anyone asks: neither may stay behind as a record still to come.
+    w = World([O0, P0])
+    c = w.clock()
+    c.received(O0, 0, 1_000)
+    c.done(O0, 0, 1_000, 1.0)
+    c.received(O0, 0, 1_000)
+    c.done(O0, 0, 1_000)
+    c.received(P0, 0, 3_000)
+    w.lagging.discard(O0)
+    assert c.safe() == 2_999
