@@ -1,6 +1,6 @@
 """What each detector agent is (inputs, upstreams, its detector) and its clock: the lag-aware
-clock of one agent partition, bounded by the upstream partitions that feed it, or in event mode,
-for the agents that read contract topics, the worker's arrival clock (streams.arrivals)."""
+clock of one agent partition, bounded by the upstream partitions that feed it, or in event mode
+the worker's arrival clock (streams.arrivals)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class AgentClocks:
         self.clock = clock
         self._actives = actives
         self.arrivals = arrivals
-        """The worker's arrival clock (event mode): the clock of the agents that read contract topics."""
+        """The worker's arrival clock (event mode): every agent's clock."""
 
     def tps(self, name: str, partition: int) -> tuple[list[TP], list[TP]]:
         """(bounding, repartitioned) partitions of this agent partition's clock: its own contract
