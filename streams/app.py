@@ -26,6 +26,7 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -56,6 +57,7 @@ from orderwatch.streams.metrics import Metrics
 from orderwatch.streams.outputs import KafkaOutputs, Outputs
 from orderwatch.streams.rebalance import RewindAfterRebalance
 from orderwatch.streams.settings import Settings
+from orderwatch.streams.stamps import RecordStamps
 from orderwatch.streams.ticks import INTERVAL as TICK_INTERVAL
 from orderwatch.streams.ticks import MERGE_INTERVAL, Ticker
 from orderwatch.streams.views import STALL_CHECK_SECONDS, RuntimeViews, page
@@ -285,6 +287,7 @@ def create_app(
     prefix, app_id = settings.topic, settings.app_id
     forwarder = Forwarder(out, clock, owned, settings.partitions, internal_prefix=f"{app_id}-")
     crash_loop = CrashLoop()
+    stamps = RecordStamps(wall or time.time, counted=metrics.count_restamp)
     publisher = EmissionPublisher(out, prefix("order-exceptions"), metrics, forwarder)
     dead_letters = DeadLetters(out, prefix("orders-dlq"), metrics)
     feeds = forwarder.feeds(prefix)  # contract topic -> the internal topics it is forwarded to
@@ -303,6 +306,7 @@ def create_app(
             contract_topics=contract_topics,
             max_future_seconds=settings.max_future_seconds,
             crash_loop=crash_loop,
+            stamps=stamps,
             merge_idle_seconds=settings.merge_idle_seconds,
             merge_max_held=settings.merge_max_held,
         )

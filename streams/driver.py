@@ -35,6 +35,7 @@ from orderwatch.streams.health import CrashLoop
 from orderwatch.streams.merge import TimestampMerge
 from orderwatch.streams.metrics import Metrics
 from orderwatch.streams.runtime import LEDGER_KEY, Ledger, PartitionRuntime, Release
+from orderwatch.streams.stamps import RecordStamps
 
 __all__ = ["FLUSH_EVERY", "FLUSH_SECONDS", "AgentDriver", "StateStore"]
 
@@ -151,6 +152,7 @@ class AgentDriver:
         contract_topics: dict[str, str],
         max_future_seconds: float,
         crash_loop: CrashLoop,
+        stamps: RecordStamps,
         merge_idle_seconds: float = 3.0,
         merge_max_held: int = 10_000,
     ) -> None:
@@ -168,6 +170,7 @@ class AgentDriver:
         self._max_future = max_future_seconds or float("inf")
         self._max_future_seconds = max_future_seconds
         self._crash_loop = crash_loop
+        self._stamps = stamps
         self._repartitioned = frozenset(spec.repartitioned)
         self._merge_idle = merge_idle_seconds
         self._merge_max = merge_max_held
@@ -240,6 +243,7 @@ class AgentDriver:
                 if merge is not None:
                     merge.clear()
             self._held.pop(f"{topic}:{partition}", None)
+        self._stamps.forget(tp for tp in tps if tp[0] in self.spec.inputs)
 
     def _received_at(self) -> float:
         return self.last_input
@@ -330,12 +334,11 @@ class AgentDriver:
             await self._resume(rt, tpkey, msg.topic, partition, msg.offset)
             if not self._owns(partition, rt):
                 return 0  # revoked while seeking: the new owner reads it again
-        stamp = msg.timestamp
+        ms = self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp)
         batch = self._batches[partition]
-        if stamp is not None and (batch.arrival is None or stamp > batch.arrival):
-            batch.arrival = float(stamp)
+        if msg.timestamp is not None and (batch.arrival is None or ms > batch.arrival * 1000):
+            batch.arrival = ms / 1000
         merge = self.merges.get(partition)
-        ms = _ms(stamp)
         if merge is None:
             if batch.taken_ms is None or ms > batch.taken_ms:
                 batch.taken_ms = ms
@@ -375,7 +378,8 @@ class AgentDriver:
         # One at a time: offering a record moves the clock's view of its input, which the merge
         # asks (`lagging`) before it lets the next one go.
         while self._owns(partition, rt) and (released := merge.next()) is not None:
-            ms = _ms(released[1].message.timestamp)
+            msg = released[1].message
+            ms = self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp)
             if batch.taken_ms is None or ms > batch.taken_ms:
                 batch.taken_ms = ms
             entered += int(await self._offer(rt, stream, released[1]))
@@ -398,6 +402,7 @@ class AgentDriver:
                 source = (control.source_topic, control.source_partition)
                 self._clock.watermark(tp, source, control.forwarded_upto, control.caught_up)
                 self._clock.observe(tp, msg.offset, None)
+                self._stamps.settled(msg.topic, partition, msg.offset)
                 await self._settle(rt, stream, tpkey, msg.offset, event)
                 return False
             if control is not None and not isinstance(control, Adoption):
@@ -445,7 +450,7 @@ class AgentDriver:
             self._hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
         if self._arrivals is not None:
-            self._catch_up_before(rt, partition, msg.timestamp, t)
+            self._catch_up_before(rt, partition, self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp), t)
         source = upstream_of(msg.headers) if msg.topic in self._repartitioned else None
         if not rt.offer(ev, t, tpkey, msg.offset, event, source):
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
@@ -456,7 +461,9 @@ class AgentDriver:
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
         if self._forwarder is not None and msg.topic in self._forward_inputs:
-            sends = await self._forwarder.forward(ev, msg.value, tp, msg.offset, msg.timestamp)
+            restamped = self._stamps.restamp_of(msg.topic, partition, msg.offset)
+            stamp = msg.timestamp if restamped is None else restamped / 1000
+            sends = await self._forwarder.forward(ev, msg.value, tp, msg.offset, stamp)
             if sends:
                 self._batches[partition].forwards.extend(sends)
             if not self._owns(partition, rt):
@@ -483,9 +490,11 @@ class AgentDriver:
         """Tell the arrival clock a contract record was decided (with its event time: it entered
         the reorder buffer)."""
         if self._arrivals is not None and msg.topic in self._contract_topics:
-            self._arrivals.done((msg.topic, msg.partition), msg.offset, _ms(msg.timestamp), event_time)
+            ms = self._stamps.of(msg.topic, msg.partition, msg.offset, msg.timestamp)
+            self._arrivals.done((msg.topic, msg.partition), msg.offset, ms, event_time)
+        self._stamps.settled(msg.topic, msg.partition, msg.offset)
 
-    def _catch_up_before(self, rt: PartitionRuntime[Any], partition: int, stamp: float | None, t: float) -> None:
+    def _catch_up_before(self, rt: PartitionRuntime[Any], partition: int, stamp_ms: int, t: float) -> None:
         """A record behind the clock it arrived at (the backtest's, as of just before its
         timestamp): first apply what that clock made due, as the backtest did before it came, so
         a deadline it would have missed fires before it (PAYMENT_WITHOUT_ORDER for an order the
@@ -493,7 +502,7 @@ class AgentDriver:
         arrivals = self._arrivals
         if arrivals is None or t >= arrivals.low() - self._lateness:
             return  # not behind even the latest clock: it waits in the buffer for its time
-        before = self._clocks.now(self.name, partition, before_ms=_ms(stamp))
+        before = self._clocks.now(self.name, partition, before_ms=stamp_ms)
         if t < before and rt.clock < before:
             self._batches[partition].early.append(rt.release(before))
 
@@ -589,11 +598,6 @@ class AgentDriver:
             await self._port.seek((topic, partition), start)
         else:
             log.info("%s: %s[%s] resumes at offset %s", self.name, topic, partition, offset)
-
-
-def _ms(stamp: float | None) -> int:
-    """A record timestamp (faust's seconds) in milliseconds, as Kafka keeps it (0: none)."""
-    return round(float(stamp) * 1000) if stamp is not None else 0
 
 
 def _joined(parts: list[Release[Any]]) -> Release[Any]:

@@ -152,6 +152,13 @@ class Metrics:
             ["agent", "reason"],
             registry=r,
         )
+        self.restamped = Counter(
+            "orderwatch_records_restamped_total",
+            "Input records stamped more than an hour ahead of the wall clock (an upstream producer's clock is "
+            "off), counted at their partition's time instead of their own (streams.stamps), by topic",
+            ["topic"],
+            registry=r,
+        )
         # Handlers: cases, escalation, incidents (handlers.service).
         self.case_changes = Counter(
             "orderwatch_case_changes_total",
@@ -263,6 +270,7 @@ class Metrics:
         for topic in topics:
             for reason in INVALID_REASONS:
                 self.invalid.labels(topic, reason)
+            self.restamped.labels(topic)
         for code in rules:
             meta = RULES.get(code)
             if meta is not None:
@@ -270,6 +278,10 @@ class Metrics:
                 self.resolved.labels(code, meta.severity)
         for agent in agents:
             self.agent_crashes.labels(agent)
+
+    def count_restamp(self, topic: str) -> None:
+        """An input record counted at its partition's time, its own being in the future (streams.stamps)."""
+        self.restamped.labels(topic).inc()
 
     def report_partitions(
         self, lags: Iterable[tuple[tuple[str, int], int]], stalled: Collection[tuple[str, int]]

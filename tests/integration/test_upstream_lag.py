@@ -16,11 +16,12 @@ import pytest
 
 from orderwatch.backtest import BacktestResult, open_lines, run_backtest
 from orderwatch.simulate import simulate
+from orderwatch.streams.publish import publish_lines
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.worker import committed_offsets, ensure_topics
 from tests.integration.kafka import exception_keys, read_json, wait_for_outcome
-from tests.integration.upstream_lag import delay_created, publish_stamped
-from tests.support.worker import free_port, spawn_worker, stop_worker
+from tests.integration.upstream_lag import SkewedProducerClock, delay_created, publish_stamped
+from tests.support.worker import free_port, metric_total, spawn_worker, stop_worker
 
 pytestmark = [
     pytest.mark.integration,
@@ -75,6 +76,35 @@ async def test_a_replay_with_a_lagging_upstream_equals_backtest(tmp_path: Path, 
         finally:
             stop_worker(proc)
     _assert_same(got, expected)
+
+
+async def test_records_a_producer_stamped_days_ahead_do_not_break_the_replay(
+    tmp_path: Path, kafka_settings: Settings
+) -> None:
+    # A few records of the lagging stream come from a producer whose clock is two days fast. A
+    # record cannot have arrived after it was read: each counts at its partition's time
+    # (streams.stamps). Taken at face value, each would set its partition's time two days
+    # ahead: that partition's later records would stop holding the others back, and the
+    # arrival clock would file its steps after them.
+    lines, delayed, res = _lagging_stream(tmp_path, orders=300, seed=13)
+    _check_the_stream_has_what_the_test_is_about(res, delayed)
+    expected = _keys(res)
+    await ensure_topics(kafka_settings)
+    skewed = set(range(400, len(lines), 1000))
+    sent = await publish_lines(lines, kafka_settings, clock=SkewedProducerClock(skewed, ahead_ms=2 * 86_400_000))
+    assert max(skewed) < sum(sent.sent.values())  # every skewed stamp was given to a record sent
+
+    log_path = tmp_path / "worker.log"
+    settings = kafka_settings.model_copy(update={"web_port": free_port()})
+    with log_path.open("wb") as log:
+        proc = spawn_worker(settings, "event", log)
+        try:
+            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, timeout=240)
+            restamped = await metric_total(settings.web_port, "orderwatch_records_restamped_total")
+        finally:
+            stop_worker(proc)
+    _assert_same(got, expected)
+    assert restamped == len(skewed)
 
 
 async def test_a_worker_stopped_partway_and_restarted_later_catches_up_to_backtest(

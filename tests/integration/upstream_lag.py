@@ -9,7 +9,7 @@ from datetime import datetime
 from orderwatch.streams.publish import RecordClock, publish_lines
 from orderwatch.streams.settings import Settings
 
-__all__ = ["delay_created", "publish_stamped"]
+__all__ = ["SkewedProducerClock", "delay_created", "publish_stamped"]
 
 
 def _time(line: bytes) -> float | None:
@@ -46,6 +46,24 @@ def delay_created(lines: list[bytes], every: int, delay: float) -> tuple[list[by
 
 _CLOCKS: dict[tuple[str, str], RecordClock] = {}
 """One publishing run's clock per broker and topic prefix: a later call continues its stamps."""
+
+
+class SkewedProducerClock(RecordClock):
+    """`publish`'s stamps, except the records at `skewed` (their index among those sent), which a
+    producer whose clock is `ahead_ms` fast stamps: ahead by that much, and not moving the others
+    (they come from the producers whose clocks are right)."""
+
+    def __init__(self, skewed: set[int], ahead_ms: int) -> None:
+        super().__init__()
+        self._skewed = skewed
+        self._ahead_ms = ahead_ms
+        self._n = 0
+
+    def stamp(self) -> int:
+        n, self._n = self._n, self._n + 1
+        if n in self._skewed:
+            return self.now_ms() + self._ahead_ms
+        return super().stamp()
 
 
 async def publish_stamped(lines: list[bytes], settings: Settings, *, start: int = 0) -> int:

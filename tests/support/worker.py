@@ -13,7 +13,7 @@ from typing import IO, Any
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.worker import worker_env
 
-__all__ = ["free_port", "spawn_worker", "stop_worker"]
+__all__ = ["free_port", "metric_total", "spawn_worker", "stop_worker"]
 
 
 def free_port() -> int:
@@ -55,3 +55,14 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+async def metric_total(port: int, name: str) -> float:
+    """The sum of every series of one metric on a worker's /metrics (0 when it has none)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((f"{name}{{", f"{name} "))
+    )
