@@ -27,8 +27,10 @@ from orderwatch.detectors.orders.state import (
     Episode,
     OrderState,
     compact,
+    compact_id,
     compact_ids,
     episodes,
+    id_text,
     milli_tolerance,
     payment_ids,
     to_ms,
@@ -147,7 +149,9 @@ class OrderCore(Detector[str, OrderState]):
         st.pay_ids, st.refunds = compact_ids(pay_ids), refunds
         st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = to_sec(ship_by)
-        st.eps = tuple(x for no, d, sid, ref in eps for x in (RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref))
+        st.eps = tuple(
+            x for no, d, sid, ref in eps for x in (RULE_BY_ID[no], to_sec(d) or 0.0, compact_id(sid), ref)
+        )
         if opened:
             st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
         if early:
@@ -221,7 +225,7 @@ class OrderCore(Detector[str, OrderState]):
             if st.profile.get(rule) is None:
                 return
         self._end(st, rule, ref)
-        st.eps += (rule, deadline, start_id, ref)
+        st.eps += (rule, deadline, compact_id(start_id), ref)
         # Only an earlier deadline needs a new timer; a later one is found when the current
         # timer pops and the state reschedules itself (lazy, one heap entry per order).
         self._wake_at(st.oid, st, deadline)
@@ -239,7 +243,7 @@ class OrderCore(Detector[str, OrderState]):
         eps = st.eps
         for i in range(0, len(eps), 4):
             if eps[i] == rule and eps[i + 3] == ref:
-                return (rule, eps[i + 1], eps[i + 2], ref)
+                return (rule, eps[i + 1], id_text(eps[i + 2]), ref)
         return None
 
     @staticmethod
@@ -299,7 +303,8 @@ class OrderCore(Detector[str, OrderState]):
             return
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
-        st.eps = tuple(x for ep in episodes(st) if ep[0] == "REFUND_OVERDUE" for x in ep)
+        eps = st.eps
+        st.eps = sum((eps[i : i + 4] for i in range(0, len(eps), 4) if eps[i] == "REFUND_OVERDUE"), ())
         self._start(st, GC, t + self._retention(st), "", force=True)
 
     def _retention(self, st: OrderState) -> float:
