@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 from orderwatch.detectors.base import Detector
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.orders import episodes as packed
 from orderwatch.detectors.orders.state import (
     CANCELLED,
     CANCELLED_RETENTION,
@@ -27,10 +28,8 @@ from orderwatch.detectors.orders.state import (
     Episode,
     OrderState,
     compact,
-    compact_id,
     compact_ids,
     episodes,
-    id_text,
     milli_tolerance,
     payment_ids,
     to_ms,
@@ -149,9 +148,7 @@ class OrderCore(Detector[str, OrderState]):
         st.pay_ids, st.refunds = compact_ids(pay_ids), refunds
         st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = to_sec(ship_by)
-        st.eps = tuple(
-            x for no, d, sid, ref in eps for x in (RULE_BY_ID[no], to_sec(d) or 0.0, compact_id(sid), ref)
-        )
+        st.eps = packed.encode((RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps)
         if opened:
             st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
         if early:
@@ -163,7 +160,7 @@ class OrderCore(Detector[str, OrderState]):
     def pending(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for st in self.states.values():
-            for rule in st.eps[::4]:
+            for rule in packed.rule_names(st.eps):
                 if rule != GC:
                     counts[rule] = counts.get(rule, 0) + 1
         return counts
@@ -224,27 +221,27 @@ class OrderCore(Detector[str, OrderState]):
                 return
             if st.profile.get(rule) is None:
                 return
-        self._end(st, rule, ref)
-        st.eps += (rule, deadline, compact_id(start_id), ref)
+        st.eps = packed.put(st.eps, rule, deadline, start_id, ref)
         # Only an earlier deadline needs a new timer; a later one is found when the current
         # timer pops and the state reschedules itself (lazy, one heap entry per order).
         self._wake_at(st.oid, st, deadline)
 
     @staticmethod
     def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
-        eps = st.eps
-        for i in range(0, len(eps), 4):
-            if eps[i] == rule and eps[i + 3] == ref:
-                st.eps = eps[:i] + eps[i + 4 :]
-                return
+        i = packed.find(st.eps, rule, ref)
+        if i >= 0:
+            st.eps = packed.remove(st.eps, i)
 
     @staticmethod
     def _episode(st: OrderState, rule: str, ref: str | None = None) -> Episode | None:
-        eps = st.eps
-        for i in range(0, len(eps), 4):
-            if eps[i] == rule and eps[i + 3] == ref:
-                return (rule, eps[i + 1], id_text(eps[i + 2]), ref)
-        return None
+        i = packed.find(st.eps, rule, ref)
+        return packed.episode(st.eps, i) if i >= 0 else None
+
+    @staticmethod
+    def _due_at(st: OrderState, rule: str) -> float | None:
+        """The deadline of `rule`'s episode (no ref), None when none runs."""
+        i = packed.find(st.eps, rule)
+        return packed.deadline(st.eps, i) if i >= 0 else None
 
     @staticmethod
     def _start_time(st: OrderState, ep: Episode) -> str | None:
@@ -255,8 +252,7 @@ class OrderCore(Detector[str, OrderState]):
         return iso(ep[1] - thr)
 
     def _reschedule(self, st: OrderState) -> None:
-        if st.eps:
-            self._wake_at(st.oid, st, min(st.eps[1::4]))
+        self._wake_at(st.oid, st, packed.earliest(st.eps))
 
     def _open(
         self,
@@ -303,8 +299,7 @@ class OrderCore(Detector[str, OrderState]):
             return
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
-        eps = st.eps
-        st.eps = sum((eps[i : i + 4] for i in range(0, len(eps), 4) if eps[i] == "REFUND_OVERDUE"), ())
+        st.eps = packed.encode(ep for ep in episodes(st) if ep[0] == "REFUND_OVERDUE")
         self._start(st, GC, t + self._retention(st), "", force=True)
 
     def _retention(self, st: OrderState) -> float:

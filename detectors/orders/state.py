@@ -3,11 +3,8 @@ the order detector shares (milliseconds in snapshots, the money tolerance)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from functools import lru_cache
-from typing import Any
-
 from orderwatch.detectors.config import Profile
+from orderwatch.detectors.orders.episodes import Episode, decode
 from orderwatch.detectors.records import ExceptionRecord
 from orderwatch.detectors.snapshots import GC
 
@@ -35,10 +32,8 @@ __all__ = [
     "OrderState",
     "add_payment_id",
     "compact",
-    "compact_id",
     "compact_ids",
     "episodes",
-    "id_text",
     "known_status",
     "milli_tolerance",
     "payment_ids",
@@ -102,42 +97,11 @@ ORDER_EVENT_TYPES = frozenset(
     }
 )
 
-# An episode: (rule, deadline, start event id, ref). `ref` tells episodes of one rule apart
-# within an order (the refund id for REFUND_OVERDUE), else None. The start time is not kept: it
-# is the deadline minus the threshold (a float less per episode, and state size is the budget).
-Episode = tuple[str, float, str, str | None]
 
-
-def episodes(st: OrderState) -> Iterator[Episode]:
-    """The order's episodes. They are stored flat, four items each, in one tuple
-    (`OrderState.eps`): one object per order instead of a list and a tuple per episode, about
-    200 bytes less for an order with three deadlines running. Start ids come back as text."""
-    it = iter(st.eps)
-    return ((rule, due, id_text(sid), ref) for rule, due, sid, ref in zip(it, it, it, it, strict=True))
-
-
-# One event often starts several episodes (a payment: up to five): they share one copy of its id.
-@lru_cache(maxsize=1)
-def compact_id(event_id: str) -> str | bytes:
-    """An event id as kept in an episode: a canonical UUID (lower-case 8-4-4-4-12) as its 16
-    bytes (56 bytes of memory instead of 85), any other text as itself."""
-    if len(event_id) == 36 and event_id[8] == event_id[13] == event_id[18] == event_id[23] == "-":
-        hexa = event_id.replace("-", "")
-        try:
-            raw = bytes.fromhex(hexa)
-        except ValueError:
-            return event_id
-        if raw.hex() == hexa:  # lower case, nothing bytes.fromhex skipped: it reads back the same
-            return raw
-    return event_id
-
-
-def id_text(event_id: str | bytes) -> str:
-    """The text of an id `compact_id` kept."""
-    if isinstance(event_id, str):
-        return event_id
-    h = event_id.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def episodes(st: OrderState) -> list[Episode]:
+    """The order's episodes, in the order they started (packed in `OrderState.eps`: see
+    `detectors.orders.episodes`)."""
+    return decode(st.eps)
 
 
 _STATUSES = {
@@ -196,7 +160,7 @@ class OrderState:
         self.refunds: dict[str, list[int]] | None = None  # refund id -> [requested, succeeded, done]
         self.last_t = float("-inf")
         self.ship_by: float | None = None
-        self.eps: tuple[Any, ...] = ()  # flat: see `episodes`
+        self.eps = b""  # packed: see `episodes`
         # Payments seen before order.created: (payment id, amount, currency, event id, time).
         self.early: list[tuple[str, int, str, str, float]] | None = None
         self.opened: dict[tuple[str, str | None], ExceptionRecord] | None = None

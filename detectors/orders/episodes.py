@@ -1,0 +1,213 @@
+"""An order's deadline episodes packed in one `bytes` (`OrderState.eps`): a dozen objects an
+order fewer than a tuple of rules, deadline floats and id strings, which is most of the memory
+budget of an open order (docs/architecture.md, "State size").
+
+Layout, little-endian: the number of episodes k (2 bytes); k rule bytes (the frozen numbers of
+`detectors.snapshots.RULE_IDS`, bit 7 set when the episode has a ref); k deadlines (8-byte
+doubles, exact); then per episode its start event id and, when it has one, its ref, each as a
+field: a canonical UUID (lower-case 8-4-4-4-12) as 0xFF and its 16 bytes, any other text as its
+UTF-8 length (one byte below 0xFE, or 0xFE and four bytes) and the UTF-8 itself.
+
+The rule bytes come first so that finding a rule is one `bytes.find` and the deadlines next so
+that the earliest is one `struct` call: those run on every event; the ids are read only when
+an episode fires or the state is snapshot or described."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from functools import lru_cache
+
+from orderwatch.detectors.snapshots import RULE_BY_ID, RULE_IDS
+
+__all__ = [
+    "Episode",
+    "deadline",
+    "decode",
+    "earliest",
+    "encode",
+    "find",
+    "put",
+    "remove",
+    "rule_names",
+]
+
+# An episode: (rule, deadline, start event id, ref). `ref` tells episodes of one rule apart
+# within an order (the refund id for REFUND_OVERDUE), else None. The start time is not kept: it
+# is the deadline minus the threshold.
+Episode = tuple[str, float, str, str | None]
+
+_REF = 0x80
+_UUID = 0xFF
+_LONG = 0xFE
+_COUNT = struct.Struct("<H")
+_DOUBLE = struct.Struct("<d")
+_BYTE = tuple(bytes((n,)) for n in range(256))
+_UUID_TAG = _BYTE[_UUID]
+_DOUBLES = tuple(struct.Struct(f"<{k}d") for k in range(16))
+
+
+def _doubles(k: int) -> struct.Struct:
+    return _DOUBLES[k] if k < len(_DOUBLES) else struct.Struct(f"<{k}d")
+
+
+# One event often starts several episodes (a payment: up to five): encode its id once.
+@lru_cache(maxsize=1)
+def field(text: str) -> bytes:
+    """`text` as a field of the packed form (a UUID in 17 bytes, other text length-prefixed)."""
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+        hexa = text.replace("-", "")
+        try:
+            raw = bytes.fromhex(hexa)
+        except ValueError:
+            raw = b""
+        if raw.hex() == hexa:  # lower case, nothing bytes.fromhex skipped: it reads back the same
+            return _UUID_TAG + raw
+    data = text.encode("utf-8", "surrogatepass")
+    n = len(data)
+    return (_BYTE[n] if n < _LONG else _BYTE[_LONG] + n.to_bytes(4, "little")) + data
+
+
+def _field_end(eps: bytes, off: int) -> int:
+    tag = eps[off]
+    if tag == _UUID:
+        return off + 17
+    if tag == _LONG:
+        return off + 5 + int.from_bytes(eps[off + 1 : off + 5], "little")
+    return off + 1 + tag
+
+
+def _field_text(eps: bytes, off: int) -> str:
+    tag = eps[off]
+    if tag == _UUID:
+        h = eps[off + 1 : off + 17].hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if tag == _LONG:
+        n = int.from_bytes(eps[off + 1 : off + 5], "little")
+        return eps[off + 5 : off + 5 + n].decode("utf-8", "surrogatepass")
+    return eps[off + 1 : off + 1 + tag].decode("utf-8", "surrogatepass")
+
+
+def _count(eps: bytes) -> int:
+    return eps[0] | eps[1] << 8 if eps else 0
+
+
+def _tail(eps: bytes, k: int, i: int) -> tuple[int, int]:
+    """Start and end offsets of episode i's fields (its id, and its ref if it has one)."""
+    off = 2 + 9 * k
+    for j in range(i):
+        off = _field_end(eps, off)
+        if eps[2 + j] & _REF:
+            off = _field_end(eps, off)
+    end = _field_end(eps, off)
+    if eps[2 + i] & _REF:
+        end = _field_end(eps, end)
+    return off, end
+
+
+def find(eps: bytes, rule: str, ref: str | None = None) -> int:
+    """Index of the episode of `rule` with `ref`, or -1."""
+    if not eps:
+        return -1
+    k = eps[0] | eps[1] << 8
+    if ref is None:
+        i = eps.find(RULE_IDS[rule], 2, 2 + k)
+        return i - 2 if i >= 0 else -1
+    want = RULE_IDS[rule] | _REF
+    i = eps.find(want, 2, 2 + k)
+    while i >= 0:
+        off = _tail(eps, k, i - 2)[0]
+        if _field_text(eps, _field_end(eps, off)) == ref:
+            return i - 2
+        i = eps.find(want, i + 1, 2 + k)
+    return -1
+
+
+def deadline(eps: bytes, i: int) -> float:
+    d: float = _DOUBLE.unpack_from(eps, 2 + _count(eps) + 8 * i)[0]
+    return d
+
+
+def episode(eps: bytes, i: int) -> Episode:
+    k = _count(eps)
+    rb = eps[2 + i]
+    off = _tail(eps, k, i)[0]
+    ref = _field_text(eps, _field_end(eps, off)) if rb & _REF else None
+    return (RULE_BY_ID[rb & ~_REF], _DOUBLE.unpack_from(eps, 2 + k + 8 * i)[0], _field_text(eps, off), ref)
+
+
+def earliest(eps: bytes) -> float | None:
+    """The earliest deadline (None: no episode)."""
+    if not eps:
+        return None
+    k = eps[0] | eps[1] << 8
+    due: float = min(_doubles(k).unpack_from(eps, 2 + k))
+    return due
+
+
+def remove(eps: bytes, i: int) -> bytes:
+    """`eps` without episode i."""
+    k = eps[0] | eps[1] << 8
+    if k == 1:
+        return b""
+    s, e = _tail(eps, k, i)
+    d = 2 + k
+    return b"".join(
+        (
+            _COUNT.pack(k - 1),
+            eps[2 : 2 + i],
+            eps[3 + i : d + 8 * i],
+            eps[d + 8 * i + 8 : s],
+            eps[e:],
+        )
+    )
+
+
+def put(eps: bytes, rule: str, due: float, start_id: str, ref: str | None = None) -> bytes:
+    """`eps` with the episode of (`rule`, `ref`) replaced or added, due at `due`."""
+    fields = field(start_id) if ref is None else field(start_id) + field(ref)
+    rb = _BYTE[RULE_IDS[rule] | (0 if ref is None else _REF)]
+    if not eps:
+        return b"\x01\x00" + rb + _DOUBLE.pack(due) + fields
+    i = find(eps, rule, ref)
+    if i >= 0:
+        eps = remove(eps, i)
+        if not eps:
+            return b"\x01\x00" + rb + _DOUBLE.pack(due) + fields
+    k = eps[0] | eps[1] << 8
+    d = 2 + k
+    t = d + 8 * k
+    return b"".join((_COUNT.pack(k + 1), eps[2:d], rb, eps[d:t], _DOUBLE.pack(due), eps[t:], fields))
+
+
+def decode(eps: bytes) -> list[Episode]:
+    """Every episode, in the order they were added."""
+    if not eps:
+        return []
+    k = eps[0] | eps[1] << 8
+    dues = _doubles(k).unpack_from(eps, 2 + k)
+    out: list[Episode] = []
+    off = 2 + 9 * k
+    for j in range(k):
+        rb = eps[2 + j]
+        sid = _field_text(eps, off)
+        off = _field_end(eps, off)
+        ref = None
+        if rb & _REF:
+            ref = _field_text(eps, off)
+            off = _field_end(eps, off)
+        out.append((RULE_BY_ID[rb & ~_REF], dues[j], sid, ref))
+    return out
+
+
+def encode(episodes: Iterable[Episode]) -> bytes:
+    """The packed form of `episodes` (as `decode` gives them back)."""
+    eps = b""
+    for rule, due, sid, ref in episodes:
+        eps = put(eps, rule, due, sid, ref)
+    return eps
+
+
+def rule_names(eps: bytes) -> list[str]:
+    """The rule of each episode."""
+    return [RULE_BY_ID[rb & ~_REF] for rb in eps[2 : 2 + _count(eps)]]
