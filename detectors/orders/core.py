@@ -65,8 +65,7 @@ class OrderCore(Detector[str, OrderState]):
         """Fire every episode whose deadline the clock `now` has passed."""
         out: list[Emission] = []
         for oid, st in self._due(now):
-            due = sorted((ep for ep in episodes(st) if ep[1] < now), key=_deadline)
-            for ep in due:
+            for ep in packed.due_before(st.eps, now):
                 self._end(st, ep[0], ep[3])
                 if ep[0] == GC:
                     if not st.opened and not st.eps:

@@ -1,16 +1,18 @@
-"""An order's deadline episodes packed in one `bytes` (`OrderState.eps`): a dozen objects an
-order fewer than a tuple of rules, deadline floats and id strings, which is most of the memory
-budget of an open order (docs/architecture.md, "State size").
+"""An order's deadline episodes packed in one `bytes` (`OrderState.eps`): one object an order
+instead of a tuple of rules, deadline floats and id strings, which was most of the memory of an
+open order (docs/architecture.md, "State size").
 
 Layout, little-endian: the number of episodes k (2 bytes); k rule bytes (the frozen numbers of
 `detectors.snapshots.RULE_IDS`, bit 7 set when the episode has a ref); k deadlines (8-byte
-doubles, exact); then per episode its start event id and, when it has one, its ref, each as a
+doubles: exact); then per episode its start event id and, when it has one, its ref, each as a
 field: a canonical UUID (lower-case 8-4-4-4-12) as 0xFF and its 16 bytes, any other text as its
 UTF-8 length (one byte below 0xFE, or 0xFE and four bytes) and the UTF-8 itself.
 
-The rule bytes come first so that finding a rule is one `bytes.find` and the deadlines next so
-that the earliest is one `struct` call: those run on every event; the ids are read only when
-an episode fires or the state is snapshot or described."""
+Stored newest first: a restart puts its episode at the front, and the next restart of the same
+rule (ORDER_STUCK, at every event of the order) finds it there without walking the fields.
+Finding a rule is one `bytes.find`, the earliest deadline one `struct` call; the ids are read
+only when an episode fires or the state is snapshot or described. An index `i` below is a
+position in this layout; `decode` gives the episodes oldest first, in the order they started."""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ __all__ = [
     "Episode",
     "deadline",
     "decode",
+    "due_before",
     "earliest",
     "encode",
+    "episode",
     "find",
     "put",
     "remove",
@@ -38,12 +42,14 @@ __all__ = [
 Episode = tuple[str, float, str, str | None]
 
 _REF = 0x80
+_RULE = 0x7F
 _UUID = 0xFF
 _LONG = 0xFE
 _COUNT = struct.Struct("<H")
 _DOUBLE = struct.Struct("<d")
 _BYTE = tuple(bytes((n,)) for n in range(256))
 _UUID_TAG = _BYTE[_UUID]
+_LONG_TAG = _BYTE[_LONG]
 _DOUBLES = tuple(struct.Struct(f"<{k}d") for k in range(16))
 
 
@@ -65,7 +71,7 @@ def field(text: str) -> bytes:
             return _UUID_TAG + raw
     data = text.encode("utf-8", "surrogatepass")
     n = len(data)
-    return (_BYTE[n] if n < _LONG else _BYTE[_LONG] + n.to_bytes(4, "little")) + data
+    return (_BYTE[n] if n < _LONG else _LONG_TAG + n.to_bytes(4, "little")) + data
 
 
 def _field_end(eps: bytes, off: int) -> int:
@@ -124,8 +130,8 @@ def find(eps: bytes, rule: str, ref: str | None = None) -> int:
 
 
 def deadline(eps: bytes, i: int) -> float:
-    d: float = _DOUBLE.unpack_from(eps, 2 + _count(eps) + 8 * i)[0]
-    return d
+    due: float = _DOUBLE.unpack_from(eps, 2 + _count(eps) + 8 * i)[0]
+    return due
 
 
 def episode(eps: bytes, i: int) -> Episode:
@@ -133,7 +139,7 @@ def episode(eps: bytes, i: int) -> Episode:
     rb = eps[2 + i]
     off = _tail(eps, k, i)[0]
     ref = _field_text(eps, _field_end(eps, off)) if rb & _REF else None
-    return (RULE_BY_ID[rb & ~_REF], _DOUBLE.unpack_from(eps, 2 + k + 8 * i)[0], _field_text(eps, off), ref)
+    return (RULE_BY_ID[rb & _RULE], _DOUBLE.unpack_from(eps, 2 + k + 8 * i)[0], _field_text(eps, off), ref)
 
 
 def earliest(eps: bytes) -> float | None:
@@ -151,37 +157,67 @@ def remove(eps: bytes, i: int) -> bytes:
     if k == 1:
         return b""
     s, e = _tail(eps, k, i)
+    di = 2 + k + 8 * i
+    return b"".join((_COUNT.pack(k - 1), eps[2 : 2 + i], eps[3 + i : di], eps[di + 8 : s], eps[e:]))
+
+
+def put(eps: bytes, rule: str, due: float, start_id: str, ref: str | None = None) -> bytes:
+    """`eps` with the episode of (`rule`, `ref`) replaced or added (at the front), due at
+    `due`. The hot path (every event restarts ORDER_STUCK): one `bytes.join`, no decoding."""
+    rid = RULE_IDS[rule]
+    if ref is None:
+        fields = field(start_id)
+    else:
+        fields = field(start_id) + field(ref)
+        rid |= _REF
+    if not eps:
+        return b"".join((b"\x01\x00", _BYTE[rid], _DOUBLE.pack(due), fields))
+    k = eps[0] | eps[1] << 8
     d = 2 + k
+    t = d + 8 * k
+    if ref is None:
+        i = eps.find(rid, 2, d)
+        i = i - 2 if i >= 0 else -1
+    else:
+        i = find(eps, rule, ref)
+    if i < 0:
+        return b"".join((_COUNT.pack(k + 1), _BYTE[rid], eps[2:d], _DOUBLE.pack(due), eps[d:t], fields, eps[t:]))
+    if i == 0:  # the newest again (a restart): same rule byte, its deadline and fields first
+        e = _field_end(eps, t)
+        if rid & _REF:
+            e = _field_end(eps, e)
+        return b"".join((eps[:d], _DOUBLE.pack(due), eps[d + 8 : t], fields, eps[e:]))
+    s, e = _tail(eps, k, i)
+    di = d + 8 * i
     return b"".join(
         (
-            _COUNT.pack(k - 1),
+            eps[:2],
+            _BYTE[rid],
             eps[2 : 2 + i],
-            eps[3 + i : d + 8 * i],
-            eps[d + 8 * i + 8 : s],
+            eps[3 + i : d],
+            _DOUBLE.pack(due),
+            eps[d:di],
+            eps[di + 8 : t],
+            fields,
+            eps[t:s],
             eps[e:],
         )
     )
 
 
-def put(eps: bytes, rule: str, due: float, start_id: str, ref: str | None = None) -> bytes:
-    """`eps` with the episode of (`rule`, `ref`) replaced or added, due at `due`."""
-    fields = field(start_id) if ref is None else field(start_id) + field(ref)
-    rb = _BYTE[RULE_IDS[rule] | (0 if ref is None else _REF)]
+def due_before(eps: bytes, now: float) -> list[Episode]:
+    """The episodes whose deadline is before `now`, earliest first (ties: oldest first)."""
     if not eps:
-        return b"\x01\x00" + rb + _DOUBLE.pack(due) + fields
-    i = find(eps, rule, ref)
-    if i >= 0:
-        eps = remove(eps, i)
-        if not eps:
-            return b"\x01\x00" + rb + _DOUBLE.pack(due) + fields
+        return []
     k = eps[0] | eps[1] << 8
-    d = 2 + k
-    t = d + 8 * k
-    return b"".join((_COUNT.pack(k + 1), eps[2:d], rb, eps[d:t], _DOUBLE.pack(due), eps[t:], fields))
+    dues = _doubles(k).unpack_from(eps, 2 + k)
+    hits = [(d, -j) for j, d in enumerate(dues) if d < now]
+    hits.sort()
+    return [episode(eps, -j) for _, j in hits]
 
 
 def decode(eps: bytes) -> list[Episode]:
-    """Every episode, in the order they were added."""
+    """Every episode, oldest first (the order they started)."""
     if not eps:
         return []
     k = eps[0] | eps[1] << 8
@@ -196,12 +232,13 @@ def decode(eps: bytes) -> list[Episode]:
         if rb & _REF:
             ref = _field_text(eps, off)
             off = _field_end(eps, off)
-        out.append((RULE_BY_ID[rb & ~_REF], dues[j], sid, ref))
+        out.append((RULE_BY_ID[rb & _RULE], dues[j], sid, ref))
+    out.reverse()
     return out
 
 
 def encode(episodes: Iterable[Episode]) -> bytes:
-    """The packed form of `episodes` (as `decode` gives them back)."""
+    """The packed form of `episodes`, given oldest first (as `decode` gives them back)."""
     eps = b""
     for rule, due, sid, ref in episodes:
         eps = put(eps, rule, due, sid, ref)
@@ -209,5 +246,5 @@ def encode(episodes: Iterable[Episode]) -> bytes:
 
 
 def rule_names(eps: bytes) -> list[str]:
-    """The rule of each episode."""
-    return [RULE_BY_ID[rb & ~_REF] for rb in eps[2 : 2 + _count(eps)]]
+    """The rule of each episode, newest first."""
+    return [RULE_BY_ID[rb & _RULE] for rb in eps[2 : 2 + _count(eps)]]
