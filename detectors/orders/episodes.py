@@ -6,7 +6,8 @@ Layout, little-endian: the number of episodes k (2 bytes); k rule bytes (the fro
 `detectors.snapshots.RULE_IDS`, bit 7 set when the episode has a ref); k deadlines (8-byte
 doubles: exact); then per episode its start event id and, when it has one, its ref, each as a
 field: a canonical UUID (lower-case 8-4-4-4-12) as 0xFF and its 16 bytes, any other text as its
-UTF-8 length (one byte below 0xFE, or 0xFE and four bytes) and the UTF-8 itself.
+UTF-8 length (one byte below 0xFD, or 0xFE and four bytes) and the UTF-8 itself. A start id equal
+to the next episode's is the one byte 0xFD (one event often starts several episodes).
 
 Stored newest first: a restart puts its episode at the front, and the next restart of the same
 rule (ORDER_STUCK, at every event of the order) finds it there without walking the fields.
@@ -45,11 +46,13 @@ _REF = 0x80
 _RULE = 0x7F
 _UUID = 0xFF
 _LONG = 0xFE
+_SAME = 0xFD  # as a start id: the same as the next episode's
 _COUNT = struct.Struct("<H")
 _DOUBLE = struct.Struct("<d")
 _BYTE = tuple(bytes((n,)) for n in range(256))
 _UUID_TAG = _BYTE[_UUID]
 _LONG_TAG = _BYTE[_LONG]
+_SAME_TAG = _BYTE[_SAME]
 _DOUBLES = tuple(struct.Struct(f"<{k}d") for k in range(16))
 
 
@@ -71,13 +74,15 @@ def field(text: str) -> bytes:
             return _UUID_TAG + raw
     data = text.encode("utf-8", "surrogatepass")
     n = len(data)
-    return (_BYTE[n] if n < _LONG else _LONG_TAG + n.to_bytes(4, "little")) + data
+    return (_BYTE[n] if n < _SAME else _LONG_TAG + n.to_bytes(4, "little")) + data
 
 
 def _field_end(eps: bytes, off: int) -> int:
     tag = eps[off]
     if tag == _UUID:
         return off + 17
+    if tag == _SAME:
+        return off + 1
     if tag == _LONG:
         return off + 5 + int.from_bytes(eps[off + 1 : off + 5], "little")
     return off + 1 + tag
@@ -111,6 +116,16 @@ def _tail(eps: bytes, k: int, i: int) -> tuple[int, int]:
     return off, end
 
 
+def _id_at(eps: bytes, off: int, i: int) -> int:
+    """Offset of the field that holds episode i's start id, its own field being at `off`."""
+    while eps[off] == _SAME:
+        off += 1
+        if eps[2 + i] & _REF:
+            off = _field_end(eps, off)
+        i += 1
+    return off
+
+
 def find(eps: bytes, rule: str, ref: str | None = None) -> int:
     """Index of the episode of `rule` with `ref`, or -1."""
     if not eps:
@@ -139,7 +154,8 @@ def episode(eps: bytes, i: int) -> Episode:
     rb = eps[2 + i]
     off = _tail(eps, k, i)[0]
     ref = _field_text(eps, _field_end(eps, off)) if rb & _REF else None
-    return (RULE_BY_ID[rb & _RULE], _DOUBLE.unpack_from(eps, 2 + k + 8 * i)[0], _field_text(eps, off), ref)
+    sid = _field_text(eps, _id_at(eps, off, i))
+    return (RULE_BY_ID[rb & _RULE], _DOUBLE.unpack_from(eps, 2 + k + 8 * i)[0], sid, ref)
 
 
 def earliest(eps: bytes) -> float | None:
@@ -156,53 +172,59 @@ def remove(eps: bytes, i: int) -> bytes:
     k = eps[0] | eps[1] << 8
     if k == 1:
         return b""
-    s, e = _tail(eps, k, i)
     di = 2 + k + 8 * i
-    return b"".join((_COUNT.pack(k - 1), eps[2 : 2 + i], eps[3 + i : di], eps[di + 8 : s], eps[e:]))
+    head = (_COUNT.pack(k - 1), eps[2 : 2 + i], eps[3 + i : di])
+    if i == 0:
+        s, e = _tail(eps, k, 0)
+        return b"".join((*head, eps[di + 8 : s], eps[e:]))
+    p, s = _tail(eps, k, i - 1)
+    e = _tail_end(eps, s, i)
+    if eps[p] == _SAME and eps[s] != _SAME:
+        # The newer neighbour named this episode's id as its own: it gets the id itself.
+        return b"".join((*head, eps[di + 8 : p], eps[s : _field_end(eps, s)], eps[p + 1 : s], eps[e:]))
+    return b"".join((*head, eps[di + 8 : s], eps[e:]))
+
+
+def _tail_end(eps: bytes, off: int, i: int) -> int:
+    """End of episode i's fields, which start at `off`."""
+    end = _field_end(eps, off)
+    return _field_end(eps, end) if eps[2 + i] & _REF else end
 
 
 def put(eps: bytes, rule: str, due: float, start_id: str, ref: str | None = None) -> bytes:
     """`eps` with the episode of (`rule`, `ref`) replaced or added (at the front), due at
     `due`. The hot path (every event restarts ORDER_STUCK): one `bytes.join`, no decoding."""
     rid = RULE_IDS[rule]
+    sid = field(start_id)
     if ref is None:
-        fields = field(start_id)
+        reff = b""
     else:
-        fields = field(start_id) + field(ref)
+        reff = field(ref)
         rid |= _REF
     if not eps:
-        return b"".join((b"\x01\x00", _BYTE[rid], _DOUBLE.pack(due), fields))
+        return b"".join((b"\x01\x00", _BYTE[rid], _DOUBLE.pack(due), sid, reff))
     k = eps[0] | eps[1] << 8
-    d = 2 + k
-    t = d + 8 * k
     if ref is None:
-        i = eps.find(rid, 2, d)
-        i = i - 2 if i >= 0 else -1
+        i = eps.find(rid, 2, 2 + k) - 2
+        i = i if i >= 0 else -1
     else:
         i = find(eps, rule, ref)
-    if i < 0:
-        return b"".join((_COUNT.pack(k + 1), _BYTE[rid], eps[2:d], _DOUBLE.pack(due), eps[d:t], fields, eps[t:]))
+    if i > 0:
+        eps = remove(eps, i)
+        k -= 1
+    d = 2 + k
+    t = d + 8 * k
+    # Fields are prefix-free: the id at `o` is `sid` exactly when the bytes there start with it.
     if i == 0:  # the newest again (a restart): same rule byte, its deadline and fields first
         e = _field_end(eps, t)
-        if rid & _REF:
+        if reff:
             e = _field_end(eps, e)
-        return b"".join((eps[:d], _DOUBLE.pack(due), eps[d + 8 : t], fields, eps[e:]))
-    s, e = _tail(eps, k, i)
-    di = d + 8 * i
-    return b"".join(
-        (
-            eps[:2],
-            _BYTE[rid],
-            eps[2 : 2 + i],
-            eps[3 + i : d],
-            _DOUBLE.pack(due),
-            eps[d:di],
-            eps[di + 8 : t],
-            fields,
-            eps[t:s],
-            eps[e:],
-        )
-    )
+        if k > 1 and eps.startswith(sid, e if eps[e] != _SAME else _id_at(eps, e, 1)):
+            sid = _SAME_TAG
+        return b"".join((eps[:d], _DOUBLE.pack(due), eps[d + 8 : t], sid, reff, eps[e:]))
+    if eps.startswith(sid, t if eps[t] != _SAME else _id_at(eps, t, 0)):
+        sid = _SAME_TAG
+    return b"".join((_COUNT.pack(k + 1), _BYTE[rid], eps[2:d], _DOUBLE.pack(due), eps[d:t], sid, reff, eps[t:]))
 
 
 def due_before(eps: bytes, now: float) -> list[Episode]:
@@ -222,18 +244,23 @@ def decode(eps: bytes) -> list[Episode]:
         return []
     k = eps[0] | eps[1] << 8
     dues = _doubles(k).unpack_from(eps, 2 + k)
-    out: list[Episode] = []
+    fields: list[tuple[int, str | None]] = []
     off = 2 + 9 * k
     for j in range(k):
-        rb = eps[2 + j]
-        sid = _field_text(eps, off)
+        at = off
         off = _field_end(eps, off)
         ref = None
-        if rb & _REF:
+        if eps[2 + j] & _REF:
             ref = _field_text(eps, off)
             off = _field_end(eps, off)
-        out.append((RULE_BY_ID[rb & _RULE], dues[j], sid, ref))
-    out.reverse()
+        fields.append((at, ref))
+    out: list[Episode] = []
+    sid = ""
+    for j in range(k - 1, -1, -1):  # oldest first; an id "the same as the next" is the one just read
+        at, ref = fields[j]
+        if eps[at] != _SAME:
+            sid = _field_text(eps, at)
+        out.append((RULE_BY_ID[eps[2 + j] & _RULE], dues[j], sid, ref))
     return out
 
 

@@ -34,9 +34,12 @@ ids = st.one_of(
     ),
     st.text(max_size=40),
 )
-refs = st.one_of(st.none(), ids)
+# A few ids over and over: one event starts several episodes, which then share its id.
+shared = st.sampled_from(["e-1", str(uuid.UUID(int=1))])
+refs = st.one_of(st.none(), st.none(), st.sampled_from(["r-1", "r-2"]), ids)
 dues = st.floats(allow_nan=False, allow_infinity=False)
-op = st.tuples(st.sampled_from(["put", "remove"]), st.sampled_from(RULES[:6]), refs, dues, ids)
+start_ids = st.one_of(shared, shared, shared, ids)
+op = st.tuples(st.sampled_from(["put", "put", "remove"]), st.sampled_from(RULES[:4]), refs, dues, start_ids)
 
 
 def _model_put(model: list[packed.Episode], rule: str, due: float, sid: str, ref: str | None) -> None:
@@ -44,7 +47,7 @@ def _model_put(model: list[packed.Episode], rule: str, due: float, sid: str, ref
     model.append((rule, due, sid, ref))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(op, max_size=25))
 def test_operations_agree_with_a_list_of_episodes(ops: list[tuple[str, str, str | None, float, str]]) -> None:
     eps, model = b"", []
@@ -67,7 +70,7 @@ def test_operations_agree_with_a_list_of_episodes(ops: list[tuple[str, str, str 
             i = packed.find(eps, ep[0], ep[3])
             assert packed.episode(eps, i) == ep
             assert packed.deadline(eps, i) == ep[1]
-    assert packed.encode(model) == eps
+    assert packed.decode(packed.encode(model)) == model
 
 
 def test_a_canonical_uuid_takes_16_bytes_and_other_text_its_length() -> None:
@@ -77,6 +80,30 @@ def test_a_canonical_uuid_takes_16_bytes_and_other_text_its_length() -> None:
     upper = packed.put(b"", "ORDER_STUCK", 1.5, u.upper())
     assert len(upper) == 2 + 1 + 8 + 1 + 36
     assert packed.decode(upper) == [("ORDER_STUCK", 1.5, u.upper(), None)]
+
+
+def test_an_id_shared_by_episodes_is_stored_once() -> None:
+    u = str(uuid.uuid4())
+    eps = b""
+    for n, rule in enumerate(("PAYMENT_NOT_CONFIRMED", "PAYMENT_AMOUNT_MISMATCH", "STOCK_NOT_RESERVED")):
+        eps = packed.put(eps, rule, float(n), u)
+    assert len(eps) == 2 + 3 * 9 + 17 + 2  # the oldest holds the id, the two newer say "the same"
+    eps = packed.remove(eps, 2)  # the oldest goes: the next one takes the id itself
+    assert len(eps) == 2 + 2 * 9 + 17 + 1
+    assert [ep[2] for ep in packed.decode(eps)] == [u, u]
+
+
+def test_a_restart_by_the_same_event_as_an_older_episode_with_a_ref_stores_no_id() -> None:
+    eps = packed.put(b"", "REFUND_OVERDUE", 1.0, "X", "r1")
+    eps = packed.put(eps, "REFUND_OVERDUE", 2.0, "X", "r2")  # "the same" as the one before, then its ref
+    eps = packed.put(eps, "ORDER_STUCK", 3.0, "Y")
+    eps = packed.put(eps, "ORDER_STUCK", 4.0, "X")
+    assert len(eps) == 2 + 3 * 9 + 1 + (1 + 3) + (2 + 3)  # ids: "the same" twice, then X
+    assert packed.decode(eps) == [
+        ("REFUND_OVERDUE", 1.0, "X", "r1"),
+        ("REFUND_OVERDUE", 2.0, "X", "r2"),
+        ("ORDER_STUCK", 4.0, "X", None),
+    ]
 
 
 def test_empty_state_is_the_empty_bytes() -> None:
