@@ -104,16 +104,16 @@ class OrderCore(Detector[str, OrderState]):
         st = self.states.get(record.order_id)
         if st is None:
             st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
-        if st.opened is None:
-            st.opened = {}
-        # A copy: the emitted snapshot must not change when this order resolves the record.
-        rec = dataclasses.replace(record, evidence=dict(record.evidence))
         if st.flags & CANCELLED:
             # Live, the record can reach the order after its cancellation did (it travels through
-            # another agent): the clearing event is already here, resolve at once.
+            # another agent): the clearing event is already here, resolve at once. A copy: the
+            # emitted snapshot must not change.
+            rec = dataclasses.replace(record, evidence=dict(record.evidence))
             rec.resolve(None, None, rec.detected_at)
             return [Emission.of("resolved", rec)]
-        st.opened[(record.rule, None)] = rec
+        if st.opened is None:
+            st.opened = {}
+        st.opened[(record.rule, None)] = record.pack()
         return []
 
     def snapshot(self, oid: str) -> bytes:
@@ -131,7 +131,9 @@ class OrderCore(Detector[str, OrderState]):
                 to_ms(st.last_t),
                 to_ms(st.ship_by),
                 [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in episodes(st)],
-                [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
+                [[rule, ref, ExceptionRecord.unpack(rec).to_dict()] for (rule, ref), rec in st.opened.items()]
+                if st.opened
+                else None,
                 list(self.config.profile_key(st.profile)),
                 [[p[0], p[1], p[2], p[3], to_ms(p[4])] for p in st.early] if st.early else None,
             ]
@@ -149,7 +151,7 @@ class OrderCore(Detector[str, OrderState]):
         st.ship_by = to_sec(ship_by)
         st.eps = packed.encode((RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps)
         if opened:
-            st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
+            st.opened = {(rule, ref): ExceptionRecord.from_dict(rec).pack() for rule, ref, rec in opened}
         if early:
             st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
         compact(st)
@@ -201,7 +203,10 @@ class OrderCore(Detector[str, OrderState]):
                     "detected_at": iso(rec.detected_at),
                     "event_time": iso(rec.event_time),
                 }
-                for (rule, ref), rec in sorted((st.opened or {}).items(), key=lambda kv: kv[1].detected_at)
+                for (rule, ref), rec in sorted(
+                    ((key, ExceptionRecord.unpack(blob)) for key, blob in (st.opened or {}).items()),
+                    key=lambda kv: kv[1].detected_at,
+                )
             ],
             "next_wake": iso(st.wake) if st.wake is not None else None,
         }
@@ -276,17 +281,18 @@ class OrderCore(Detector[str, OrderState]):
         elif (rule, ref) in st.opened:
             return ()  # one open exception per episode key
         rec = self._record(rule, st.oid, start_id, st.oid, now, event_time, summary, evidence, severity)
-        st.opened[(rule, ref)] = rec
         emitted = (Emission.of("opened", rec),)
         rec.amount = amount
+        st.opened[(rule, ref)] = rec.pack()
         return emitted
 
     def _resolve(self, st: OrderState, rule: str, ev: Any, t: float, now: float, ref: str | None = None) -> Emitted:
         if not st.opened:
             return ()
-        rec = st.opened.pop((rule, ref), None)
-        if rec is None:
+        blob = st.opened.pop((rule, ref), None)
+        if blob is None:
             return ()
+        rec = ExceptionRecord.unpack(blob)
         rec.resolve(ev.id, t, now)
         return (Emission.of("resolved", rec),)
 

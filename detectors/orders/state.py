@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from orderwatch.detectors.config import Profile
 from orderwatch.detectors.orders.episodes import Episode, decode
-from orderwatch.detectors.records import ExceptionRecord
 from orderwatch.detectors.snapshots import GC
 
 __all__ = [
@@ -163,7 +162,9 @@ class OrderState:
         self.eps = b""  # packed: see `episodes`
         # Payments seen before order.created: (payment id, amount, currency, event id, time).
         self.early: list[tuple[str, int, str, str, float]] | None = None
-        self.opened: dict[tuple[str, str | None], ExceptionRecord] | None = None
+        # Open exceptions by (rule, ref), each packed (`ExceptionRecord.pack`): resolved days later
+        # at most, read only then.
+        self.opened: dict[tuple[str, str | None], bytes] | None = None
         self.wake: float | None = None
         self.profile = profile
 
