@@ -30,6 +30,8 @@ from orderwatch.detectors.orders.state import (
     compact,
     compact_ids,
     episodes,
+    held,
+    held_at,
     milli_tolerance,
     payment_ids,
     to_ms,
@@ -111,9 +113,9 @@ class OrderCore(Detector[str, OrderState]):
             rec = dataclasses.replace(record, evidence=dict(record.evidence))
             rec.resolve(None, None, rec.detected_at)
             return [Emission.of("resolved", rec)]
-        if st.opened is None:
-            st.opened = {}
-        st.opened[(record.rule, None)] = record.pack()
+        i = held_at(st, record.rule, None)
+        blob = record.pack()
+        st.opened = (*st.opened, record.rule, None, blob) if i < 0 else (*st.opened[: i + 2], blob, *st.opened[i + 3 :])
         return []
 
     def snapshot(self, oid: str) -> bytes:
@@ -131,7 +133,7 @@ class OrderCore(Detector[str, OrderState]):
                 to_ms(st.last_t),
                 to_ms(st.ship_by),
                 [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in episodes(st)],
-                [[rule, ref, ExceptionRecord.unpack(rec).to_dict()] for (rule, ref), rec in st.opened.items()]
+                [[rule, ref, ExceptionRecord.unpack(rec).to_dict()] for rule, ref, rec in held(st)]
                 if st.opened
                 else None,
                 list(self.config.profile_key(st.profile)),
@@ -151,7 +153,9 @@ class OrderCore(Detector[str, OrderState]):
         st.ship_by = to_sec(ship_by)
         st.eps = packed.encode((RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps)
         if opened:
-            st.opened = {(rule, ref): ExceptionRecord.from_dict(rec).pack() for rule, ref, rec in opened}
+            st.opened = tuple(
+                x for rule, ref, rec in opened for x in (rule, ref, ExceptionRecord.from_dict(rec).pack())
+            )
         if early:
             st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
         compact(st)
@@ -167,7 +171,7 @@ class OrderCore(Detector[str, OrderState]):
         return counts
 
     def open_exceptions(self) -> int:
-        return sum(len(st.opened) for st in self.states.values() if st.opened)
+        return sum(len(st.opened) for st in self.states.values()) // 3
 
     def describe(self, oid: str) -> dict[str, Any] | None:
         """What this detector knows of one order, JSON-ready, for people (the ops API's timeline);
@@ -203,9 +207,9 @@ class OrderCore(Detector[str, OrderState]):
                     "detected_at": iso(rec.detected_at),
                     "event_time": iso(rec.event_time),
                 }
-                for (rule, ref), rec in sorted(
-                    ((key, ExceptionRecord.unpack(blob)) for key, blob in (st.opened or {}).items()),
-                    key=lambda kv: kv[1].detected_at,
+                for rule, ref, rec in sorted(
+                    ((rule, ref, ExceptionRecord.unpack(blob)) for rule, ref, blob in held(st)),
+                    key=lambda held_rec: held_rec[2].detected_at,
                 )
             ],
             "next_wake": iso(st.wake) if st.wake is not None else None,
@@ -276,28 +280,27 @@ class OrderCore(Detector[str, OrderState]):
         record as it goes on the wire, taken before it."""
         if st.profile.get(rule, 0.0) is None:
             return ()
-        if st.opened is None:
-            st.opened = {}
-        elif (rule, ref) in st.opened:
+        if held_at(st, rule, ref) >= 0:
             return ()  # one open exception per episode key
         rec = self._record(rule, st.oid, start_id, st.oid, now, event_time, summary, evidence, severity)
         emitted = (Emission.of("opened", rec),)
         rec.amount = amount
-        st.opened[(rule, ref)] = rec.pack()
+        st.opened += (rule, ref, rec.pack())
         return emitted
 
     def _resolve(self, st: OrderState, rule: str, ev: Any, t: float, now: float, ref: str | None = None) -> Emitted:
         if not st.opened:
             return ()
-        blob = st.opened.pop((rule, ref), None)
-        if blob is None:
+        i = held_at(st, rule, ref)
+        if i < 0:
             return ()
-        rec = ExceptionRecord.unpack(blob)
+        rec = ExceptionRecord.unpack(st.opened[i + 2])
+        st.opened = st.opened[:i] + st.opened[i + 3 :]
         rec.resolve(ev.id, t, now)
         return (Emission.of("resolved", rec),)
 
     def _is_open(self, st: OrderState, rule: str, ref: str | None = None) -> bool:
-        return st.opened is not None and (rule, ref) in st.opened
+        return held_at(st, rule, ref) >= 0
 
     def _terminal(self, st: OrderState, t: float) -> None:
         if st.flags & TERMINAL:

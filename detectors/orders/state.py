@@ -3,6 +3,9 @@ the order detector shares (milliseconds in snapshots, the money tolerance)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from orderwatch.detectors.config import Profile
 from orderwatch.detectors.orders.episodes import Episode, decode
 from orderwatch.detectors.snapshots import GC
@@ -33,6 +36,8 @@ __all__ = [
     "compact",
     "compact_ids",
     "episodes",
+    "held",
+    "held_at",
     "known_status",
     "milli_tolerance",
     "payment_ids",
@@ -95,6 +100,24 @@ ORDER_EVENT_TYPES = frozenset(
         "shipment.exception",
     }
 )
+
+
+def held(st: OrderState) -> Iterator[tuple[str, str | None, bytes]]:
+    """The order's open exceptions as (rule, ref, record packed by `ExceptionRecord.pack`):
+    stored flat in one tuple (`OrderState.opened`), not a dict keyed by (rule, ref) tuples, and
+    packed, since most are read once, when they resolve, days later: an order past its
+    deadlines holds two or three, the bulk of its memory."""
+    it = iter(st.opened)
+    return zip(it, it, it, strict=True)
+
+
+def held_at(st: OrderState, rule: str, ref: str | None) -> int:
+    """Position in `OrderState.opened` of the open exception of (rule, ref), or -1."""
+    opened = st.opened
+    for i in range(0, len(opened), 3):
+        if opened[i] == rule and opened[i + 1] == ref:
+            return i
+    return -1
 
 
 def episodes(st: OrderState) -> list[Episode]:
@@ -162,9 +185,8 @@ class OrderState:
         self.eps = b""  # packed: see `episodes`
         # Payments seen before order.created: (payment id, amount, currency, event id, time).
         self.early: list[tuple[str, int, str, str, float]] | None = None
-        # Open exceptions by (rule, ref), each packed (`ExceptionRecord.pack`): resolved days later
-        # at most, read only then.
-        self.opened: dict[tuple[str, str | None], bytes] | None = None
+        # Open exceptions, flat: (rule, ref, packed record) each (see `held`).
+        self.opened: tuple[Any, ...] = ()
         self.wake: float | None = None
         self.profile = profile
 
