@@ -9,6 +9,7 @@ empty tuples allocates nothing), so the hot path of the backtest pays no list pe
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -40,6 +41,11 @@ from orderwatch.detectors.orders.state import (
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso, money
 from orderwatch.detectors.snapshots import GC, RULE_BY_ID, RULE_IDS, decode, encode
 
+BUSY_ORDERS = 1024
+"""Orders whose episodes stay unpacked between events: the most recently busy ones. More would
+hold more memory for little: an order's events come in bursts (the first minutes, then a
+shipment hours later); fewer would unpack and pack the same orders over and over."""
+
 Emitted: TypeAlias = tuple[Emission, ...]
 """What a rule returns: the emissions of one event or deadline, in order (`()`: none)."""
 
@@ -62,12 +68,25 @@ class OrderCore(Detector[str, OrderState]):
         longest = max(v for v in config.thresholds.values())
         self.retention = longest
         self._tol = milli_tolerance(config.amount_tolerance)
+        # Orders whose episodes are unpacked (`_unpack`), oldest first: packed again once more
+        # than `busy_limit` are (`_cool`).
+        self._busy: deque[str] = deque()
+        self.busy_limit = BUSY_ORDERS
 
     def _fire(self, now: float) -> list[Emission]:
         """Fire every episode whose deadline the clock `now` has passed."""
         out: list[Emission] = []
         for oid, st in self._due(now):
-            for ep in packed.due_before(st.eps, now):
+            work = self._unpack(st)
+            due = sorted(
+                (
+                    (work[i], work[i + 1], packed.text(work[i + 2]), work[i + 3])
+                    for i in range(0, len(work), 4)
+                    if work[i + 1] < now
+                ),
+                key=_deadline,
+            )
+            for ep in due:
                 self._end(st, ep[0], ep[3])
                 if ep[0] == GC:
                     if not st.opened and not st.eps:
@@ -94,6 +113,8 @@ class OrderCore(Detector[str, OrderState]):
                     )
             else:
                 self._reschedule(st)
+            if len(self._busy) > self.busy_limit:
+                self._cool()
         return out
 
     def adopt(self, record: ExceptionRecord) -> list[Emission]:
@@ -229,27 +250,57 @@ class OrderCore(Detector[str, OrderState]):
                 return
             if st.profile.get(rule) is None:
                 return
-        st.eps = packed.put(st.eps, rule, deadline, start_id, ref)
+        self._end(st, rule, ref)
+        st.eps += (rule, deadline, start_id, ref)
         # Only an earlier deadline needs a new timer; a later one is found when the current
         # timer pops and the state reschedules itself (lazy, one heap entry per order).
         self._wake_at(st.oid, st, deadline)
 
+    def _unpack(self, st: OrderState) -> packed.Work:
+        """The order's episodes as a tuple to work on, unpacked if they were packed (on_event
+        and _fire call this first: the rules below read `st.eps` as a tuple)."""
+        eps: packed.Work
+        if isinstance(st.eps, bytes):
+            eps = st.eps = packed.unpack(st.eps)
+            self._busy.append(st.oid)
+        else:
+            eps = st.eps
+        return eps
+
+    def _cool(self) -> None:
+        """Pack the episodes of the orders unpacked longest ago, beyond BUSY_ORDERS: an order is
+        busy for a few events in a row (created, reserved, paid), then waits hours or days."""
+        busy = self._busy
+        while len(busy) > self.busy_limit:
+            st = self.states.get(busy.popleft())
+            if st is not None and isinstance(st.eps, tuple):
+                st.eps = packed.pack(st.eps)
+
     @staticmethod
     def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
-        i = packed.find(st.eps, rule, ref)
-        if i >= 0:
-            st.eps = packed.remove(st.eps, i)
+        eps = st.eps
+        for i in range(0, len(eps), 4):
+            if eps[i] == rule and eps[i + 3] == ref:
+                st.eps = eps[:i] + eps[i + 4 :]
+                return
 
     @staticmethod
     def _episode(st: OrderState, rule: str, ref: str | None = None) -> Episode | None:
-        i = packed.find(st.eps, rule, ref)
-        return packed.episode(st.eps, i) if i >= 0 else None
+        eps = st.eps
+        for i in range(0, len(eps), 4):
+            if eps[i] == rule and eps[i + 3] == ref:
+                return (rule, eps[i + 1], packed.text(eps[i + 2]), ref)
+        return None
 
     @staticmethod
     def _due_at(st: OrderState, rule: str) -> float | None:
         """The deadline of `rule`'s episode (no ref), None when none runs."""
-        i = packed.find(st.eps, rule)
-        return packed.deadline(st.eps, i) if i >= 0 else None
+        eps = st.eps
+        for i in range(0, len(eps), 4):
+            if eps[i] == rule and eps[i + 3] is None:
+                due: float = eps[i + 1]
+                return due
+        return None
 
     @staticmethod
     def _start_time(st: OrderState, ep: Episode) -> str | None:
@@ -260,7 +311,8 @@ class OrderCore(Detector[str, OrderState]):
         return iso(ep[1] - thr)
 
     def _reschedule(self, st: OrderState) -> None:
-        self._wake_at(st.oid, st, packed.earliest(st.eps))
+        if st.eps:
+            self._wake_at(st.oid, st, packed.earliest(st.eps))
 
     def _open(
         self,
@@ -307,7 +359,8 @@ class OrderCore(Detector[str, OrderState]):
             return
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
-        st.eps = packed.encode(ep for ep in episodes(st) if ep[0] == "REFUND_OVERDUE")
+        eps = st.eps
+        st.eps = tuple(x for i in range(0, len(eps), 4) if eps[i] == "REFUND_OVERDUE" for x in eps[i : i + 4])
         self._start(st, GC, t + self._retention(st), "", force=True)
 
     def _retention(self, st: OrderState) -> float:

@@ -121,7 +121,7 @@ def held_at(st: OrderState, rule: str, ref: str | None) -> int:
 
 
 def episodes(st: OrderState) -> list[Episode]:
-    """The order's episodes, in the order they started (packed in `OrderState.eps`: see
+    """The order's episodes, in the order they started, ids as text (`OrderState.eps`: see
     `detectors.orders.episodes`)."""
     return decode(st.eps)
 
@@ -182,7 +182,9 @@ class OrderState:
         self.refunds: dict[str, list[int]] | None = None  # refund id -> [requested, succeeded, done]
         self.last_t = float("-inf")
         self.ship_by: float | None = None
-        self.eps = b""  # packed: see `episodes`
+        # `bytes` (packed) while the order waits, a `Work` tuple while it is busy: see `episodes`.
+        # Any: the rules run only on a busy order and read it as the tuple.
+        self.eps: Any = b""
         # Payments seen before order.created: (payment id, amount, currency, event id, time).
         self.early: list[tuple[str, int, str, str, float]] | None = None
         # Open exceptions, flat: (rule, ref, packed record) each (see `held`).

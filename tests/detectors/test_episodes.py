@@ -1,19 +1,24 @@
-"""The packed form of an order's episodes (detectors/orders/episodes.py) against a plain list of
-episodes doing the same operations: every id and ref comes back as the same text, deadlines
-exactly, in the same order."""
+"""An order's episodes packed while it waits (detectors/orders/episodes.py): what the rules left
+in the working tuple comes back the same after a pack and an unpack (ids and refs as the same
+text, deadlines exactly, in the same order), and the order detector packs only orders it is no
+longer busy with, to the same exceptions."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orderwatch.detectors.engine import Engine
 from orderwatch.detectors.orders import episodes as packed
+from orderwatch.detectors.records import to_cloudevent
 from orderwatch.detectors.snapshots import RULE_IDS
-
-RULES = sorted(RULE_IDS)
+from orderwatch.schemas.events import Event
+from tests.factories import T0, paid_order, shipment
 
 ids = st.one_of(
     st.uuids().map(str),  # canonical: stored in 16 bytes
@@ -23,6 +28,7 @@ ids = st.one_of(
         [
             "",
             "e-1",
+            "0" * 16,  # a text field as wide as a UUID's
             "0" * 36,
             "a" * 300,
             "é-ü-Ω",
@@ -30,102 +36,99 @@ ids = st.one_of(
             "0000000g-0000-0000-0000-000000000000",
             "12 45678-1234-1234-1234-123456789012",  # bytes.fromhex skips spaces
             "12345678-1234-1234-1234-12345678901 ",
+            "1234567A-1234-1234-1234-123456789012",
         ]
     ),
     st.text(max_size=40),
 )
 # A few ids over and over: one event starts several episodes, which then share its id.
 shared = st.sampled_from(["e-1", str(uuid.UUID(int=1))])
-refs = st.one_of(st.none(), st.none(), st.sampled_from(["r-1", "r-2"]), ids)
-dues = st.floats(allow_nan=False, allow_infinity=False)
-start_ids = st.one_of(shared, shared, shared, ids)
-op = st.tuples(st.sampled_from(["put", "put", "remove"]), st.sampled_from(RULES[:4]), refs, dues, start_ids)
-
-
-def _model_put(model: list[packed.Episode], rule: str, due: float, sid: str, ref: str | None) -> None:
-    model[:] = [ep for ep in model if (ep[0], ep[3]) != (rule, ref)]
-    model.append((rule, due, sid, ref))
+episodes = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(RULE_IDS)),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.one_of(shared, shared, ids),
+        st.one_of(st.none(), st.none(), ids),
+    ),
+    max_size=20,
+)
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(op, max_size=25))
-def test_operations_agree_with_a_list_of_episodes(ops: list[tuple[str, str, str | None, float, str]]) -> None:
-    eps, model = b"", []
-    for kind, rule, ref, due, sid in ops:
-        if kind == "put":
-            eps = packed.put(eps, rule, due, sid, ref)
-            _model_put(model, rule, due, sid, ref)
-        else:
-            i = packed.find(eps, rule, ref)
-            j = next((n for n, ep in enumerate(model) if (ep[0], ep[3]) == (rule, ref)), -1)
-            assert (i >= 0) == (j >= 0)
-            if i >= 0:
-                eps = packed.remove(eps, i)
-                del model[j]
-        assert packed.decode(eps) == model
-        assert packed.rule_names(eps) == [ep[0] for ep in reversed(model)]
-        assert packed.earliest(eps) == (min(ep[1] for ep in model) if model else None)
-        assert packed.due_before(eps, due) == sorted((ep for ep in model if ep[1] < due), key=lambda ep: ep[1])
-        for ep in model:
-            i = packed.find(eps, ep[0], ep[3])
-            assert packed.episode(eps, i) == ep
-            assert packed.deadline(eps, i) == ep[1]
-    assert packed.decode(packed.encode(model)) == model
+@given(episodes)
+def test_packed_episodes_read_back_the_same(eps: list[packed.Episode]) -> None:
+    work = tuple(x for ep in eps for x in ep)
+    blob = packed.pack(work)
+    assert packed.decode(blob) == packed.decode(work) == eps
+    again = packed.unpack(blob)
+    assert packed.pack(again) == blob  # ids kept as their fields pack to the same bytes
+    assert packed.decode(again) == eps
+    for form in (work, blob, again):
+        assert packed.rule_names(form) == [ep[0] for ep in eps]
+        assert packed.earliest(form) == (min(ep[1] for ep in eps) if eps else None)
+    assert packed.encode(eps) == blob
 
 
 def test_a_canonical_uuid_takes_16_bytes_and_other_text_its_length() -> None:
     u = str(uuid.uuid4())
-    one = packed.put(b"", "ORDER_STUCK", 1.5, u)
-    assert len(one) == 2 + 1 + 8 + 17
-    upper = packed.put(b"", "ORDER_STUCK", 1.5, u.upper())
+    assert len(packed.encode([("ORDER_STUCK", 1.5, u, None)])) == 2 + 1 + 8 + 17
+    upper = packed.encode([("ORDER_STUCK", 1.5, u.upper(), None)])
     assert len(upper) == 2 + 1 + 8 + 1 + 36
     assert packed.decode(upper) == [("ORDER_STUCK", 1.5, u.upper(), None)]
 
 
 def test_an_id_shared_by_episodes_is_stored_once() -> None:
     u = str(uuid.uuid4())
-    eps = b""
-    for n, rule in enumerate(("PAYMENT_NOT_CONFIRMED", "PAYMENT_AMOUNT_MISMATCH", "STOCK_NOT_RESERVED")):
-        eps = packed.put(eps, rule, float(n), u)
-    assert len(eps) == 2 + 3 * 9 + 17 + 2  # the oldest holds the id, the two newer say "the same"
-    eps = packed.remove(eps, 2)  # the oldest goes: the next one takes the id itself
-    assert len(eps) == 2 + 2 * 9 + 17 + 1
-    assert [ep[2] for ep in packed.decode(eps)] == [u, u]
+    rules = ("PAYMENT_NOT_CONFIRMED", "PAYMENT_AMOUNT_MISMATCH", "STOCK_NOT_RESERVED")
+    blob = packed.encode([(rule, float(n), u, None) for n, rule in enumerate(rules)])
+    assert len(blob) == 2 + 3 * 9 + 17 + 2  # the oldest holds the id, the others say "the same"
+    work = packed.unpack(blob)
+    assert work[2] is work[6] is work[10]
+    assert [ep[2] for ep in packed.decode(blob)] == [u, u, u]
 
 
-def test_a_restart_by_the_same_event_as_an_older_episode_with_a_ref_stores_no_id() -> None:
-    eps = packed.put(b"", "REFUND_OVERDUE", 1.0, "X", "r1")
-    eps = packed.put(eps, "REFUND_OVERDUE", 2.0, "X", "r2")  # "the same" as the one before, then its ref
-    eps = packed.put(eps, "ORDER_STUCK", 3.0, "Y")
-    eps = packed.put(eps, "ORDER_STUCK", 4.0, "X")
-    assert len(eps) == 2 + 3 * 9 + 1 + (1 + 3) + (2 + 3)  # ids: "the same" twice, then X
-    assert packed.decode(eps) == [
-        ("REFUND_OVERDUE", 1.0, "X", "r1"),
-        ("REFUND_OVERDUE", 2.0, "X", "r2"),
-        ("ORDER_STUCK", 4.0, "X", None),
-    ]
+def test_no_episodes_pack_to_the_empty_bytes() -> None:
+    assert packed.pack(()) == b""
+    assert packed.unpack(b"") == () and packed.decode(b"") == [] and packed.earliest(b"") is None
 
 
-def test_empty_state_is_the_empty_bytes() -> None:
-    eps = packed.put(b"", "_GC", 3.0, "")
-    assert packed.remove(eps, 0) == b""
-    assert packed.decode(b"") == [] and packed.earliest(b"") is None and packed.find(b"", "_GC") == -1
-
-
-def test_episodes_of_one_rule_told_apart_by_ref() -> None:
-    eps = b""
-    for n in range(300):  # more than a byte's worth, and long refs
-        eps = packed.put(eps, "REFUND_OVERDUE", float(n), str(uuid.UUID(int=n)), f"refund-{n}-" + "x" * 260)
-    eps = packed.put(eps, "ORDER_STUCK", -1.0, "e")
-    assert packed.find(eps, "REFUND_OVERDUE") == -1  # no ref: not one of them
-    i = packed.find(eps, "REFUND_OVERDUE", "refund-150-" + "x" * 260)
-    assert packed.episode(eps, i)[1:3] == (150.0, str(uuid.UUID(int=150)))
-    eps = packed.remove(eps, i)
-    assert packed.find(eps, "REFUND_OVERDUE", "refund-150-" + "x" * 260) == -1
-    assert len(packed.decode(eps)) == 300 and packed.earliest(eps) == -1.0
+def test_many_episodes_and_long_refs() -> None:
+    eps = [("REFUND_OVERDUE", float(n), str(uuid.UUID(int=n)), f"refund-{n}-" + "x" * 260) for n in range(300)]
+    blob = packed.encode(eps)
+    assert packed.decode(blob) == eps and packed.earliest(blob) == 0.0
 
 
 @pytest.mark.parametrize("rule", ["NOT_A_RULE", ""])
 def test_an_unknown_rule_is_refused(rule: str) -> None:
     with pytest.raises(KeyError):
-        packed.put(b"", rule, 1.0, "e")
+        packed.pack((rule, 1.0, "e", None))
+
+
+def _journeys(n: int) -> list[Event]:
+    """Orders a minute apart, paid, then shipped two hours later: each order is busy twice."""
+    evs: list[Event] = []
+    for i in range(n):
+        start = T0 + timedelta(minutes=i)
+        evs += [*paid_order(f"o-{i}", start), shipment("shipment.created", f"o-{i}", start + timedelta(hours=2))]
+    return sorted(evs, key=lambda e: e.time)
+
+
+def _run(evs: list[Event], busy_limit: int) -> tuple[Engine, list[dict[str, Any]]]:
+    engine, out = Engine(), []
+    engine.orders.busy_limit = busy_limit
+    for ev in evs:
+        t = ev.time.timestamp()
+        out += [to_cloudevent(em) for em in engine.advance(t)]
+        out += [to_cloudevent(em) for em in engine.apply(ev, t, t)]
+    out += [to_cloudevent(em) for em in engine.advance((T0 + timedelta(days=30)).timestamp())]
+    return engine, out
+
+
+def test_orders_the_detector_is_no_longer_busy_with_are_packed_to_the_same_exceptions() -> None:
+    evs = _journeys(60)
+    roomy, expected = _run(evs, busy_limit=10**6)
+    assert all(isinstance(s.eps, tuple) for s in roomy.orders.states.values())
+    cramped, got = _run(evs, busy_limit=5)
+    assert got == expected and len(expected) > 60
+    states = list(cramped.orders.states.values())
+    assert sum(isinstance(s.eps, bytes) for s in states) >= len(states) - 5
