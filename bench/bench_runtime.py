@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -441,6 +443,18 @@ def profile_buckets(path: Path) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _working_in(path: Path) -> Iterator[None]:
+    """Run the children there: faust keeps each app's data directory (`<app id>-data`) in the
+    working directory, and a bench run would leave a dozen of them in the checkout."""
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 DEFAULT_LEVERS = ("flush=0.2:5000", "metrics-cache", "no-monitor", "uvloop")
 
 
@@ -448,7 +462,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run = f"bench{int(time.time())}"
     settings = Settings(topic_prefix=f"{run}-", app_id=f"ow-{run}", partitions=4, web_port=6199)
     figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _working_in(Path(tmp)):
         path = Path(tmp) / "sim.jsonl"
         simulate(orders=args.orders, seed=11, output=path, labels=Path(tmp) / "l", blocklist=Path(tmp) / "b")
         await ensure_topics(settings)

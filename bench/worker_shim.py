@@ -14,6 +14,10 @@ bench/results/README.md):
     fold-heap            streams.runtime.Ledger folds applied upstream offsets through a min-heap
                          per upstream partition instead of rebuilding the set of those above on
                          every fold (which is linear in that set, so quadratic over a replay)
+    tick-on-move         streams.ticks.Ticker sends a 20 ms merge tick to a partition only when what
+                         its merge waits for may have moved since the last one it got (the arrival
+                         clock's `safe`), and otherwise at the full interval (100 ms), which still
+                         bounds the idle wait's expiry and the deadlines
 
 bench_runtime.py --profile samples it from outside with py-spy (every thread, idle excluded).
 """
@@ -132,6 +136,38 @@ def _fold_heap() -> None:
     Ledger.upstream_done = upstream_done  # type: ignore[method-assign]
 
 
+def _tick_on_move() -> None:
+    from orderwatch.streams.ticks import Ticker
+
+    def tick(self: Any) -> Any:
+        return _ticks_on_move(self)
+
+    Ticker.tick = tick  # type: ignore[method-assign]
+
+
+async def _ticks_on_move(ticker: Any) -> int:
+    """Ticker.tick, except that a merge tick (between full ones) goes only to a partition whose
+    driver's arrival clock moved since that partition's last tick."""
+    sent = 0
+    ticker._calls += 1
+    full = ticker._calls % ticker._every == 0
+    seen = ticker.__dict__.setdefault("_bench_seen", {})
+    for driver in ticker._drivers.values():
+        arrivals = driver._arrivals
+        safe = arrivals.safe() if arrivals is not None else None
+        for partition, rt in list(driver.runtimes.items()):
+            merge = driver.merges.get(partition)
+            key = (driver.name, partition)
+            moved = merge is not None and merge.waiting() and (safe is None or seen.get(key) != safe)
+            if moved or (full and driver.wants_tick(partition, rt)):
+                seen[key] = safe
+                await ticker._outputs.send(
+                    driver.spec.ticks, None, ticker._value, partition=partition, headers=ticker._headers
+                )
+                sent += 1
+    return sent
+
+
 def apply_levers(spec: str) -> list[str]:
     applied = []
     for lever in filter(None, (s.strip() for s in spec.split(","))):
@@ -148,6 +184,8 @@ def apply_levers(spec: str) -> list[str]:
             _eager()
         elif name == "fold-heap":
             _fold_heap()
+        elif name == "tick-on-move":
+            _tick_on_move()
         else:
             msg = f"unknown lever {lever!r}"
             raise SystemExit(msg)

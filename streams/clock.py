@@ -94,6 +94,10 @@ class LagAwareClock:
     flying: dict[TP, _Stamps] = field(default_factory=dict)
     """Record timestamps (ms) of the forwards this worker sent to a partition, not handed to its
     agent yet."""
+    backlog_end: dict[TP, int] = field(default_factory=dict)
+    """Per repartition partition, its highwater when this worker first saw one since the
+    partition was assigned: what lies below was written before (by another worker, or by this
+    one before a restart), so this worker knows none of its stamps."""
     foreign: dict[TP, dict[TP, tuple[float, bool]]] = field(default_factory=dict)
     """Per repartition partition, the last watermark each upstream partition another worker owns
     sent to it: (largest event time forwarded, caught up)."""
@@ -166,12 +170,37 @@ class LagAwareClock:
 
     def in_flight(self, tp: TP, before_ms: float = float("inf")) -> bool:
         """A message this worker forwarded to `tp`, stamped before `before_ms`, has not been
-        handed to its agent yet (without stamps: any message)."""
+        handed to its agent yet (without stamps: any message); or the messages written to `tp`
+        before this worker read it (`backlog`) have not all been handed over yet."""
+        if self.backlog(tp):
+            return True
         stamps = self.flying.get(tp)
         if stamps is not None and before_ms != float("inf"):
             oldest = stamps.oldest()
             return oldest is not None and oldest < before_ms
         return self.pending.get(tp, 0) > 0 or self.forwarded.get(tp, -1) > self.taken.get(tp, -1)
+
+    def backlog(self, tp: TP) -> bool:
+        """Messages of repartition partition `tp` written before this worker read it are not all
+        handed to its agent yet. Their offsets are not in timestamp order (several upstream
+        partitions forward into one) and their stamps are unknown here, so one still in Kafka
+        may be older than a record its agent holds: after a restart or a rebalance, the forwards
+        the previous owner sent and its agent had not read yet."""
+        end = self.backlog_end.get(tp)
+        if end is None:
+            hw = self.highwater(tp)
+            if hw is None:
+                return False  # not fetched yet: `lagging` holds the agent back meanwhile
+            end = self.backlog_end[tp] = hw
+        return self.taken.get(tp, -1) + 1 < end and self._unread_below(tp, end)
+
+    def _unread_below(self, tp: TP, end: int) -> bool:
+        # Reading resumes at the committed offset: a partition whose backlog was all applied
+        # before the restart has nothing below `end` to wait for.
+        p = self.progress.get(tp)
+        if p is not None and p.offset >= 0:
+            return p.offset + 1 < end
+        return (self.committed(tp) or 0) < end
 
     def lagging(self, tp: TP) -> bool:
         # Forwards are tracked by offset, not by count: messages other workers (or this worker
@@ -297,5 +326,6 @@ class LagAwareClock:
             self.forwarded.pop(tp, None)
             self.taken.pop(tp, None)
             self.flying.pop(tp, None)
+            self.backlog_end.pop(tp, None)
             self.holes.pop(tp, None)
             self.foreign.pop(tp, None)  # the new owners of the sources send fresh watermarks

@@ -104,7 +104,7 @@ async def test_records_a_producer_stamped_days_ahead_do_not_break_the_replay(
         finally:
             stop_worker(proc)
     _assert_same(got, expected)
-    assert restamped == len(skewed)
+    assert restamped >= len(skewed)  # more only if a record was read again (after a rebalance)
 
 
 async def test_a_worker_stopped_partway_and_restarted_later_catches_up_to_backtest(

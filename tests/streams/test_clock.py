@@ -189,9 +189,11 @@ def test_a_lone_partition_far_ahead_does_not_decide_a_drained_replay() -> None:
 
 
 def test_a_forward_is_in_flight_until_its_partition_hands_it_to_the_agent() -> None:
-    clock = LagAwareClock(mode="event", highwater=lambda tp: 10)
     inbox = ("inbox", 0)
+    hw = {inbox: 0}  # empty when this worker first saw it: no backlog
+    clock = LagAwareClock(mode="event", highwater=hw.__getitem__)
     assert not clock.in_flight(inbox)
+    hw[inbox] = 10
     clock.sent(inbox)
     assert clock.in_flight(inbox)  # not acked by the broker yet
     clock.delivered(inbox, 7)
@@ -199,12 +201,12 @@ def test_a_forward_is_in_flight_until_its_partition_hands_it_to_the_agent() -> N
     clock.took(inbox, 7)
     assert not clock.in_flight(inbox)
     assert clock.lagging(inbox)  # taken (its merge holds it) is not consumed
-    clock.forget([inbox])
-    assert not clock.in_flight(inbox)
+    clock.forget([inbox])  # assigned again: our sends are forgotten, the 10 messages are a backlog
+    assert clock.in_flight(inbox) and clock.pending == {} and clock.forwarded == {}
 
 
 def test_only_a_forward_stamped_before_the_next_record_holds_it_back() -> None:
-    clock = LagAwareClock(mode="event", highwater=lambda tp: 10)
+    clock = LagAwareClock(mode="event", highwater=lambda tp: 0)
     inbox = ("inbox", 0)
     clock.sent(inbox, 2_000)
     clock.sent(inbox, 1_000)
@@ -215,3 +217,32 @@ def test_only_a_forward_stamped_before_the_next_record_holds_it_back() -> None:
     clock.delivered(inbox, None, 1_000)  # its send failed: it will never come
     assert not clock.in_flight(inbox, 1_500)
     assert clock.in_flight(inbox, 2_001)
+
+
+def test_what_a_repartition_partition_held_before_this_worker_read_it_is_waited_for() -> None:
+    # After a restart (or a rebalance) the inbox holds forwards the previous owner sent and its
+    # agent never read: their stamps are unknown here, so they count as in flight, whatever
+    # their stamps, until the agent has been handed everything below the highwater first seen.
+    inbox = ("inbox", 0)
+    hw: dict[tuple[str, int], int | None] = {inbox: None}
+    committed = {inbox: 96}
+    clock = LagAwareClock(mode="event", highwater=hw.__getitem__, committed=committed.__getitem__)
+    assert not clock.in_flight(inbox, 1_000)  # not fetched yet: `lagging` holds the agent back
+    assert clock.lagging(inbox)
+    hw[inbox] = 170
+    assert clock.in_flight(inbox, 1_000)
+    for offset in range(96, 169):
+        clock.took(inbox, offset, 5_000)  # stamps later than the next record's: still waited for
+    assert clock.in_flight(inbox, 1_000)
+    clock.took(inbox, 169, 5_000)
+    assert not clock.in_flight(inbox, 1_000)
+    hw[inbox] = 200  # written since (by this worker: its sends are tracked by their stamps)
+    assert not clock.in_flight(inbox, 1_000)
+    clock.forget([inbox])  # assigned again: what it holds now is a backlog again
+    assert clock.in_flight(inbox, 1_000)
+
+
+def test_a_backlog_already_applied_before_the_restart_is_not_waited_for() -> None:
+    inbox = ("inbox", 0)
+    clock = LagAwareClock(mode="event", highwater=lambda tp: 170, committed=lambda tp: 170)
+    assert not clock.in_flight(inbox, 1_000)
