@@ -77,6 +77,12 @@ class OrderCore(Detector[str, OrderState]):
         """Fire every episode whose deadline the clock `now` has passed."""
         out: list[Emission] = []
         for oid, st in self._due(now):
+            if isinstance(st.eps, bytes):
+                first = packed.earliest(st.eps)
+                if first is None or first >= now:
+                    # A stale timer (its episode ended): nothing due, the order stays packed.
+                    self._wake_at(oid, st, first)
+                    continue
             work = self._unpack(st)
             due = sorted(
                 (
