@@ -4,7 +4,8 @@ floats and id strings, most of the memory of an open order. A flat tuple while t
 busy (`Work`), so that the rules' many small changes per event stay tuple operations; the order
 detector packs the orders it is no longer busy with (docs/architecture.md, "State size").
 
-Packed layout, little-endian: the number of episodes k (2 bytes); k rule bytes (the frozen
+Packed layout, little-endian: the number of episodes k (2 bytes; from 65,535 on, 0xFFFF and
+k in 4 bytes: refunds are episodes, and an order can be sent any number of them); k rule bytes (the frozen
 numbers of `detectors.snapshots.RULE_IDS`, bit 7 set when the episode has a ref); k deadlines
 (8-byte doubles: exact); then per episode, oldest first, its start event id and, when it has
 one, its ref, each as a field: a canonical UUID (lower-case 8-4-4-4-12) as 0xFF and its 16
@@ -48,6 +49,7 @@ _UUID = 0xFF
 _LONG = 0xFE
 _SAME = 0xFD  # a start id: the same as the previous episode's
 _COUNT = struct.Struct("<H")
+_MANY = 0xFFFF  # a count: the real one follows in 4 bytes
 _BYTE = tuple(bytes((n,)) for n in range(256))
 _UUID_TAG = _BYTE[_UUID]
 _LONG_TAG = _BYTE[_LONG]
@@ -58,6 +60,20 @@ _RID = dict(RULE_IDS)
 _NAME = dict(RULE_BY_ID)
 # A rule byte (its ref bit set or not) to the rule's name.
 _NAME_OF_BYTE = tuple(_NAME.get(b & _RULE, "") for b in range(256))
+
+
+def _head(eps: bytes) -> tuple[int, int]:
+    """The number of episodes of packed `eps` and where their rule bytes start."""
+    k = eps[0] | eps[1] << 8
+    if k == _MANY:
+        return int.from_bytes(eps[2:6], "little"), 6
+    return k, 2
+
+
+def _count(k: int) -> bytes:
+    if k < len(_COUNTS):
+        return _COUNTS[k]
+    return _COUNT.pack(k) if k < _MANY else _COUNT.pack(_MANY) + k.to_bytes(4, "little")
 
 
 def _doubles(k: int) -> struct.Struct:
@@ -108,14 +124,14 @@ def unpack(eps: bytes) -> Work:
     an id shared by episodes is one object again)."""
     if not eps:
         return ()
-    k = eps[0] | eps[1] << 8
-    d = 2 + k
+    k, r = _head(eps)
+    d = r + k
     off = d + 8 * k
     dues = _doubles(k).unpack_from(eps, d)
     work: list[Any] = []
     sid = b""
     for j in range(k):
-        rb = eps[2 + j]
+        rb = eps[r + j]
         tag = eps[off]
         if tag == _UUID:
             sid = eps[off : off + 17]
@@ -151,12 +167,11 @@ def pack(work: Work) -> bytes:
         if ref is not None:
             fields.append(field(ref))
     dues = _doubles(k).pack(*work[1::4])
-    count = _COUNTS[k] if k < len(_COUNTS) else _COUNT.pack(k)
     if refs.count(None) == k:
         rules = bytes(map(_RID.__getitem__, work[0::4]))
     else:
         rules = bytes(_RID[r] | (0 if ref is None else _REF) for r, ref in zip(work[0::4], refs, strict=True))
-    return b"".join((count, rules, dues, *fields))
+    return b"".join((_count(k), rules, dues, *fields))
 
 
 def decode(eps: bytes | Work) -> list[Episode]:
@@ -177,8 +192,8 @@ def earliest(eps: bytes | Work) -> float | None:
     if isinstance(eps, tuple):
         due: float = min(eps[1::4])
         return due
-    k = eps[0] | eps[1] << 8
-    due = min(_doubles(k).unpack_from(eps, 2 + k))
+    k, r = _head(eps)
+    due = min(_doubles(k).unpack_from(eps, r + k))
     return due
 
 
@@ -186,4 +201,7 @@ def rule_names(eps: bytes | Work) -> list[str]:
     """The rule of each episode, packed or not."""
     if isinstance(eps, tuple):
         return list(eps[0::4])
-    return [_NAME[rb & _RULE] for rb in eps[2 : 2 + (eps[0] | eps[1] << 8)]] if eps else []
+    if not eps:
+        return []
+    k, r = _head(eps)
+    return [_NAME[rb & _RULE] for rb in eps[r : r + k]]

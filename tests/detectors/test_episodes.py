@@ -98,6 +98,30 @@ def test_many_episodes_and_long_refs() -> None:
     assert packed.decode(blob) == eps and packed.earliest(blob) == 0.0
 
 
+# Refunds are episodes, one per refund id, and nothing bounds how many an order is sent: past
+# 65,534 the count no longer fits its two bytes.
+@pytest.mark.parametrize("k", [65_534, 65_535, 70_000])
+def test_any_number_of_episodes_packs(k: int) -> None:
+    eps = [("REFUND_OVERDUE", float(k - n), "e-1", f"r-{n}") for n in range(k)]
+    blob = packed.encode(eps)
+    assert packed.decode(blob) == eps
+    assert packed.earliest(blob) == 1.0 and packed.rule_names(blob) == ["REFUND_OVERDUE"] * k
+
+
+def test_an_order_with_70k_refund_episodes_snapshots_and_restores() -> None:
+    engine = Engine()
+    for ev in paid_order("o-1", T0):
+        engine.apply(ev, ev.time.timestamp(), ev.time.timestamp())
+    eps = [("REFUND_OVERDUE", 1.8e9 + n, str(uuid.UUID(int=n)), f"r-{n}") for n in range(70_000)]
+    engine.orders.states["o-1"].eps = tuple(x for ep in eps for x in ep)  # as the refund rules leave it
+    blob = engine.orders.snapshot("o-1")
+    again = Engine()
+    again.orders.restore("o-1", blob)
+    assert isinstance(again.orders.states["o-1"].eps, bytes)
+    assert again.orders.snapshot("o-1") == blob
+    assert again.orders.pending()["REFUND_OVERDUE"] == 70_000
+
+
 @pytest.mark.parametrize("rule", ["NOT_A_RULE", ""])
 def test_an_unknown_rule_is_refused(rule: str) -> None:
     with pytest.raises(KeyError):
