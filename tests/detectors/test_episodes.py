@@ -156,3 +156,24 @@ def test_orders_the_detector_is_no_longer_busy_with_are_packed_to_the_same_excep
     assert got == expected and len(expected) > 60
     states = list(cramped.orders.states.values())
     assert sum(isinstance(s.eps, bytes) for s in states) >= len(states) - 5
+
+
+def test_a_packed_order_snapshots_and_describes_as_an_unpacked_one() -> None:
+    evs = _journeys(60)
+    midway = evs[: len(evs) * 2 // 3]  # episodes still running: shipments due, tracking awaited
+    engines = []
+    for busy_limit in (10**6, 0):
+        engine = Engine()
+        engine.orders.busy_limit = busy_limit
+        for ev in midway:
+            t = ev.time.timestamp()
+            engine.advance(t)
+            engine.apply(ev, t, t)
+        engines.append(engine)
+    roomy, cramped = engines
+    assert sum(isinstance(s.eps, bytes) and bool(s.eps) for s in cramped.orders.states.values()) >= 30
+    assert roomy.orders.states.keys() == cramped.orders.states.keys()
+    for oid in roomy.orders.states:
+        assert cramped.orders.snapshot(oid) == roomy.orders.snapshot(oid)
+        assert cramped.orders.describe(oid) == roomy.orders.describe(oid)
+    assert cramped.orders.pending() == roomy.orders.pending()
