@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.handlers.config import HandlersConfig
 from orderwatch.streams.app import create_app, internal_topics
+from orderwatch.streams.local_tables import LocalTables
 from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
@@ -128,9 +130,20 @@ def run_worker(
     starts = asyncio.run(committed_offsets(settings))
     ow = create_app(settings, rules, detection=detection, handlers=handlers)
     ow.port.start_from(starts, asyncio.run(log_start_offsets(settings, list(starts))))
+    # Before faust opens a table: local files a crash left may be ahead of their changelogs.
+    tables = LocalTables(Path(ow.app.conf.tabledir), settings.store)
+    tables.claim()
+    ow.app.task(tables.report)
     from faust import Worker
 
-    Worker(ow.app, loglevel=loglevel).execute_from_commandline()
+    try:
+        Worker(ow.app, loglevel=loglevel).execute_from_commandline()
+    except SystemExit as exc:
+        # mode's worker exits 0 only once it has stopped every service, the producer (flushed)
+        # included; a crash re-raises its exception or exits non-zero.
+        if not exc.code:
+            tables.stopped_cleanly()
+        raise
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
