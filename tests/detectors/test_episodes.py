@@ -177,3 +177,9 @@ def test_a_packed_order_snapshots_and_describes_as_an_unpacked_one() -> None:
         assert cramped.orders.snapshot(oid) == roomy.orders.snapshot(oid)
         assert cramped.orders.describe(oid) == roomy.orders.describe(oid)
     assert cramped.orders.pending() == roomy.orders.pending()
+
+
+def test_every_rule_number_fits_the_seven_bits_a_rule_byte_has_for_it() -> None:
+    # Bit 7 of a rule byte marks an episode with a ref: rule number 128 would be packed as rule 0
+    # with a ref, silently. A catalog that outgrows 127 rules needs a wider layout first.
+    assert max(RULE_IDS.values()) <= 0x7F
