@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -177,9 +178,23 @@ def throughput(lines: list[bytes], repeat: int) -> dict[str, Any]:
 _OFFSETS = {"paid": (0, 0.2, 2, 3), "in_transit": (0, 0.2, 2, 3, 600, 601, 1440)}
 
 
-def _event(i: int, n: int, t0: datetime) -> str:
+# Event ids of the state-size stream: "uuid", a canonical UUID as the simulator and most
+# CloudEvents producers write, or "text", 36 characters that are not a UUID (what this bench used
+# before 2026-11-26's memory levers; a detector may store a UUID in 16 bytes, not any text).
+EVENT_ID_FORMS = ("uuid", "text")
+
+
+def _event_id(oid: str, i: int, n: int, form: str) -> str:
+    if form == "text":
+        return f"{oid}-{n}-5f0c6a0e-8d1b-4c1e-9a57"
+    digest = hashlib.blake2b(f"{i}-{n}".encode(), digest_size=16).digest()
+    return str(uuid.UUID(bytes=digest, version=4))
+
+
+def _event(i: int, n: int, t0: datetime, ids: str = "uuid") -> str:
     """Raw event `n` (1-based) of order `i`'s journey (created, reserved, paid, status paid,
-    shipment, status shipped, tracking), its order created at `t0 + i` seconds."""
+    shipment, status shipped, tracking), its order created at `t0 + i` seconds, its id of the
+    form `ids` (EVENT_ID_FORMS)."""
     oid = f"o-{i:08d}"
     created = t0 + timedelta(seconds=i)
     minutes = _OFFSETS["in_transit"][n - 1]
@@ -247,7 +262,7 @@ def _event(i: int, n: int, t0: datetime) -> str:
     return json.dumps(
         {
             "specversion": "1.0",
-            "id": f"{oid}-{n}-5f0c6a0e-8d1b-4c1e-9a57",
+            "id": _event_id(oid, i, n, ids),
             "source": "/bench",
             "type": type_,
             "time": (created + timedelta(minutes=minutes)).isoformat(),
@@ -257,7 +272,7 @@ def _event(i: int, n: int, t0: datetime) -> str:
     )
 
 
-def _journeys(n: int, stage: str, t0: datetime) -> Iterator[str]:
+def _journeys(n: int, stage: str, t0: datetime, ids: str = "uuid") -> Iterator[str]:
     """The events of `n` journeys in event-time order (ties: by order, then step), generated
     lazily: 1M journeys are ~4-7M events, too many to hold as text."""
     offsets = _OFFSETS[stage]
@@ -267,12 +282,12 @@ def _journeys(n: int, stage: str, t0: datetime) -> Iterator[str]:
         start = base + i
         while pending and pending[0][0] < start:
             _, j, k = heapq.heappop(pending)
-            yield _event(j, k, t0)
+            yield _event(j, k, t0, ids)
         for k, minutes in enumerate(offsets, 1):
             heapq.heappush(pending, (start + minutes * 60, i, k))
     while pending:
         _, j, k = heapq.heappop(pending)
-        yield _event(j, k, t0)
+        yield _event(j, k, t0, ids)
 
 
 def _rss() -> tuple[int, int]:
@@ -281,7 +296,7 @@ def _rss() -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
 
-def state_size(n: int, stage: str, trace: bool) -> dict[str, Any]:
+def state_size(n: int, stage: str, trace: bool, ids: str = "uuid") -> dict[str, Any]:
     """Bytes held by the engine per open order at `stage`, split into the order state (dict,
     state object, episodes, timer heap) and the windowed detectors' per-order entries (traced:
     tracemalloc; untraced: the process RSS only, tracemalloc's own bookkeeping would inflate it)."""
@@ -295,7 +310,7 @@ def state_size(n: int, stage: str, trace: bool) -> dict[str, Any]:
     engine = Engine()
     base = tracemalloc.get_traced_memory()[0] if trace else 0
     cpu = time.process_time()
-    for raw in _journeys(n, stage, t0):
+    for raw in _journeys(n, stage, t0, ids):
         ev = parse_event(raw)
         t = ev.time.timestamp()
         engine.advance(t)
@@ -306,6 +321,7 @@ def state_size(n: int, stage: str, trace: bool) -> dict[str, Any]:
     rss1, hwm = _rss()
     out: dict[str, Any] = {
         "stage": stage,
+        "event_ids": ids,
         "open_orders": len(engine.orders.states),
         "traced": trace,
         "cpu_s": round(cpu, 1),
@@ -339,9 +355,9 @@ def state_size(n: int, stage: str, trace: bool) -> dict[str, Any]:
     }
 
 
-def _state_size_child(n: int, stage: str, trace: bool) -> dict[str, Any]:
+def _state_size_child(n: int, stage: str, trace: bool, ids: str) -> dict[str, Any]:
     """state_size in a fresh interpreter, so each RSS figure starts from a clean heap."""
-    cmd = [sys.executable, __file__, "--state-child", stage, str(n), "trace" if trace else "rss"]
+    cmd = [sys.executable, __file__, "--state-child", stage, str(n), "trace" if trace else "rss", "--event-ids", ids]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     return result
@@ -355,11 +371,16 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--skip-throughput", action="store_true", help="only the state-size part")
     ap.add_argument("--skip-state", action="store_true", help="only the throughput part")
+    ap.add_argument(
+        "--event-ids", choices=EVENT_ID_FORMS, default="uuid", help="event id form of the state-size stream"
+    )
+    ap.add_argument("--stages", default="paid,in_transit", help="state-size stages, comma-separated (paid, in_transit)")
+    ap.add_argument("--traced-only", action="store_true", help="state size: skip the untraced (RSS) runs")
     ap.add_argument("--state-child", nargs=3, metavar=("STAGE", "N", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.state_child:
         stage, n, mode = args.state_child
-        print(json.dumps(state_size(int(n), stage, mode == "trace")))
+        print(json.dumps(state_size(int(n), stage, mode == "trace", args.event_ids)))
         return 0
 
     tp: dict[str, Any] | None = None
@@ -375,10 +396,10 @@ def main() -> int:
         print(json.dumps(tp, indent=2), flush=True)
     sizes = []
     if not args.skip_state:
-        for stage in ("paid", "in_transit"):
-            for trace in (True, False):
+        for stage in args.stages.split(","):
+            for trace in (True,) if args.traced_only else (True, False):
                 print(f"state size: {args.open_orders:,} open orders, {stage}, traced={trace} ...", flush=True)
-                sizes.append(_state_size_child(args.open_orders, stage, trace))
+                sizes.append(_state_size_child(args.open_orders, stage, trace, args.event_ids))
                 print(json.dumps(sizes[-1]), flush=True)
 
     stamp = datetime.now(UTC)

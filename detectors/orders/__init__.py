@@ -88,12 +88,16 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = OrderState(key, self.default_profile)
+        if isinstance(st.eps, bytes):
+            self._unpack(st)
         if handler is None:
             emitted = self._touch(st, ev, t, now)
         else:
             emitted = handler(st, ev, t, now)
             emitted += self._touch(st, ev, t, now)
         compact(st)
+        if len(self._busy) > self.busy_limit:
+            self._cool()
         return list(emitted)
 
     def _on_created(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:

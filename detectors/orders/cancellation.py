@@ -16,9 +16,10 @@ from orderwatch.detectors.orders.state import (
     PAID,
     Episode,
     OrderState,
+    held,
     payment_ids,
 )
-from orderwatch.detectors.records import milli, money
+from orderwatch.detectors.records import ExceptionRecord, milli, money
 
 
 class CancellationRules(PaymentRules):
@@ -73,7 +74,7 @@ class CancellationRules(PaymentRules):
         if st.opened:
             refunded = self._refunded(st)
             dups = sorted(
-                (rec for (rule, _), rec in st.opened.items() if rule == "DUPLICATE_PAYMENT"),
+                (ExceptionRecord.unpack(rec) for rule, _, rec in held(st) if rule == "DUPLICATE_PAYMENT"),
                 key=lambda rec: rec.event_time,
             )
             covered = 0

@@ -9,12 +9,14 @@ empty tuples allocates nothing), so the hot path of the backtest pays no list pe
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from orderwatch.detectors.base import Detector
 from orderwatch.detectors.blocklist import Blocklist
 from orderwatch.detectors.config import RulesConfig
+from orderwatch.detectors.orders import episodes as packed
 from orderwatch.detectors.orders.state import (
     CANCELLED,
     CANCELLED_RETENTION,
@@ -29,6 +31,8 @@ from orderwatch.detectors.orders.state import (
     compact,
     compact_ids,
     episodes,
+    held,
+    held_at,
     milli_tolerance,
     payment_ids,
     to_ms,
@@ -36,6 +40,11 @@ from orderwatch.detectors.orders.state import (
 )
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso, money
 from orderwatch.detectors.snapshots import GC, RULE_BY_ID, RULE_IDS, decode, encode
+
+BUSY_ORDERS = 1024
+"""Orders whose episodes stay unpacked between events: the most recently busy ones. More would
+hold more memory for little: an order's events come in bursts (the first minutes, then a
+shipment hours later); fewer would unpack and pack the same orders over and over."""
 
 Emitted: TypeAlias = tuple[Emission, ...]
 """What a rule returns: the emissions of one event or deadline, in order (`()`: none)."""
@@ -59,12 +68,30 @@ class OrderCore(Detector[str, OrderState]):
         longest = max(v for v in config.thresholds.values())
         self.retention = longest
         self._tol = milli_tolerance(config.amount_tolerance)
+        # Orders whose episodes are unpacked (`_unpack`), oldest first: packed again once more
+        # than `busy_limit` are (`_cool`).
+        self._busy: deque[str] = deque()
+        self.busy_limit = BUSY_ORDERS
 
     def _fire(self, now: float) -> list[Emission]:
         """Fire every episode whose deadline the clock `now` has passed."""
         out: list[Emission] = []
         for oid, st in self._due(now):
-            due = sorted((ep for ep in episodes(st) if ep[1] < now), key=_deadline)
+            if isinstance(st.eps, bytes):
+                first = packed.earliest(st.eps)
+                if first is None or first >= now:
+                    # A stale timer (its episode ended): nothing due, the order stays packed.
+                    self._wake_at(oid, st, first)
+                    continue
+            work = self._unpack(st)
+            due = sorted(
+                (
+                    (work[i], work[i + 1], packed.text(work[i + 2]), work[i + 3])
+                    for i in range(0, len(work), 4)
+                    if work[i + 1] < now
+                ),
+                key=_deadline,
+            )
             for ep in due:
                 self._end(st, ep[0], ep[3])
                 if ep[0] == GC:
@@ -92,6 +119,8 @@ class OrderCore(Detector[str, OrderState]):
                     )
             else:
                 self._reschedule(st)
+            if len(self._busy) > self.busy_limit:
+                self._cool()
         return out
 
     def adopt(self, record: ExceptionRecord) -> list[Emission]:
@@ -104,16 +133,16 @@ class OrderCore(Detector[str, OrderState]):
         st = self.states.get(record.order_id)
         if st is None:
             st = self.states[record.order_id] = OrderState(record.order_id, self.default_profile)
-        if st.opened is None:
-            st.opened = {}
-        # A copy: the emitted snapshot must not change when this order resolves the record.
-        rec = dataclasses.replace(record, evidence=dict(record.evidence))
         if st.flags & CANCELLED:
             # Live, the record can reach the order after its cancellation did (it travels through
-            # another agent): the clearing event is already here, resolve at once.
+            # another agent): the clearing event is already here, resolve at once. A copy: the
+            # emitted snapshot must not change.
+            rec = dataclasses.replace(record, evidence=dict(record.evidence))
             rec.resolve(None, None, rec.detected_at)
             return [Emission.of("resolved", rec)]
-        st.opened[(record.rule, None)] = rec
+        i = held_at(st, record.rule, None)
+        blob = record.pack()
+        st.opened = (*st.opened, record.rule, None, blob) if i < 0 else (*st.opened[: i + 2], blob, *st.opened[i + 3 :])
         return []
 
     def snapshot(self, oid: str) -> bytes:
@@ -131,7 +160,9 @@ class OrderCore(Detector[str, OrderState]):
                 to_ms(st.last_t),
                 to_ms(st.ship_by),
                 [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in episodes(st)],
-                [[rule, ref, rec.to_dict()] for (rule, ref), rec in st.opened.items()] if st.opened else None,
+                [[rule, ref, ExceptionRecord.unpack(rec).to_dict()] for rule, ref, rec in held(st)]
+                if st.opened
+                else None,
                 list(self.config.profile_key(st.profile)),
                 [[p[0], p[1], p[2], p[3], to_ms(p[4])] for p in st.early] if st.early else None,
             ]
@@ -147,9 +178,11 @@ class OrderCore(Detector[str, OrderState]):
         st.pay_ids, st.refunds = compact_ids(pay_ids), refunds
         st.last_t = last_t / 1000 if last_t is not None else float("-inf")
         st.ship_by = to_sec(ship_by)
-        st.eps = tuple(x for no, d, sid, ref in eps for x in (RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref))
+        st.eps = packed.encode((RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps)
         if opened:
-            st.opened = {(rule, ref): ExceptionRecord.from_dict(rec) for rule, ref, rec in opened}
+            st.opened = tuple(
+                x for rule, ref, rec in opened for x in (rule, ref, ExceptionRecord.from_dict(rec).pack())
+            )
         if early:
             st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
         compact(st)
@@ -159,13 +192,13 @@ class OrderCore(Detector[str, OrderState]):
     def pending(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for st in self.states.values():
-            for rule in st.eps[::4]:
+            for rule in packed.rule_names(st.eps):
                 if rule != GC:
                     counts[rule] = counts.get(rule, 0) + 1
         return counts
 
     def open_exceptions(self) -> int:
-        return sum(len(st.opened) for st in self.states.values() if st.opened)
+        return sum(len(st.opened) for st in self.states.values()) // 3
 
     def describe(self, oid: str) -> dict[str, Any] | None:
         """What this detector knows of one order, JSON-ready, for people (the ops API's timeline);
@@ -201,7 +234,10 @@ class OrderCore(Detector[str, OrderState]):
                     "detected_at": iso(rec.detected_at),
                     "event_time": iso(rec.event_time),
                 }
-                for (rule, ref), rec in sorted((st.opened or {}).items(), key=lambda kv: kv[1].detected_at)
+                for rule, ref, rec in sorted(
+                    ((rule, ref, ExceptionRecord.unpack(blob)) for rule, ref, blob in held(st)),
+                    key=lambda held_rec: held_rec[2].detected_at,
+                )
             ],
             "next_wake": iso(st.wake) if st.wake is not None else None,
         }
@@ -226,6 +262,26 @@ class OrderCore(Detector[str, OrderState]):
         # timer pops and the state reschedules itself (lazy, one heap entry per order).
         self._wake_at(st.oid, st, deadline)
 
+    def _unpack(self, st: OrderState) -> packed.Work:
+        """The order's episodes as a tuple to work on, unpacked if they were packed (on_event
+        and _fire call this first: the rules below read `st.eps` as a tuple)."""
+        eps: packed.Work
+        if isinstance(st.eps, bytes):
+            eps = st.eps = packed.unpack(st.eps)
+            self._busy.append(st.oid)
+        else:
+            eps = st.eps
+        return eps
+
+    def _cool(self) -> None:
+        """Pack the episodes of the orders unpacked longest ago, beyond BUSY_ORDERS: an order is
+        busy for a few events in a row (created, reserved, paid), then waits hours or days."""
+        busy = self._busy
+        while len(busy) > self.busy_limit:
+            st = self.states.get(busy.popleft())
+            if st is not None and isinstance(st.eps, tuple):
+                st.eps = packed.pack(st.eps)
+
     @staticmethod
     def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
         eps = st.eps
@@ -239,7 +295,17 @@ class OrderCore(Detector[str, OrderState]):
         eps = st.eps
         for i in range(0, len(eps), 4):
             if eps[i] == rule and eps[i + 3] == ref:
-                return (rule, eps[i + 1], eps[i + 2], ref)
+                return (rule, eps[i + 1], packed.text(eps[i + 2]), ref)
+        return None
+
+    @staticmethod
+    def _due_at(st: OrderState, rule: str) -> float | None:
+        """The deadline of `rule`'s episode (no ref), None when none runs."""
+        eps = st.eps
+        for i in range(0, len(eps), 4):
+            if eps[i] == rule and eps[i + 3] is None:
+                due: float = eps[i + 1]
+                return due
         return None
 
     @staticmethod
@@ -252,7 +318,7 @@ class OrderCore(Detector[str, OrderState]):
 
     def _reschedule(self, st: OrderState) -> None:
         if st.eps:
-            self._wake_at(st.oid, st, min(st.eps[1::4]))
+            self._wake_at(st.oid, st, packed.earliest(st.eps))
 
     def _open(
         self,
@@ -272,34 +338,35 @@ class OrderCore(Detector[str, OrderState]):
         record as it goes on the wire, taken before it."""
         if st.profile.get(rule, 0.0) is None:
             return ()
-        if st.opened is None:
-            st.opened = {}
-        elif (rule, ref) in st.opened:
+        if held_at(st, rule, ref) >= 0:
             return ()  # one open exception per episode key
         rec = self._record(rule, st.oid, start_id, st.oid, now, event_time, summary, evidence, severity)
-        st.opened[(rule, ref)] = rec
         emitted = (Emission.of("opened", rec),)
         rec.amount = amount
+        st.opened += (rule, ref, rec.pack())
         return emitted
 
     def _resolve(self, st: OrderState, rule: str, ev: Any, t: float, now: float, ref: str | None = None) -> Emitted:
         if not st.opened:
             return ()
-        rec = st.opened.pop((rule, ref), None)
-        if rec is None:
+        i = held_at(st, rule, ref)
+        if i < 0:
             return ()
+        rec = ExceptionRecord.unpack(st.opened[i + 2])
+        st.opened = st.opened[:i] + st.opened[i + 3 :]
         rec.resolve(ev.id, t, now)
         return (Emission.of("resolved", rec),)
 
     def _is_open(self, st: OrderState, rule: str, ref: str | None = None) -> bool:
-        return st.opened is not None and (rule, ref) in st.opened
+        return held_at(st, rule, ref) >= 0
 
     def _terminal(self, st: OrderState, t: float) -> None:
         if st.flags & TERMINAL:
             return
         st.flags |= TERMINAL
         # A finished order ends its pending episodes without an exception; refunds run on.
-        st.eps = tuple(x for ep in episodes(st) if ep[0] == "REFUND_OVERDUE" for x in ep)
+        eps = st.eps
+        st.eps = tuple(x for i in range(0, len(eps), 4) if eps[i] == "REFUND_OVERDUE" for x in eps[i : i + 4])
         self._start(st, GC, t + self._retention(st), "", force=True)
 
     def _retention(self, st: OrderState) -> float:

@@ -79,9 +79,9 @@ class FulfilmentRules(OrderCore):
 
     def _tracking_event(self, st: OrderState, ev: Any, t: float, now: float, restart: bool) -> Emitted:
         emitted = self._resolve(st, "TRACKING_STALLED", ev, t, now)
-        ep = self._episode(st, "TRACKING_STALLED")
+        due = self._due_at(st, "TRACKING_STALLED")
         thr = st.profile["TRACKING_STALLED"]
-        if ep is not None and thr is not None and ep[1] - thr > t:
+        if due is not None and thr is not None and due - thr > t:
             return emitted  # a late event older than the current episode's start changes nothing
         if restart and not st.flags & DELIVERED and (thr := st.profile["TRACKING_STALLED"]) is not None:
             self._start(st, "TRACKING_STALLED", t + thr, ev.id)

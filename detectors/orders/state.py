@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from orderwatch.detectors.config import Profile
-from orderwatch.detectors.records import ExceptionRecord
+from orderwatch.detectors.orders.episodes import Episode, decode
 from orderwatch.detectors.snapshots import GC
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "compact",
     "compact_ids",
     "episodes",
+    "held",
+    "held_at",
     "known_status",
     "milli_tolerance",
     "payment_ids",
@@ -99,18 +101,29 @@ ORDER_EVENT_TYPES = frozenset(
     }
 )
 
-# An episode: (rule, deadline, start event id, ref). `ref` tells episodes of one rule apart
-# within an order (the refund id for REFUND_OVERDUE), else None. The start time is not kept: it
-# is the deadline minus the threshold (a float less per episode, and state size is the budget).
-Episode = tuple[str, float, str, str | None]
+
+def held(st: OrderState) -> Iterator[tuple[str, str | None, bytes]]:
+    """The order's open exceptions as (rule, ref, record packed by `ExceptionRecord.pack`):
+    stored flat in one tuple (`OrderState.opened`), not a dict keyed by (rule, ref) tuples, and
+    packed, since most are read once, when they resolve, days later: an order past its
+    deadlines holds two or three, the bulk of its memory."""
+    it = iter(st.opened)
+    return zip(it, it, it, strict=True)
 
 
-def episodes(st: OrderState) -> Iterator[Episode]:
-    """The order's episodes. They are stored flat, four items each, in one tuple
-    (`OrderState.eps`): one object per order instead of a list and a tuple per episode, about
-    200 bytes less for an order with three deadlines running."""
-    it = iter(st.eps)
-    return zip(it, it, it, it, strict=True)
+def held_at(st: OrderState, rule: str, ref: str | None) -> int:
+    """Position in `OrderState.opened` of the open exception of (rule, ref), or -1."""
+    opened = st.opened
+    for i in range(0, len(opened), 3):
+        if opened[i] == rule and opened[i + 1] == ref:
+            return i
+    return -1
+
+
+def episodes(st: OrderState) -> list[Episode]:
+    """The order's episodes, in the order they started, ids as text (`OrderState.eps`: see
+    `detectors.orders.episodes`)."""
+    return decode(st.eps)
 
 
 _STATUSES = {
@@ -169,10 +182,13 @@ class OrderState:
         self.refunds: dict[str, list[int]] | None = None  # refund id -> [requested, succeeded, done]
         self.last_t = float("-inf")
         self.ship_by: float | None = None
-        self.eps: tuple[Any, ...] = ()  # flat: see `episodes`
+        # `bytes` (packed) while the order waits, a `Work` tuple while it is busy: see `episodes`.
+        # Any: the rules run only on a busy order and read it as the tuple.
+        self.eps: Any = b""
         # Payments seen before order.created: (payment id, amount, currency, event id, time).
         self.early: list[tuple[str, int, str, str, float]] | None = None
-        self.opened: dict[tuple[str, str | None], ExceptionRecord] | None = None
+        # Open exceptions, flat: (rule, ref, packed record) each (see `held`).
+        self.opened: tuple[Any, ...] = ()
         self.wake: float | None = None
         self.profile = profile
 
