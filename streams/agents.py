@@ -80,16 +80,17 @@ class AgentClocks:
         arrivals = self.arrivals
         if arrivals is None:
             return clock.now(tps, (name, partition), frozen, bound)
-        aligned: Callable[[], float]
+        # As of one record, the clock holds there even when every upstream partition is drained
+        # (the clock would then jump to the worker's watermark): after a restart, the agent
+        # upstream can have decided every record it reads while the forwards it sent, and those
+        # the previous run left, still wait for this agent to take them.
         if before_ms is not None:
-            aligned = _LowAt(arrivals, before_ms - 1)
-        elif not any(clock.lagging(tp) for tp in frozen):
-            aligned = arrivals.low
-        elif taken_ms is not None:
-            aligned = _LowAt(arrivals, taken_ms - 1)
-        else:
-            return clock.now(tps, (name, partition), frozen, bound)  # in flight, nothing taken: hold
-        return clock.now(tps, (name, partition), (), bound, aligned)
+            return clock.now(tps, (name, partition), (), bound, _LowAt(arrivals, before_ms - 1), hold=True)
+        if not any(clock.lagging(tp) for tp in frozen):
+            return clock.now(tps, (name, partition), (), bound, arrivals.low)
+        if taken_ms is not None:
+            return clock.now(tps, (name, partition), (), bound, _LowAt(arrivals, taken_ms - 1), hold=True)
+        return clock.now(tps, (name, partition), frozen, bound)  # in flight, nothing taken: hold
 
 
 class _LowAt:

@@ -251,6 +251,8 @@ class LagAwareClock:
         repartitioned: Iterable[TP] = (),
         bound: float = float("inf"),
         aligned: Callable[[], float] | None = None,
+        *,
+        hold: bool = False,
     ) -> float:
         """The clock for an agent partition (`who`) whose events come from `tps` (its own input
         partitions and the upstream partitions that feed it through a repartition topic).
@@ -260,13 +262,18 @@ class LagAwareClock:
         to it not consumed yet), the clock of `who` does not move at all. `bound` caps it (the
         watermarks of upstream partitions other workers own, `foreign_bound`). In event mode,
         `aligned` (the worker's arrival clock, streams.arrivals) gives the progress while inputs
-        lag, instead of the slowest lagging input's."""
+        lag, instead of the slowest lagging input's; with `hold`, whatever the inputs do: the
+        clock as of a record the agent took or is about to take (`streams.agents`), which a
+        drained upstream must not carry past records still on their way to it."""
         tps = list(tps)
         wall = self.wall()
         if any(self.lagging(tp) for tp in repartitioned):
             self._last_lag[who] = wall
             return self._last_now.get(who, float("-inf"))
-        now = min(self._now(tps, who, wall, aligned), bound)
+        if hold and aligned is not None and self.mode == "event":
+            now = min(aligned() - self.lateness, bound)
+        else:
+            now = min(self._now(tps, who, wall, aligned), bound)
         last = self._last_now.get(who, float("-inf"))
         if now < last:
             now = last  # a clock never runs backwards (a partition catching up lowers the bound)

@@ -1,0 +1,72 @@
+"""AgentClocks in event mode: an agent fed through a repartition topic follows the arrival clock,
+and while forwards still wait for it, as of the last record it took; that holds even once every
+upstream partition is drained (a restarted worker: the orders agent ran through its backlog,
+the provider agent had not taken the forwards yet)."""
+
+from __future__ import annotations
+
+from orderwatch.streams.agents import AgentClocks, AgentSpec
+from orderwatch.streams.arrivals import ArrivalClock
+from orderwatch.streams.clock import LagAwareClock
+
+PAY = ("payments", 0)
+FWD = ("by-provider", 0)
+
+
+class World:
+    def __init__(self) -> None:
+        self.wall = 1_000_000.0
+        self.hw: dict[tuple[str, int], int] = {}
+        self.clock = LagAwareClock(mode="event", lateness=60.0, highwater=self.hw.get, wall=lambda: self.wall)
+        self.arrivals = ArrivalClock(lambda: [PAY], self.clock.lagging, lambda topic: topic, wall=lambda: self.wall)
+        spec = AgentSpec(
+            name="provider",
+            inputs=["by-provider"],
+            ticks="ticks-provider",
+            upstream=["payments"],
+            repartitioned=["by-provider"],
+            make=lambda: None,  # type: ignore[arg-type,return-value]
+        )
+        self.clocks = AgentClocks({"provider": spec}, self.clock, lambda: frozenset({PAY, FWD}), self.arrivals)
+
+    def payments_decided_and_drained(self, records: list[tuple[int, float]]) -> None:
+        """The agent upstream read and decided every payment (stamp ms, event time) and forwarded
+        each one to by-provider[0]."""
+        for offset, (stamp, t) in enumerate(records):
+            self.arrivals.received(PAY, offset, stamp)
+            self.clock.observe(PAY, offset, t)
+            self.arrivals.done(PAY, offset, stamp, t)
+        self.hw[PAY] = len(records)
+        self.hw[FWD] = len(records)
+        self.wall += 10.0  # long past the idle grace: the upstream is drained
+
+
+PAYMENTS = [(1_000, 100.0), (2_000, 200.0), (3_000, 5_000.0)]
+
+
+def test_an_agent_behind_its_forwards_stays_at_the_record_it_took_though_the_upstream_is_drained() -> None:
+    w = World()
+    w.payments_decided_and_drained(PAYMENTS)
+    w.clock.observe(FWD, 0, 100.0)  # it took the first forward (stamped 1000); two more wait
+    assert w.clock.lagging(FWD)
+    # As of the record it took: the backtest's clock just before stamp 1000 had seen nothing yet;
+    # the worker's watermark (5000 - 60) would make the two waiting forwards 4,800 s late.
+    assert w.clocks.now("provider", 0, taken_ms=1_000) == float("-inf")
+    assert w.clocks.now("provider", 0, taken_ms=2_000) == 100.0 - 60.0
+
+
+def test_the_catch_up_before_a_record_is_the_clock_as_of_its_stamp_not_the_drained_watermark() -> None:
+    w = World()
+    w.payments_decided_and_drained(PAYMENTS)
+    assert w.clocks.now("provider", 0, before_ms=3_000) == 200.0 - 60.0
+
+
+def test_once_every_forward_is_taken_the_drained_upstream_moves_the_clock_to_the_watermark() -> None:
+    w = World()
+    w.payments_decided_and_drained(PAYMENTS)
+    for offset, (_stamp, t) in enumerate(PAYMENTS):
+        w.clock.observe(FWD, offset, t)
+    assert not w.clock.lagging(FWD)
+    assert w.clocks.now("provider", 0) == 5_000.0 - 60.0
+    # And a clock never runs backwards: a later question as of an older record keeps it there.
+    assert w.clocks.now("provider", 0, before_ms=2_000) == 5_000.0 - 60.0
