@@ -271,6 +271,9 @@ class LagAwareClock:
             self._last_lag[who] = wall
             return self._last_now.get(who, float("-inf"))
         if hold and aligned is not None and self.mode == "event":
+            # Held: something is still on its way to `who`, which counts as lag for the idle
+            # grace (once it arrives, the clock waits that long before it jumps to the watermark).
+            self._last_lag[who] = wall
             now = min(aligned() - self.lateness, bound)
         else:
             now = min(self._now(tps, who, wall, aligned), bound)

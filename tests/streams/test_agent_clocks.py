@@ -38,10 +38,13 @@ class World:
             self.arrivals.done(PAY, offset, stamp, t)
         self.hw[PAY] = len(records)
         self.hw[FWD] = len(records)
+        # Another agent's input, read further (not one of the provider's clock inputs): the
+        # worker's watermark once everything is drained.
+        self.clock.observe(("inventory", 0), 0, 9_000.0)
         self.wall += 10.0  # long past the idle grace: the upstream is drained
 
 
-PAYMENTS = [(1_000, 100.0), (2_000, 200.0), (3_000, 5_000.0)]
+PAYMENTS = [(1_000, 100.0), (2_000, 200.0), (3_000, 300.0)]
 
 
 def test_an_agent_behind_its_forwards_stays_at_the_record_it_took_though_the_upstream_is_drained() -> None:
@@ -50,7 +53,7 @@ def test_an_agent_behind_its_forwards_stays_at_the_record_it_took_though_the_ups
     w.clock.observe(FWD, 0, 100.0)  # it took the first forward (stamped 1000); two more wait
     assert w.clock.lagging(FWD)
     # As of the record it took: the backtest's clock just before stamp 1000 had seen nothing yet;
-    # the worker's watermark (5000 - 60) would make the two waiting forwards 4,800 s late.
+    # the worker's watermark (9000 - 60) would make the two waiting forwards hours late.
     assert w.clocks.now("provider", 0, taken_ms=1_000) == float("-inf")
     assert w.clocks.now("provider", 0, taken_ms=2_000) == 100.0 - 60.0
 
@@ -67,6 +70,20 @@ def test_once_every_forward_is_taken_the_drained_upstream_moves_the_clock_to_the
     for offset, (_stamp, t) in enumerate(PAYMENTS):
         w.clock.observe(FWD, offset, t)
     assert not w.clock.lagging(FWD)
-    assert w.clocks.now("provider", 0) == 5_000.0 - 60.0
+    assert w.clocks.now("provider", 0) == 9_000.0 - 60.0
     # And a clock never runs backwards: a later question as of an older record keeps it there.
-    assert w.clocks.now("provider", 0, before_ms=2_000) == 5_000.0 - 60.0
+    assert w.clocks.now("provider", 0, before_ms=2_000) == 9_000.0 - 60.0
+
+
+def test_a_held_agent_waits_the_idle_grace_after_its_last_forward_before_the_watermark() -> None:
+    # Held counts as lag: the moment the last forward is taken, forwards sent just now may
+    # still be in flight, so the clock follows the arrival clock for the idle grace (1 s).
+    w = World()
+    w.payments_decided_and_drained(PAYMENTS)
+    w.clock.observe(FWD, 0, 100.0)
+    assert w.clocks.now("provider", 0, taken_ms=2_000) == 100.0 - 60.0
+    for offset, (_stamp, t) in enumerate(PAYMENTS):
+        w.clock.observe(FWD, offset, t)
+    assert w.clocks.now("provider", 0) == 300.0 - 60.0  # the arrival clock
+    w.wall += 2.0
+    assert w.clocks.now("provider", 0) == 9_000.0 - 60.0  # drained: the worker's watermark
