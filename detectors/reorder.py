@@ -29,18 +29,21 @@ class ReorderBuffer(Generic[T]):
         self.dedupe_horizon = dedupe_horizon
         self.late = 0
         """Items added behind the clock their caller passed (applied late, still in time order)."""
-        self._heap: list[tuple[float, int, T]] = []
+        self.heap: list[tuple[float, int, T]] = []
+        """(event time, arrival number, item), a heap: read-only for callers (the backtest's replay
+        pops it itself, in `release`'s order, to spare a generator per event)."""
         self._seq = 0
-        self._seen: dict[str, float] = {}
+        self.ids: dict[str, float] = {}
+        """Remembered event ids and their event times: read-only for callers (`seen`)."""
         self._seen_order: deque[tuple[float, str]] = deque()
 
     # -- dedupe -----------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:
         """True when this id was remembered and not forgotten yet: a re-delivery."""
-        return event_id in self._seen
+        return event_id in self.ids
 
     def remember(self, event_id: str, t: float) -> None:
-        self._seen[event_id] = t
+        self.ids[event_id] = t
         self._seen_order.append((t, event_id))
 
     def forget_behind(self, clock: float) -> None:
@@ -49,7 +52,7 @@ class ReorderBuffer(Generic[T]):
         before = clock - self.dedupe_horizon
         if not order or order[0][0] >= before:
             return
-        seen = self._seen
+        seen = self.ids
         while order and order[0][0] < before:
             seen.pop(order.popleft()[1], None)
 
@@ -60,24 +63,24 @@ class ReorderBuffer(Generic[T]):
         if t < clock:
             self.late += 1
         self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, item))
+        heapq.heappush(self.heap, (t, self._seq, item))
 
     def release(self, upto: float) -> Iterator[tuple[float, T]]:
         """Pop, in event-time order, every item whose time is strictly before `upto` (lazily:
         an item the caller adds meanwhile is released in its turn)."""
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][0] < upto:
             t, _, item = heapq.heappop(heap)
             yield t, item
 
     def due(self, upto: float) -> bool:
         """Whether a release up to `upto` would pop anything."""
-        return bool(self._heap) and self._heap[0][0] < upto
+        return bool(self.heap) and self.heap[0][0] < upto
 
     @property
     def oldest(self) -> float:
         """Event time of the oldest held item (inf when none)."""
-        return self._heap[0][0] if self._heap else float("inf")
+        return self.heap[0][0] if self.heap else float("inf")
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)

@@ -18,6 +18,7 @@ the records of its partitions in record-timestamp order (`streams.arrivals`). Wi
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop
 from typing import Any
 
 from orderwatch.detectors.arrivals import DEFAULT_IDLE_AFTER, ArrivalWatermark
@@ -60,6 +61,13 @@ class EventTimeReplay:
         self.duplicates = 0
         self.too_late = 0
         self._buffer: ReorderBuffer[Any] = ReorderBuffer(dedupe_horizon)
+        # Bound once: push runs once per event.
+        buf = self._buffer
+        self._ids = buf.ids
+        self._heap = buf.heap
+        self._remember, self._hold, self._forget_behind = buf.remember, buf.add, buf.forget_behind
+        self._arrive = self.arrivals.arrive
+        self._advance, self._apply = engine.advance, engine.apply
 
     @property
     def guard(self) -> JumpGuard[tuple[tuple[Any, Any], str, float]]:
@@ -73,43 +81,52 @@ class EventTimeReplay:
         """Offer one validated event; returns what the clock's progress made happen. `token`
         comes back with the event if it is later refused (see `refused`); `t` is its event time
         in epoch seconds when the caller has it already (`ev.time.timestamp()` otherwise)."""
+        # The hot path of the backtest (once per line): the buffer's dedupe, hold and release
+        # are used through bound methods and its heap directly, no call that only forwards.
         eid = ev.id
-        buf = self._buffer
-        if buf.seen(eid):
+        if eid in self._ids:
             self.duplicates += 1
             return []
         if t is None:
             t = ev.time.timestamp()
-        if t < self.watermark - self.dedupe_horizon:
+        watermark = self.watermark
+        if t < watermark - self.dedupe_horizon:
             # Its id may have been forgotten already, so it cannot be told from a re-delivery:
             # refuse it (the caller dead-letters it) rather than risk applying an event twice.
             self.too_late += 1
             msg = f"event time is more than {self.dedupe_horizon:g} s behind the watermark, the dedupe horizon"
             raise InvalidEvent("too_late", msg)
-        buf.remember(eid, t)
+        self._remember(eid, t)
         source_of = self.source_of
         if source_of is None:
             if t > self.max_seen:
                 self._move(t - self.lateness)
+                watermark = self.watermark
             self._buffer_event(t, ev)
         else:
-            for ht, (held_ev, _) in self.arrivals.arrive(t, source_of(ev), (ev, token)):
-                self._buffer_event(ht, held_ev)
-            self._move(self.arrivals.low - self.lateness)
-        if not buf.due(self.watermark):
-            return self.engine.advance(self.watermark)  # nothing to release; the clock still moves
-        return self._release(self.watermark, self.watermark)
+            for ht, (held_ev, _) in self._arrive(t, source_of(ev), (ev, token)):
+                if ht > self.max_seen:
+                    self.max_seen = ht
+                self._hold(ht, held_ev, watermark)
+            low = self.arrivals.low - self.lateness
+            if low > watermark:  # a clock never runs backwards (a source waking up lowers the minimum)
+                self.watermark = watermark = low
+                self._forget_behind(low)
+        heap = self._heap
+        if not heap or heap[0][0] >= watermark:
+            return self._advance(watermark)  # nothing to release; the clock still moves
+        return self._release(watermark, watermark)
 
     def _buffer_event(self, t: float, ev: Any) -> None:
         if t > self.max_seen:
             self.max_seen = t
-        self._buffer.add(t, ev, self.watermark)
+        self._hold(t, ev, self.watermark)
 
     def _move(self, watermark: float) -> None:
         if watermark <= self.watermark:
             return  # a clock never runs backwards (a source waking up lowers the minimum)
         self.watermark = watermark
-        self._buffer.forget_behind(watermark)
+        self._forget_behind(watermark)
 
     def finish(self, until: float | None = None) -> list[Emission]:
         """End of input: apply every buffered event, then move the clock to the last watermark
@@ -126,8 +143,11 @@ class EventTimeReplay:
 
     def _release(self, upto: float, clock: float) -> list[Emission]:
         out: list[Emission] = []
-        advance, apply = self.engine.advance, self.engine.apply
-        for t, ev in self._buffer.release(upto):
+        advance, apply = self._advance, self._apply
+        # ReorderBuffer.release, without its generator: pop in event-time order what is before `upto`.
+        heap = self._heap
+        while heap and heap[0][0] < upto:
+            t, _, ev = heappop(heap)
             # Deadlines strictly before the event fire first: an event at exactly D still clears.
             # The event-time clock is the event's own time here, so the output (detected_at
             # included) depends only on the events, not on how they were interleaved.
