@@ -102,6 +102,8 @@ def _dispatch_only() -> Engine:
     for det in (engine.orders, engine.stock, engine.addresses, engine.customers, engine.providers):
         det.on_event = _nothing  # type: ignore[method-assign,assignment]
         det.on_clock = _nothing  # type: ignore[method-assign,assignment]
+        det._fire = _nothing  # type: ignore[method-assign,assignment]
+    engine.route()  # bind the replaced methods
     return engine
 
 
