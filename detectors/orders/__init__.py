@@ -81,24 +81,26 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
     def on_event(self, key: str, ev: Incoming, t: float, now: float) -> list[Emission]:
         """Apply one event for order `key` with event time `t`; `now` is the clock (`detected_at`).
         An `Adopt` hands this order an exception another detector opened about it."""
-        if ev.type == ADOPT:
+        kind = ev.type
+        if kind == ADOPT:
             return self.adopt(ev.data)
-        handler = self._handlers.get(ev.type)
+        handler = self._handlers.get(kind)
         self.dirty.add(key)
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = OrderState(key, self.default_profile)
-        if isinstance(st.eps, bytes):
+        if st.eps.__class__ is bytes:
             self._unpack(st)
         if handler is None:
             emitted = self._touch(st, ev, t, now)
         else:
             emitted = handler(st, ev, t, now)
-            emitted += self._touch(st, ev, t, now)
+            if t > st.last_t:  # else `_touch` has nothing to do: spare the call
+                emitted += self._touch(st, ev, t, now)
         compact(st)
         if len(self._busy) > self.busy_limit:
             self._cool()
-        return list(emitted)
+        return list(emitted) if emitted else []
 
     def _on_created(self, st: OrderState, ev: Any, t: float, now: float) -> Emitted:
         if st.flags & CREATED:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Callable
+from heapq import heappush
 from typing import Any, TypeAlias
 
 from orderwatch.detectors.base import Detector
@@ -260,7 +261,11 @@ class OrderCore(Detector[str, OrderState]):
         st.eps += (rule, deadline, start_id, ref)
         # Only an earlier deadline needs a new timer; a later one is found when the current
         # timer pops and the state reschedules itself (lazy, one heap entry per order).
-        self._wake_at(st.oid, st, deadline)
+        # (`_wake_at`, inlined: every event starts an episode, ORDER_STUCK's at least.)
+        wake = st.wake
+        if wake is None or deadline < wake:
+            st.wake = deadline
+            heappush(self._heap, (deadline, st.oid))
 
     def _unpack(self, st: OrderState) -> packed.Work:
         """The order's episodes as a tuple to work on, unpacked if they were packed (on_event
@@ -285,10 +290,19 @@ class OrderCore(Detector[str, OrderState]):
     @staticmethod
     def _end(st: OrderState, rule: str, ref: str | None = None) -> None:
         eps = st.eps
-        for i in range(0, len(eps), 4):
-            if eps[i] == rule and eps[i + 3] == ref:
+        rules = eps[::4]
+        # Most calls end a rule that has no episode: the C-level membership test says so.
+        if rule not in rules:
+            return
+        j = rules.index(rule)
+        while True:
+            i = 4 * j
+            if eps[i + 3] == ref:
                 st.eps = eps[:i] + eps[i + 4 :]
                 return
+            if rule not in rules[j + 1 :]:
+                return
+            j = rules.index(rule, j + 1)
 
     @staticmethod
     def _episode(st: OrderState, rule: str, ref: str | None = None) -> Episode | None:

@@ -21,7 +21,7 @@ class StuckRules(OrderCore):
         """ORDER_STUCK: every event for the order resolves it and restarts its episode."""
         if not t > st.last_t:
             return ()  # only an event newer than the last one is "a later event"
-        emitted = self._resolve(st, "ORDER_STUCK", ev, t, now)
+        emitted = self._resolve(st, "ORDER_STUCK", ev, t, now) if st.opened else ()
         st.last_t = t
         if st.flags & CREATED and not st.flags & TERMINAL:
             thr = st.profile["ORDER_STUCK"]
