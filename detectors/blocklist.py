@@ -17,6 +17,7 @@ class Blocklist:
     def __init__(self, lookup: Callable[[str], tuple[str, float | None] | None] | None = None) -> None:
         self._entries: dict[str, tuple[str, float | None]] = {}
         self._lookup = lookup or self._entries.get
+        self._shared = lookup is not None
 
     def apply(self, key: str, value: dict[str, Any] | None, added_at: float | None = None) -> None:
         """One topic record: a value adds or replaces the entry, None removes it (a tombstone)."""
@@ -33,6 +34,11 @@ class Blocklist:
             if entry is not None and (entry[1] is None or entry[1] <= t):
                 return kind, key, entry[0]
         return None
+
+    def may_match(self) -> bool:
+        """False when no entry can match (no entries of its own, no shared table to look up):
+        the caller may skip computing what `match` takes."""
+        return self._shared or bool(self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)

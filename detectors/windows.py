@@ -24,9 +24,14 @@ MAX_EVIDENCE_IDS = 50
 def items_key(items: Any) -> int:
     """Hash of the (sku, quantity) multiset of an order, the same for any item order."""
     # The multiset of (sku, quantity) lines, as RULES.md says: [A x1, A x1] is not [A x2].
-    counts: Counter[tuple[str, int]] = Counter((item.sku, item.quantity) for item in items)
+    if len(items) == 1:
+        # Most orders have one line: the same canonical text, without a Counter and a sort.
+        item = items[0]
+        canonical = f"{item.sku}\x1f{item.quantity}\x1f1"
+    else:
+        counts: Counter[tuple[str, int]] = Counter((item.sku, item.quantity) for item in items)
+        canonical = "\x1e".join(f"{sku}\x1f{qty}\x1f{n}" for (sku, qty), n in sorted(counts.items()))
     # A stable digest, not hash(): str hashes change per process and this key outlives one.
-    canonical = "\x1e".join(f"{sku}\x1f{qty}\x1f{n}" for (sku, qty), n in sorted(counts.items()))
     return int.from_bytes(hashlib.blake2b(canonical.encode(), digest_size=8).digest(), "big")
 
 
@@ -59,7 +64,7 @@ class _SlidingDetector(Detector[str, _WindowState]):
         # event can sit after a newer one, and a timer armed from an expired entry would re-fire
         # at the same instant forever.
         window = self.window
-        if any(e[0] + window < t for e in st.entries):
+        if st.entries and any(e[0] + window < t for e in st.entries):
             st.entries = tuple(e for e in st.entries if e[0] + window >= t)
 
     def _fire(self, now: float) -> list[Emission]:
@@ -121,7 +126,7 @@ class AddressDetector(_SlidingDetector):
         self._evict(st, t)
         if not self._holds(st.entries):
             st.holding, st.record = False, None
-        if any(e[1] == d.order_id for e in st.entries):
+        if st.entries and any(e[1] == d.order_id for e in st.entries):
             return []
         st.entries += ((t, d.order_id, d.customer_id),)
         self._wake_at(fingerprint, st, t + self.window)
@@ -182,15 +187,17 @@ class CustomerDetector(_SlidingDetector):
         profile = self.config.profile(d.merchant_id, d.channel, d.payment_method, d.shipping_address.country or None)
         st = self._state(key)
         self._evict(st, t)
-        if any(e[1] == d.order_id for e in st.entries):
+        entries = st.entries
+        # Most customers have no recent order: nothing to look through then.
+        if entries and any(e[1] == d.order_id for e in entries):
             return []
         out: list[Emission] = []
         items = items_key(d.items)
         young = t - d.customer_since.timestamp() < self.account_age
-        burst_before = len(self._burst(st.entries, t)) >= self.min_orders
+        burst_before = (len(self._burst(entries, t)) if entries else 0) >= self.min_orders
         dup_window = profile.get("DUPLICATE_ORDER")
-        if dup_window is not None:
-            earlier = [e for e in st.entries if e[2] == items and t - e[0] <= dup_window]
+        if dup_window is not None and entries:
+            earlier = [e for e in entries if e[2] == items and t - e[0] <= dup_window]
             if earlier:
                 prev = earlier[-1]
                 rec = self._record(

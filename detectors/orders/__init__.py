@@ -118,7 +118,7 @@ class OrderDetector(CancellationRules, OrderStockRules, FulfilmentRules, StuckRu
         if phone_ok(d.contact_phone, addr.country):
             st.flags |= PHONE_OK
         emitted += self._check_shipping_info(st, ev, t, now)
-        hit = self.blocklist.match(d.customer_id, address_key(ev), t)
+        hit = self.blocklist.match(d.customer_id, address_key(ev), t) if self.blocklist.may_match() else None
         if hit is not None:
             emitted += self._open(
                 st,
