@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from orderwatch import backtest  # noqa: E402
 from orderwatch.backtest import _topic_of, open_lines, run_backtest  # noqa: E402
 from orderwatch.detectors.engine import Engine  # noqa: E402
 from orderwatch.detectors.records import Emission  # noqa: E402
@@ -110,18 +111,26 @@ def _dispatch_only() -> Engine:
     return engine
 
 
+# run_backtest's collector setting, for its stages here too (a tree before it: CPython's default).
+_collector: Callable[[], contextlib.AbstractContextManager[None]] = getattr(
+    backtest, "batch_collector", contextlib.nullcontext
+)
+
+
 def _replay_all(lines: list[bytes], engine: Any) -> None:
-    """run_backtest's loop without its bookkeeping and output (same parse, same replay)."""
-    replay = EventTimeReplay(engine, lateness=60.0, source_of=_topic_of, max_skew=DEFAULT_MAX_SKEW)
-    for n, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            replay.push(parse_event(raw), (n, raw))
-        except InvalidEvent:
-            continue
-        replay.refused.clear()
-    replay.finish(None)
+    """run_backtest's loop without its bookkeeping and output (same parse, same replay, same
+    collector setting)."""
+    with _collector():
+        replay = EventTimeReplay(engine, lateness=60.0, source_of=_topic_of, max_skew=DEFAULT_MAX_SKEW)
+        for n, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                replay.push(parse_event(raw), (n, raw))
+            except InvalidEvent:
+                continue
+            replay.refused.clear()
+        replay.finish(None)
 
 
 def _backtest_quiet(lines: list[bytes]) -> None:

@@ -5,6 +5,7 @@ exactly as a `--clock event` worker would, and write the exception events it pro
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import json
 import sys
@@ -12,6 +13,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,8 +28,10 @@ from orderwatch.errors import InputError, InvalidEvent
 from orderwatch.schemas.events import TOPIC_OF_TYPE, parse_event
 
 __all__ = [
+    "BATCH_GC_THRESHOLD",
     "DEFAULT_MAX_FUTURE",
     "BacktestResult",
+    "batch_collector",
     "load_blocklist",
     "open_lines",
     "original_bytes",
@@ -97,6 +101,27 @@ def load_blocklist(path: str | Path) -> Blocklist:
     return bl
 
 
+BATCH_GC_THRESHOLD = 20_000
+"""Allocations between young collections while `run_backtest` runs (CPython's default: 700)."""
+
+
+@contextmanager
+def batch_collector() -> Iterator[None]:
+    """The cyclic garbage collector tuned for a replay, then put back as it was. A replay
+    allocates a few container objects per line that die within the lateness (parsed events, heap
+    entries), and the collector's default first generation (700 allocations) collects so often
+    that many of them are still alive, get promoted and are scanned again in the older
+    generations, which also hold every open order's state. A larger first generation lets them
+    die young. Nothing in the output depends on it (no finaliser, no weak reference)."""
+    before = gc.get_threshold()
+    gc.set_threshold(BATCH_GC_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+@batch_collector()
 def run_backtest(
     lines: Iterator[bytes],
     *,
