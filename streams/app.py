@@ -308,6 +308,7 @@ def create_app(
             crash_loop=crash_loop,
             stamps=stamps,
             merge_idle_seconds=settings.merge_idle_seconds,
+            merge_flight_seconds=settings.merge_flight_seconds,
             merge_max_held=settings.merge_max_held,
         )
         for name, spec in specs.items()

@@ -154,6 +154,7 @@ class AgentDriver:
         crash_loop: CrashLoop,
         stamps: RecordStamps,
         merge_idle_seconds: float = 3.0,
+        merge_flight_seconds: float = 30.0,
         merge_max_held: int = 10_000,
     ) -> None:
         self.spec = spec
@@ -173,6 +174,7 @@ class AgentDriver:
         self._stamps = stamps
         self._repartitioned = frozenset(spec.repartitioned)
         self._merge_idle = merge_idle_seconds
+        self._merge_flight = merge_flight_seconds
         self._merge_max = merge_max_held
         self._arrivals = clocks.arrivals
         self._pumped_at = float("-inf")  # the arrival clock's `safe` when the merges were last pumped
@@ -224,6 +226,7 @@ class AgentDriver:
                     self.spec.inputs,
                     _Lagging(self._clock, partition),
                     idle_wait=self._merge_idle,
+                    flight_wait=self._merge_flight,
                     max_held=self._merge_max,
                     aligned=aligned,
                     by_time=self.spec.repartitioned,

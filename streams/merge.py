@@ -31,7 +31,8 @@ class Forced:
     """Records released before the merge could tell they were next: why, how many."""
 
     idle: int = 0
-    """An input with lag had nothing fetched for `idle_wait` seconds."""
+    """An input with lag had nothing fetched for `idle_wait` seconds (a forward in flight:
+    `flight_wait`)."""
     overflow: int = 0
     """More than `max_held` records were held."""
     align: int = 0
@@ -69,7 +70,11 @@ class TimestampMerge(Generic[Item]):
     (when the agent last got a record of any input) when later. Inputs `by_time` (repartition topics: several
     upstream partitions forwarded into one, their offsets not in timestamp order) are taken in
     timestamp order instead, and waited for while `in_flight(topic, before_ms)`: a record sent to
-    it, stamped before the next record of another input, has not been handed to the merge yet."""
+    it, stamped before the next record of another input, has not been handed to the merge yet.
+    That wait is bounded by `flight_wait`, not `idle_wait`: the record is this worker's own
+    forward, in Kafka or on its way, so it will come; only a loaded consumer can be seconds late
+    with it, and a merge that went on without it had its agent decide deadlines without records
+    that were certain to come (a loaded replay: hundreds of late inbox records)."""
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class TimestampMerge(Generic[Item]):
         lagging: Callable[[str], bool],
         *,
         idle_wait: float = 3.0,
+        flight_wait: float = 30.0,
         max_held: int = 10_000,
         wall: Callable[[], float] = time.monotonic,
         aligned: Alignment | None = None,
@@ -84,13 +90,17 @@ class TimestampMerge(Generic[Item]):
         in_flight: Callable[[str, float], bool] = lambda topic, before_ms: False,
         received_at: Callable[[], float] | None = None,
     ) -> None:
-        if idle_wait < 0 or max_held < 1:
-            msg = f"idle_wait >= 0 and max_held >= 1 expected, got {idle_wait!r}, {max_held!r}"
+        if idle_wait < 0 or flight_wait < 0 or max_held < 1:
+            msg = (
+                f"idle_wait, flight_wait >= 0 and max_held >= 1 expected, "
+                f"got {idle_wait!r}, {flight_wait!r}, {max_held!r}"
+            )
             raise ValueError(msg)
         self._inputs: dict[str, _Input[Item]] = {t: _Input() for t in inputs}
         self._order = {t: i for i, t in enumerate(inputs)}  # ties: the inputs' order, deterministic
         self._lagging = lagging
         self.idle_wait = idle_wait
+        self.flight_wait = flight_wait
         self.max_held = max_held
         self._wall = wall
         self.held = 0
@@ -171,8 +181,9 @@ class TimestampMerge(Generic[Item]):
         waiting = False
         next_ts = min((box.heap[0][2] for box in self._inputs.values() if box.heap), default=float("inf"))
         for topic, box in self._inputs.items():
+            bound = self.idle_wait
             if topic in self._by_time and self._in_flight(topic, next_ts):
-                pass  # a forward older than the next record is on its way: wait for it
+                bound = self.flight_wait  # a forward older than the next record is on its way: wait for it
             elif box.heap or not self._lagging(topic):
                 box.blocked_since = None
                 continue
@@ -183,7 +194,7 @@ class TimestampMerge(Generic[Item]):
                 # Records still reaching the agent (a backlog faust queued ahead of this input's)
                 # are not a stalled input: the wait counts from the last one.
                 since = max(since, self._received_at())
-            if now - since < self.idle_wait:
+            if now - since < bound:
                 waiting = True
             else:
                 self._expired = True

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         description="the orders agent merges its co-partitioned inputs by record timestamp: how long it waits for "
         "an input with lag but nothing fetched before it goes on without it",
     )
+    merge_flight_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="how long the orders agent's merge waits for a forward this worker sent to its inbox (acked or "
+        "on its way, so certain to come) before it goes on without it",
+    )
     merge_max_held: int = Field(
         10_000, ge=1, description="records the merge holds per agent partition at most; beyond, the oldest go anyway"
     )

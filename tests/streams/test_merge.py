@@ -167,6 +167,31 @@ def test_a_repartition_input_goes_in_timestamp_order_and_is_waited_for_while_an_
     flying.add(100)
     m.push("orders", 2, 850, "o@850")
     assert m.release() == []
-    wall.t = 3.5  # never arrived within the idle wait: given up on, counted
+    wall.t = 3.5  # past the idle wait: a forward of this worker's will come, still waited for
+    assert m.release() == []
+    wall.t = 30.5  # never arrived within the flight wait: given up on, counted
     assert m.release() == [("orders", "o@850")]
     assert m.forced.idle == 1
+
+
+def test_an_own_forward_in_flight_is_waited_for_longer_than_an_input_with_lag() -> None:
+    wall = Wall()
+    lagging = {"payments"}
+    flying = {100}
+    m: TimestampMerge[str] = TimestampMerge(
+        ["orders", "payments", "inbox"],
+        lambda t: t in lagging,
+        wall=wall,
+        idle_wait=2.0,
+        flight_wait=10.0,
+        by_time=["inbox"],
+        in_flight=lambda t, before: any(s < before for s in flying),
+    )
+    m.push("orders", 0, 500, "o@500")
+    assert m.release() == []
+    wall.t = 2.5  # payments' idle wait is over; the inbox's forward stamped 100 is still on its way
+    assert m.release() == []
+    m.push("inbox", 0, 100, "i@100")
+    flying.clear()
+    assert m.release() == [("inbox", "i@100"), ("orders", "o@500")]  # payments given up on
+    assert m.forced.idle == 2
