@@ -191,12 +191,12 @@ def _event_id(oid: str, i: int, n: int, form: str) -> str:
     return str(uuid.UUID(bytes=digest, version=4))
 
 
-def _event(i: int, n: int, t0: datetime, ids: str = "uuid") -> str:
+def _event(i: int, n: int, t0: datetime, ids: str = "uuid", spacing_us: int = 1_000_000) -> str:
     """Raw event `n` (1-based) of order `i`'s journey (created, reserved, paid, status paid,
-    shipment, status shipped, tracking), its order created at `t0 + i` seconds, its id of the
-    form `ids` (EVENT_ID_FORMS)."""
+    shipment, status shipped, tracking), its order created at `t0 + i * spacing_us`
+    microseconds, its id of the form `ids` (EVENT_ID_FORMS)."""
     oid = f"o-{i:08d}"
-    created = t0 + timedelta(seconds=i)
+    created = t0 + timedelta(microseconds=i * spacing_us)
     minutes = _OFFSETS["in_transit"][n - 1]
     sku = f"SKU-{i % 500:04d}"
     subject = oid
@@ -272,22 +272,23 @@ def _event(i: int, n: int, t0: datetime, ids: str = "uuid") -> str:
     )
 
 
-def _journeys(n: int, stage: str, t0: datetime, ids: str = "uuid") -> Iterator[str]:
-    """The events of `n` journeys in event-time order (ties: by order, then step), generated
-    lazily: 1M journeys are ~4-7M events, too many to hold as text."""
+def _journeys(n: int, stage: str, t0: datetime, ids: str = "uuid", spacing_us: int = 1_000_000) -> Iterator[str]:
+    """The events of `n` journeys, orders created `spacing_us` microseconds apart, in event-time
+    order (ties: by order, then step), generated lazily: 1M journeys are ~4-7M events, too many
+    to hold as text."""
     offsets = _OFFSETS[stage]
-    pending: list[tuple[float, int, int]] = []
-    base = t0.timestamp()
+    # Integer microseconds after t0, so the order here is the order of the times written.
+    pending: list[tuple[int, int, int]] = []
     for i in range(n):
-        start = base + i
+        start = i * spacing_us
         while pending and pending[0][0] < start:
             _, j, k = heapq.heappop(pending)
-            yield _event(j, k, t0, ids)
+            yield _event(j, k, t0, ids, spacing_us)
         for k, minutes in enumerate(offsets, 1):
-            heapq.heappush(pending, (start + minutes * 60, i, k))
+            heapq.heappush(pending, (start + round(minutes * 60_000_000), i, k))
     while pending:
         _, j, k = heapq.heappop(pending)
-        yield _event(j, k, t0, ids)
+        yield _event(j, k, t0, ids, spacing_us)
 
 
 def _rss() -> tuple[int, int]:
@@ -296,10 +297,14 @@ def _rss() -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
 
-def state_size(n: int, stage: str, trace: bool, ids: str = "uuid") -> dict[str, Any]:
+def state_size(n: int, stage: str, trace: bool, ids: str = "uuid", spacing: float = 1.0) -> dict[str, Any]:
     """Bytes held by the engine per open order at `stage`, split into the order state (dict,
     state object, episodes, timer heap) and the windowed detectors' per-order entries (traced:
-    tracemalloc; untraced: the process RSS only, tracemalloc's own bookkeeping would inflate it)."""
+    tracemalloc; untraced: the process RSS only, tracemalloc's own bookkeeping would inflate it).
+    Orders are created `spacing` seconds apart in event time: the stream spans about
+    `n * spacing` seconds plus a journey, and an order older than its first deadline (paid: 48 h,
+    SHIPMENT_NOT_CREATED; in transit: 24 h + 3 days, TRACKING_STALLED) holds open exceptions."""
+    spacing_us = round(spacing * 1_000_000)
     t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     # Applied in event-time order with the clock advancing, as a live worker would: short episodes
     # (5-15 min) of early orders are decided and stale timers popped, the steady state of a table.
@@ -310,7 +315,7 @@ def state_size(n: int, stage: str, trace: bool, ids: str = "uuid") -> dict[str, 
     engine = Engine()
     base = tracemalloc.get_traced_memory()[0] if trace else 0
     cpu = time.process_time()
-    for raw in _journeys(n, stage, t0, ids):
+    for raw in _journeys(n, stage, t0, ids, spacing_us):
         ev = parse_event(raw)
         t = ev.time.timestamp()
         engine.advance(t)
@@ -322,7 +327,11 @@ def state_size(n: int, stage: str, trace: bool, ids: str = "uuid") -> dict[str, 
     out: dict[str, Any] = {
         "stage": stage,
         "event_ids": ids,
+        "spacing_s": spacing_us / 1_000_000,
+        "event_time_span_h": round((t - t0.timestamp()) / 3600, 1),
         "open_orders": len(engine.orders.states),
+        "orders_with_open_exceptions": sum(1 for st in engine.orders.states.values() if st.opened),
+        "open_exceptions": sum(len(st.opened) for st in engine.orders.states.values()) // 3,
         "traced": trace,
         "cpu_s": round(cpu, 1),
     }
@@ -355,9 +364,11 @@ def state_size(n: int, stage: str, trace: bool, ids: str = "uuid") -> dict[str, 
     }
 
 
-def _state_size_child(n: int, stage: str, trace: bool, ids: str) -> dict[str, Any]:
+def _state_size_child(n: int, stage: str, trace: bool, ids: str, spacing: float) -> dict[str, Any]:
     """state_size in a fresh interpreter, so each RSS figure starts from a clean heap."""
-    cmd = [sys.executable, __file__, "--state-child", stage, str(n), "trace" if trace else "rss", "--event-ids", ids]
+    mode = "trace" if trace else "rss"
+    cmd = [sys.executable, __file__, "--state-child", stage, str(n), mode, "--event-ids", ids]
+    cmd += ["--spacing", str(spacing)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     return result
@@ -375,12 +386,19 @@ def main() -> int:
         "--event-ids", choices=EVENT_ID_FORMS, default="uuid", help="event id form of the state-size stream"
     )
     ap.add_argument("--stages", default="paid,in_transit", help="state-size stages, comma-separated (paid, in_transit)")
+    ap.add_argument(
+        "--spacing",
+        type=float,
+        default=1.0,
+        help="state size: event-time seconds between two orders' creation (1M orders 1 s apart span 12 days: "
+        "the oldest are past their deadlines; 0.1 s keeps 1M orders within 28 h, none past a deadline)",
+    )
     ap.add_argument("--traced-only", action="store_true", help="state size: skip the untraced (RSS) runs")
     ap.add_argument("--state-child", nargs=3, metavar=("STAGE", "N", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.state_child:
         stage, n, mode = args.state_child
-        print(json.dumps(state_size(int(n), stage, mode == "trace", args.event_ids)))
+        print(json.dumps(state_size(int(n), stage, mode == "trace", args.event_ids, args.spacing)))
         return 0
 
     tp: dict[str, Any] | None = None
@@ -399,7 +417,7 @@ def main() -> int:
         for stage in args.stages.split(","):
             for trace in (True,) if args.traced_only else (True, False):
                 print(f"state size: {args.open_orders:,} open orders, {stage}, traced={trace} ...", flush=True)
-                sizes.append(_state_size_child(args.open_orders, stage, trace, args.event_ids))
+                sizes.append(_state_size_child(args.open_orders, stage, trace, args.event_ids, args.spacing))
                 print(json.dumps(sizes[-1]), flush=True)
 
     stamp = datetime.now(UTC)
