@@ -3,11 +3,16 @@ the order detector shares (milliseconds in snapshots, the money tolerance)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from typing import Any
 
+from orderwatch.detectors.catalog import RULES
 from orderwatch.detectors.config import Profile
+from orderwatch.detectors.ids import exception_id
 from orderwatch.detectors.orders.episodes import Episode, decode
+from orderwatch.detectors.records import ExceptionRecord
 from orderwatch.detectors.snapshots import GC
 
 __all__ = [
@@ -38,11 +43,13 @@ __all__ = [
     "episodes",
     "held",
     "held_at",
+    "hold",
     "known_status",
     "milli_tolerance",
     "payment_ids",
     "to_ms",
     "to_sec",
+    "unhold",
 ]  # fmt: skip
 
 # Flag bits of OrderState.flags (one int instead of a dozen booleans keeps the state small).
@@ -103,12 +110,80 @@ ORDER_EVENT_TYPES = frozenset(
 
 
 def held(st: OrderState) -> Iterator[tuple[str, str | None, bytes]]:
-    """The order's open exceptions as (rule, ref, record packed by `ExceptionRecord.pack`):
+    """The order's open exceptions as (rule, ref, record packed by `hold`; `unhold` reads it):
     stored flat in one tuple (`OrderState.opened`), not a dict keyed by (rule, ref) tuples, and
     packed, since most are read once, when they resolve, days later: an order past its
     deadlines holds two or three, the bulk of its memory."""
     it = iter(st.opened)
     return zip(it, it, it, strict=True)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ExceptionRecord))
+# Fields whose value the order can work out again (see `_implied`), in `_FIELDS` order.
+_IMPLIABLE = frozenset(
+    {
+        "exception_id", "rule", "subject", "order_id", "severity", "status", "resolution_kind",
+        "resolution_event_id", "resolution_event_time", "resolved_at", "revision", "amount",
+    }
+)  # fmt: skip
+_TAIL_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(ExceptionRecord) if f.default is not dataclasses.MISSING
+}
+
+
+def _implied(name: str, oid: str, rule: str, known: dict[str, Any]) -> Any:
+    """The value of field `name` that `hold` leaves out: what the order detector puts in a record
+    it opens (`Detector._record`): subject and order the order's id, the id the hash of rule,
+    subject and the evidence's start event id, the rule's own severity, the defaults of an open
+    record. `known` holds the fields read so far (the subject, before the id)."""
+    if name == "exception_id":
+        start = known["evidence"].get("start_event_id") if isinstance(known.get("evidence"), dict) else None
+        return exception_id(rule, known["subject"], start) if isinstance(start, str) else None
+    if name == "rule":
+        return rule
+    if name in ("subject", "order_id"):
+        return oid
+    if name == "severity":
+        meta = RULES.get(rule)
+        return meta.severity if meta is not None else None
+    return _TAIL_DEFAULTS[name]
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Of the same type too: 0 == 0.0 == False, but each goes on the wire differently.
+    return a is b or (type(a) is type(b) and a == b)
+
+
+# The id comes first among the fields but is implied by the subject and the evidence: worked out
+# last, when those are known.
+_ORDER = (*_FIELDS[1:], _FIELDS[0])
+
+
+def hold(oid: str, rule: str, rec: ExceptionRecord) -> bytes:
+    """`rec`, held open by order `oid` under `rule`, as compact JSON: a bit mask of the fields
+    left out because `_implied` gives them back, then the others in `_ORDER`. A deadline
+    exception keeps its two times, summary and evidence only."""
+    known: dict[str, Any] = {}
+    mask = 0
+    kept: list[Any] = [0]
+    for bit, name in enumerate(_ORDER):
+        value = known[name] = getattr(rec, name)
+        if name in _IMPLIABLE and _same(value, _implied(name, oid, rule, known)):
+            mask |= 1 << bit
+        else:
+            kept.append(value)
+    kept[0] = mask
+    return json.dumps(kept, separators=(",", ":")).encode()
+
+
+def unhold(oid: str, rule: str, blob: bytes) -> ExceptionRecord:
+    """The record `hold` packed, equal to the one it was given."""
+    mask, *kept = json.loads(blob)
+    values = iter(kept)
+    known: dict[str, Any] = {}
+    for bit, name in enumerate(_ORDER):
+        known[name] = _implied(name, oid, rule, known) if mask >> bit & 1 else next(values)
+    return ExceptionRecord(**known)
 
 
 def held_at(st: OrderState, rule: str, ref: str | None) -> int:
