@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,10 +160,31 @@ def _same(a: Any, b: Any) -> bool:
 _ORDER = (*_FIELDS[1:], _FIELDS[0])
 
 
+# Text held records share, for deflate to refer to instead of storing it (what the order rules put
+# in the records an order holds for days: evidence keys, summaries, times). It changes only the
+# size of a held record, never its content, and never leaves the process (snapshots store the
+# record itself): edit it freely. The order's id is appended per order (`_zdict`).
+_ZDICT = (
+    b'0,0]{"promised_ship_by":null,"payment_id":"","refund_id":"","reason_code":"","order_total":"'
+    b'"promised_delivery_by":"2026-0","order_status":"paid","order_status":"shipped","last_event_id":"'
+    b"Refund  for order  failed (). has not been paid out. Cancellation of order  was requested but not processed."
+    b" is paid but no stock was reserved for it.Payment for order  succeeded but the order is still not marked paid."
+    b"Payments for order  do not add up to its total. has not been paid. is paid but no shipment was created in time."
+    b" was not delivered by its promised date.Tracking for order  has not moved for 3 days."
+    b' has seen no event for 7 days.",{"start_event_id":"","start_event_time":null,"deadline":"2026-0'
+    b'","start_event_time":"2026-0T00:00:00+00:00","deadline":"2026-0T00:00:00+00:00"'
+)
+
+
+def _zdict(oid: str) -> bytes:
+    return _ZDICT + b"Order " + oid.encode()
+
+
 def hold(oid: str, rule: str, rec: ExceptionRecord) -> bytes:
-    """`rec`, held open by order `oid` under `rule`, as compact JSON: a bit mask of the fields
-    left out because `_implied` gives them back, then the others in `_ORDER`. A deadline
-    exception keeps its two times, summary and evidence only."""
+    """`rec`, held open by order `oid` under `rule`: compact JSON of a bit mask of the fields left
+    out because `_implied` gives them back, then the others in `_ORDER`, deflated against
+    `_ZDICT` and the order's id. A deadline exception keeps its two times, summary and evidence
+    only, in about 90 bytes (380 as JSON of the whole record)."""
     known: dict[str, Any] = {}
     mask = 0
     kept: list[Any] = [0]
@@ -173,12 +195,14 @@ def hold(oid: str, rule: str, rec: ExceptionRecord) -> bytes:
         else:
             kept.append(value)
     kept[0] = mask
-    return json.dumps(kept, separators=(",", ":")).encode()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _zdict(oid))
+    return deflate.compress(json.dumps(kept, separators=(",", ":")).encode()) + deflate.flush()
 
 
 def unhold(oid: str, rule: str, blob: bytes) -> ExceptionRecord:
     """The record `hold` packed, equal to the one it was given."""
-    mask, *kept = json.loads(blob)
+    inflate = zlib.decompressobj(-15, _zdict(oid))
+    mask, *kept = json.loads(inflate.decompress(blob) + inflate.flush())
     values = iter(kept)
     known: dict[str, Any] = {}
     for bit, name in enumerate(_ORDER):
