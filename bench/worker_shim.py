@@ -18,6 +18,17 @@ bench/results/README.md):
                          its merge waits for may have moved since the last one it got (the arrival
                          clock's `safe`), and otherwise at the full interval (100 ms), which still
                          bounds the idle wait's expiry and the deadlines
+    tick-idle            streams.ticks.Ticker sends a 20 ms merge tick only to a partition that
+                         handled no message of its own for 20 ms (its own messages poll its merge)
+    known-lag            a repartition input with lag is not waited for when every record it holds
+                         beyond what its agent took is a forward of this worker's, whose stamps
+                         `in_flight` already checks (counted: highwater against forwards not taken)
+    producer-buffer=N    faust's ProducerBuffer.max_messages (100): the table writes a conductor lets
+                         queue before it stops delivering messages ("producer buffer full")
+    conf=KEY:INT         one faust setting, e.g. consumer_max_fetch_size:65536,
+                         stream_buffer_maxsize:512, broker_max_poll_records:500, producer_linger
+                         (seconds, as conf=producer_linger:0 only takes integers: use linger=)
+    linger=SECONDS       faust's producer_linger (aiokafka linger_ms)
 
 bench_runtime.py --profile samples it from outside with py-spy (every thread, idle excluded).
 """
@@ -72,6 +83,94 @@ def _no_monitor() -> None:
         return deps
 
     faust.App.on_init_dependencies = on_init_dependencies  # type: ignore[method-assign]
+
+
+def _tick_idle() -> None:
+    import time
+
+    from orderwatch.streams.driver import AgentDriver
+    from orderwatch.streams.ticks import MERGE_INTERVAL, Ticker
+
+    receive0 = AgentDriver._receive
+
+    async def receive(self: Any, rt: Any, stream: Any, event: Any) -> int:
+        self.__dict__.setdefault("_bench_seen", {})[event.message.partition] = time.monotonic()
+        return await receive0(self, rt, stream, event)
+
+    async def tick(self: Any) -> int:
+        sent = 0
+        self._calls += 1
+        full = self._calls % self._every == 0
+        now = time.monotonic()
+        for driver in self._drivers.values():
+            seen = driver.__dict__.get("_bench_seen", {})
+            for partition, rt in list(driver.runtimes.items()):
+                merge = driver.merges.get(partition)
+                idle = now - seen.get(partition, float("-inf")) >= MERGE_INTERVAL
+                if (merge is not None and merge.waiting() and idle) or (full and driver.wants_tick(partition, rt)):
+                    await self._outputs.send(
+                        driver.spec.ticks, None, self._value, partition=partition, headers=self._headers
+                    )
+                    sent += 1
+        return sent
+
+    AgentDriver._receive = receive  # type: ignore[method-assign]
+    Ticker.tick = tick  # type: ignore[method-assign]
+
+
+def _known_lag() -> None:
+    from orderwatch.streams import driver
+    from orderwatch.streams.clock import LagAwareClock
+
+    sent0, delivered0 = LagAwareClock.sent, LagAwareClock.delivered
+
+    def unacked(self: Any, tp: Any) -> list[int]:
+        # [stamped, unstamped] forwards sent to tp, not acked by the broker yet
+        return self.__dict__.setdefault("_bench_unacked", {}).setdefault(tp, [0, 0])  # type: ignore[no-any-return]
+
+    def sent(self: Any, tp: Any, stamp_ms: Any = None) -> None:
+        sent0(self, tp, stamp_ms)
+        unacked(self, tp)[0 if stamp_ms is not None else 1] += 1
+
+    def delivered(self: Any, tp: Any, offset: Any, stamp_ms: Any = None) -> None:
+        delivered0(self, tp, offset, stamp_ms)
+        c = unacked(self, tp)
+        i = 0 if stamp_ms is not None else 1
+        c[i] = max(0, c[i] - 1)
+
+    def lag_known(self: Any, tp: Any) -> bool:
+        hw = self.highwater(tp)
+        if tp in self.holes or tp not in self.taken or unacked(self, tp)[1] or hw is None:
+            return False
+        if hw - 1 < self.forwarded.get(tp, -1):
+            return False  # a highwater older than our own last forward
+        stamps = self.flying.get(tp)
+        ours = (sum(stamps._count.values()) if stamps is not None else 0) - unacked(self, tp)[0]
+        return bool(hw - 1 - self.taken[tp] <= ours)
+
+    lagging0 = driver._Lagging.__call__
+
+    def lagging(self: Any, topic: str) -> bool:
+        if not lagging0(self, topic):
+            return False
+        repartition = topic.endswith("-order-inbox") or "-by-" in topic
+        return not (repartition and lag_known(self._clock, (topic, self._partition)))
+
+    LagAwareClock.sent = sent  # type: ignore[method-assign]
+    LagAwareClock.delivered = delivered  # type: ignore[method-assign]
+    driver._Lagging.__call__ = lagging  # type: ignore[method-assign]
+
+
+def _faust_setting(key: str, value: float) -> None:
+    import faust
+
+    original = faust.App.__init__
+
+    def init(self: Any, *args: Any, **kw: Any) -> None:
+        kw[key] = value
+        original(self, *args, **kw)
+
+    faust.App.__init__ = init  # type: ignore[method-assign]
 
 
 def _uvloop() -> None:
@@ -184,6 +283,19 @@ def apply_levers(spec: str) -> list[str]:
             _eager()
         elif name == "fold-heap":
             _fold_heap()
+        elif name == "tick-idle":
+            _tick_idle()
+        elif name == "known-lag":
+            _known_lag()
+        elif name == "producer-buffer":
+            from faust.transport.producer import ProducerBuffer
+
+            ProducerBuffer.max_messages = int(arg)
+        elif name == "conf":
+            key, _, value = arg.partition(":")
+            _faust_setting(key, int(value))
+        elif name == "linger":
+            _faust_setting("producer_linger", float(arg))
         elif name == "tick-on-move":
             _tick_on_move()
         else:

@@ -320,7 +320,7 @@ class AgentDriver:
         merge = self.merges.get(partition)
         if merge is not None:
             self._batches[partition].offered += await self._offer_released(rt, stream, partition, merge)
-            await self._pump(stream, partition)
+            await self._pump(stream)
         await self.flush(rt, partition, stream)
         await stream.ack(event)  # a tick is not held in order: its topic is the agent's own
 
@@ -350,25 +350,28 @@ class AgentDriver:
         elif self._arrivals is not None and msg.topic in self._contract_topics:
             self._arrivals.received((msg.topic, partition), msg.offset, ms)
         entered = await self._offer_released(rt, stream, partition, merge)
-        await self._pump(stream, partition)
+        await self._pump(stream)
         return entered
 
-    async def _pump(self, stream: Any, partition: int) -> None:
-        """Aligned merges (event mode): what this partition took may be what the others were
+    async def _pump(self, stream: Any) -> None:
+        """Aligned merges (event mode): what one partition took may be what the others were
         waiting for (streams.arrivals), and no message of theirs may come to ask again (the end
-        of a replay): let them go on now. Their events are flushed by their own next message or
-        tick (a table write belongs to its own partition's message)."""
+        of a replay, or all of it fetched and held already): let them go on now, every merge,
+        until a pass moves the clock no further. One pass is not enough: what a second partition
+        lets go can unblock the first again, which then waited for the next tick (every 20 ms),
+        and a replay went at the pace of the ticks (bench/results/README.md, 2026-11-27). Their
+        events are flushed by their own next message or tick (a table write belongs to its own
+        partition's message)."""
         arrivals = self._arrivals
         if arrivals is None or len(self.merges) < 2:
             return
-        safe = arrivals.safe()
-        if safe <= self._pumped_at:
-            return
-        self._pumped_at = safe
-        for other, merge in list(self.merges.items()):
-            rt = self.runtimes.get(other)
-            if other != partition and merge.held and rt is not None:
-                self._batches[other].offered += await self._offer_released(rt, stream, other, merge)
+        # Ends: `safe` only grows, and only as held records are let go.
+        while (safe := arrivals.safe()) > self._pumped_at:
+            self._pumped_at = safe
+            for other, merge in list(self.merges.items()):
+                rt = self.runtimes.get(other)
+                if merge.held and rt is not None:
+                    self._batches[other].offered += await self._offer_released(rt, stream, other, merge)
 
     async def _offer_released(
         self, rt: PartitionRuntime[Any], stream: Any, partition: int, merge: TimestampMerge[Any]

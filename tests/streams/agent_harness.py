@@ -33,11 +33,9 @@ class AgentHarness:
     def __init__(self, agent: str, start: float, **settings: Any) -> None:
         self.settings = Settings(
             kafka_bootstrap="127.0.0.1:1",  # never reached
-            partitions=1,
             app_id="agent-test",
             web_port=1,
-            clock="wall",
-            **settings,
+            **{"partitions": 1, "clock": "wall", **settings},
         )
         self.wall = start
         self.outputs = MemoryOutputs()
@@ -48,13 +46,15 @@ class AgentHarness:
         # A broker's view of each partition: what was put is what there is (caught up once consumed).
         self.highwaters: dict[tuple[str, int], int] = {}
         self.ow.clock.highwater = lambda tp: self.highwaters.get(tp, 0)
-        # This worker owns partition 0 of the agent's topics and its upstreams', as faust's
-        # assignor would record it; not the other agents' (they do not run here, so what is
-        # forwarded to them would stay in flight and hold the clocks bounded by theirs).
+        # This worker owns every partition (`partitions`, 1 unless given) of the agent's topics
+        # and its upstreams', as faust's assignor would record it; not the other agents' (they
+        # do not run here, so what is forwarded to them would stay in flight and hold the clocks
+        # bounded by theirs).
         self.driver = self.ow.agents[agent]
         spec = self.driver.spec
         topics = {*spec.inputs, *spec.upstream, spec.ticks}
-        self.ow.app.assignor._assignment = ClientAssignment(actives={t: [0] for t in topics}, standbys={})
+        owned = list(range(self.settings.partitions))
+        self.ow.app.assignor._assignment = ClientAssignment(actives={t: owned for t in topics}, standbys={})
         if self.driver.ready is not None:
             self.driver.ready.set()  # no blocklist topic here: an empty blocklist, loaded
         self._wrapper: Any = None
@@ -83,17 +83,19 @@ class AgentHarness:
         headers: list[tuple[str, bytes]] | None = None,
         timestamp: float | None = None,
         offset: int | None = None,
+        partition: int = 0,
     ) -> None:
-        """One record on `topic` (short name), processed by the agent before this returns. At
-        the partition's next offset, or at `offset` (a re-delivery, or one after a gap)."""
+        """One record on `topic` (short name) partition `partition`, processed by the agent
+        before this returns. At the partition's next offset, or at `offset` (a re-delivery, or
+        one after a gap)."""
         name = self.topic(topic)
-        tp = (name, 0)
+        tp = (name, partition)
         if offset is None:
             offset = self.highwaters.get(tp, 0)
         self.highwaters[tp] = max(self.highwaters.get(tp, 0), offset + 1)
         message = Message(
             topic=name,
-            partition=0,
+            partition=partition,
             offset=offset,
             timestamp=timestamp if timestamp is not None else self.wall,
             timestamp_type=0,
@@ -114,14 +116,16 @@ class AgentHarness:
         if wrapper._crash_reason:
             raise wrapper._crash_reason
 
-    async def event(self, topic: str, ev: Any, *, arrived: float | None = None, offset: int | None = None) -> None:
+    async def event(
+        self, topic: str, ev: Any, *, arrived: float | None = None, offset: int | None = None, partition: int = 0
+    ) -> None:
         """A validated event as its producer would send it (its key, its JSON)."""
         from orderwatch.schemas.events import entity_of
 
         raw = ev.model_dump_json(by_alias=True).encode()
         key = entity_of(ev).encode()
         stamp = arrived if arrived is not None else ev.time.timestamp()
-        await self.put(topic, raw, key=key, timestamp=stamp, offset=offset)
+        await self.put(topic, raw, key=key, timestamp=stamp, offset=offset, partition=partition)
 
     async def tick(self, wall: float | None = None) -> None:
         """Move the driven wall clock (if given) and wake the agent, as the Ticker does."""

@@ -207,3 +207,20 @@ async def test_the_merge_counters_start_at_zero_for_the_agent_that_merges_only()
         assert (
             registry.get_sample_value("orderwatch_merge_forced_total", {"agent": "inventory", "reason": reason}) is None
         )
+
+
+async def test_an_event_mode_orders_agent_releases_at_once_what_each_release_unblocks() -> None:
+    # Two partitions whose records wait for each other (streams.arrivals): each record that goes
+    # lets one of the other partition go, and that one the next of the first. Everything is in
+    # Kafka and handed over; no tick comes. Every record must be released by the message that
+    # unblocked the chain, not one per tick (a replay went at the pace of the 20 ms ticks).
+    h = AgentHarness("orders", START, partitions=2, clock="event")
+    h.highwaters[(h.topic("orders"), 0)] = 2
+    h.highwaters[(h.topic("orders"), 1)] = 2
+    async with h.running():
+        await h.event("orders", created("o-2", at(2)), partition=1, offset=0)
+        await h.event("orders", created("o-4", at(4)), partition=1, offset=1)
+        assert h.driver.merges[1].held == 2  # orders[0] is not read yet: it may hold older ones
+        await h.event("orders", created("o-1", at(1)), partition=0, offset=0)
+        await h.event("orders", created("o-3", at(3)), partition=0, offset=1)
+        assert {p: m.held for p, m in h.driver.merges.items()} == {0: 0, 1: 0}
