@@ -2,7 +2,7 @@
 into buckets, and bytes of detector state per open order (tracemalloc) with the process RSS.
 Writes bench/results/.
 
-    .venv/bin/python bench/bench_backtest.py [--orders 20000] [--open-orders 1000000] [--repeat 3]
+    .venv/bin/python bench/bench_backtest.py [--orders 20000] [--open-orders 1000000] [--spacing 1] [--repeat 3]
 
 Figures are measured, never asserted: CI machines are shared and noisy; compare ratios taken
 in one run, not absolute numbers across runs.
