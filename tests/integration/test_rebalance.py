@@ -5,6 +5,7 @@ exception and opens none twice: the outcome is backtest's, id for id."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections import Counter
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from orderwatch.backtest import open_lines, run_backtest
 from orderwatch.detectors.records import to_cloudevent
+from orderwatch.simulate import simulate
+from orderwatch.streams.publish import RecordClock, publish_lines
 from orderwatch.streams.settings import Settings
-from tests.integration.kafka import publish_simulation, read_json
+from orderwatch.streams.topics import ensure_topics
+from tests.integration.kafka import read_json
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -29,7 +34,16 @@ def _owned(log: Path) -> set[tuple[str, int]]:
 async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_changes_no_outcome(
     tmp_path: Path, kafka_settings: Settings
 ) -> None:
-    _path, res = await publish_simulation(tmp_path, kafka_settings, orders=600, seed=8)
+    # Half the stream first: worker A replays 600 orders in seconds, faster than a second worker
+    # joins the group, so the rest is published only once B is in (A may have drained the first
+    # half by then; its partitions still hold buffered events and pending deadlines).
+    path = tmp_path / "sim.jsonl"
+    simulate(orders=600, seed=8, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
+    res = run_backtest(open_lines(path), keep=True)
+    half = sum(1 for _ in open_lines(path)) // 2
+    await ensure_topics(kafka_settings)
+    stamps = RecordClock()
+    await publish_lines(itertools.islice(open_lines(path), half), kafka_settings, clock=stamps)
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
     deadline_rules = {"PAYMENT_TIMEOUT", "PAYMENT_NOT_CONFIRMED", "STOCK_NOT_RESERVED", "SHIPMENT_NOT_CREATED"}
     assert {em.record.rule for em in res.emissions} & deadline_rules, "the stream must have pending deadlines"
@@ -44,6 +58,11 @@ async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_chan
             await asyncio.sleep(0.2)
         # Worker A has started judging; its partitions hold buffered events and pending deadlines.
         procs.append(spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[1]))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and b"Worker ready" not in logs[1].read_bytes():
+            assert procs[1].poll() is None, logs[1].read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        await publish_lines(itertools.islice(open_lines(path), half, None), kafka_settings, clock=stamps)
         deadline = time.monotonic() + 240
         got: set[str] = set()
         while time.monotonic() < deadline and not got >= expected_ids:
