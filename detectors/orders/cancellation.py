@@ -18,8 +18,9 @@ from orderwatch.detectors.orders.state import (
     OrderState,
     held,
     payment_ids,
+    unhold,
 )
-from orderwatch.detectors.records import ExceptionRecord, milli, money
+from orderwatch.detectors.records import milli, money
 
 
 class CancellationRules(PaymentRules):
@@ -74,7 +75,7 @@ class CancellationRules(PaymentRules):
         if st.opened:
             refunded = self._refunded(st)
             dups = sorted(
-                (ExceptionRecord.unpack(rec) for rule, _, rec in held(st) if rule == "DUPLICATE_PAYMENT"),
+                (unhold(st.oid, rule, rec) for rule, _, rec in held(st) if rule == "DUPLICATE_PAYMENT"),
                 key=lambda rec: rec.event_time,
             )
             covered = 0

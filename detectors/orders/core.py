@@ -34,10 +34,12 @@ from orderwatch.detectors.orders.state import (
     episodes,
     held,
     held_at,
+    hold,
     milli_tolerance,
     payment_ids,
     to_ms,
     to_sec,
+    unhold,
 )
 from orderwatch.detectors.records import Emission, ExceptionRecord, iso, money
 from orderwatch.detectors.snapshots import GC, RULE_BY_ID, RULE_IDS, decode, encode
@@ -142,7 +144,7 @@ class OrderCore(Detector[str, OrderState]):
             rec.resolve(None, None, rec.detected_at)
             return [Emission.of("resolved", rec)]
         i = held_at(st, record.rule, None)
-        blob = record.pack()
+        blob = hold(st.oid, record.rule, record)
         st.opened = (*st.opened, record.rule, None, blob) if i < 0 else (*st.opened[: i + 2], blob, *st.opened[i + 3 :])
         return []
 
@@ -161,9 +163,7 @@ class OrderCore(Detector[str, OrderState]):
                 to_ms(st.last_t),
                 to_ms(st.ship_by),
                 [[RULE_IDS[ep[0]], to_ms(ep[1]), ep[2], ep[3]] for ep in episodes(st)],
-                [[rule, ref, ExceptionRecord.unpack(rec).to_dict()] for rule, ref, rec in held(st)]
-                if st.opened
-                else None,
+                [[rule, ref, unhold(oid, rule, rec).to_dict()] for rule, ref, rec in held(st)] if st.opened else None,
                 list(self.config.profile_key(st.profile)),
                 [[p[0], p[1], p[2], p[3], to_ms(p[4])] for p in st.early] if st.early else None,
             ]
@@ -182,7 +182,7 @@ class OrderCore(Detector[str, OrderState]):
         st.eps = packed.encode((RULE_BY_ID[no], to_sec(d) or 0.0, sid, ref) for no, d, sid, ref in eps)
         if opened:
             st.opened = tuple(
-                x for rule, ref, rec in opened for x in (rule, ref, ExceptionRecord.from_dict(rec).pack())
+                x for rule, ref, rec in opened for x in (rule, ref, hold(oid, rule, ExceptionRecord.from_dict(rec)))
             )
         if early:
             st.early = [(p[0], p[1], p[2], p[3], p[4] / 1000) for p in early]
@@ -236,7 +236,7 @@ class OrderCore(Detector[str, OrderState]):
                     "event_time": iso(rec.event_time),
                 }
                 for rule, ref, rec in sorted(
-                    ((rule, ref, ExceptionRecord.unpack(blob)) for rule, ref, blob in held(st)),
+                    ((rule, ref, unhold(oid, rule, blob)) for rule, ref, blob in held(st)),
                     key=lambda held_rec: held_rec[2].detected_at,
                 )
             ],
@@ -357,7 +357,7 @@ class OrderCore(Detector[str, OrderState]):
         rec = self._record(rule, st.oid, start_id, st.oid, now, event_time, summary, evidence, severity)
         emitted = (Emission.of("opened", rec),)
         rec.amount = amount
-        st.opened += (rule, ref, rec.pack())
+        st.opened += (rule, ref, hold(st.oid, rule, rec))
         return emitted
 
     def _resolve(self, st: OrderState, rule: str, ev: Any, t: float, now: float, ref: str | None = None) -> Emitted:
@@ -366,7 +366,7 @@ class OrderCore(Detector[str, OrderState]):
         i = held_at(st, rule, ref)
         if i < 0:
             return ()
-        rec = ExceptionRecord.unpack(st.opened[i + 2])
+        rec = unhold(st.oid, rule, st.opened[i + 2])
         st.opened = st.opened[:i] + st.opened[i + 3 :]
         rec.resolve(ev.id, t, now)
         return (Emission.of("resolved", rec),)

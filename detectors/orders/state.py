@@ -3,11 +3,17 @@ the order detector shares (milliseconds in snapshots, the money tolerance)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from orderwatch.detectors.catalog import RULES
 from orderwatch.detectors.config import Profile
+from orderwatch.detectors.ids import exception_id
 from orderwatch.detectors.orders.episodes import Episode, decode
+from orderwatch.detectors.records import ExceptionRecord
 from orderwatch.detectors.snapshots import GC
 
 __all__ = [
@@ -38,11 +44,13 @@ __all__ = [
     "episodes",
     "held",
     "held_at",
+    "hold",
     "known_status",
     "milli_tolerance",
     "payment_ids",
     "to_ms",
     "to_sec",
+    "unhold",
 ]  # fmt: skip
 
 # Flag bits of OrderState.flags (one int instead of a dozen booleans keeps the state small).
@@ -103,12 +111,109 @@ ORDER_EVENT_TYPES = frozenset(
 
 
 def held(st: OrderState) -> Iterator[tuple[str, str | None, bytes]]:
-    """The order's open exceptions as (rule, ref, record packed by `ExceptionRecord.pack`):
+    """The order's open exceptions as (rule, ref, record packed by `hold`; `unhold` reads it):
     stored flat in one tuple (`OrderState.opened`), not a dict keyed by (rule, ref) tuples, and
     packed, since most are read once, when they resolve, days later: an order past its
     deadlines holds two or three, the bulk of its memory."""
     it = iter(st.opened)
     return zip(it, it, it, strict=True)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ExceptionRecord))
+# Fields whose value the order can work out again (see `_implied`), in `_FIELDS` order.
+_IMPLIABLE = frozenset(
+    {
+        "exception_id", "rule", "subject", "order_id", "severity", "status", "resolution_kind",
+        "resolution_event_id", "resolution_event_time", "resolved_at", "revision", "amount",
+    }
+)  # fmt: skip
+_TAIL_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(ExceptionRecord) if f.default is not dataclasses.MISSING
+}
+
+
+def _implied(name: str, oid: str, rule: str, known: dict[str, Any]) -> Any:
+    """The value of field `name` that `hold` leaves out: what the order detector puts in a record
+    it opens (`Detector._record`): subject and order the order's id, the id the hash of rule,
+    subject and the evidence's start event id, the rule's own severity, the defaults of an open
+    record. `known` holds the fields read so far (the subject, before the id)."""
+    if name == "exception_id":
+        start = known["evidence"].get("start_event_id") if isinstance(known.get("evidence"), dict) else None
+        return exception_id(rule, known["subject"], start) if isinstance(start, str) else None
+    if name == "rule":
+        return rule
+    if name in ("subject", "order_id"):
+        return oid
+    if name == "severity":
+        meta = RULES.get(rule)
+        return meta.severity if meta is not None else None
+    return _TAIL_DEFAULTS[name]
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Of the same type too: 0 == 0.0 == False, but each goes on the wire differently.
+    return a is b or (type(a) is type(b) and a == b)
+
+
+# The id comes first among the fields but is implied by the subject and the evidence: worked out
+# last, when those are known.
+_ORDER = (*_FIELDS[1:], _FIELDS[0])
+
+
+# Text held records share, for deflate to refer to instead of storing it (what the order rules put
+# in the records an order holds for days: evidence keys, summaries, times). It changes only the
+# size of a held record, never its content, and never leaves the process (snapshots store the
+# record itself): edit it freely. The order's id is appended per order (`_zdict`).
+_ZDICT = (
+    b'0,0]{"promised_ship_by":null,"payment_id":"","refund_id":"","reason_code":"","order_total":"'
+    b'"promised_delivery_by":"2026-0","order_status":"paid","order_status":"shipped","last_event_id":"'
+    b"Refund  for order  failed (). has not been paid out. Cancellation of order  was requested but not processed."
+    b" is paid but no stock was reserved for it.Payment for order  succeeded but the order is still not marked paid."
+    b"Payments for order  do not add up to its total. has not been paid. is paid but no shipment was created in time."
+    b" was not delivered by its promised date.Tracking for order  has not moved for 3 days."
+    b' has seen no event for 7 days.",{"start_event_id":"","start_event_time":null,"deadline":"2026-0'
+    b'","start_event_time":"2026-0T00:00:00+00:00","deadline":"2026-0T00:00:00+00:00"'
+)
+
+
+# Raw deflate (no header) with a 2 KB window, room for the dictionary and a record, and the
+# smallest hash table (memLevel 1): a window and table sized for megabytes cost a 128 KB clear and
+# larger buffers on every `hold`, for no fewer bytes on records this short.
+_WBITS = -11
+
+
+def _zdict(oid: str) -> bytes:
+    return _ZDICT + b"Order " + oid.encode()
+
+
+def hold(oid: str, rule: str, rec: ExceptionRecord) -> bytes:
+    """`rec`, held open by order `oid` under `rule`: compact JSON of a bit mask of the fields left
+    out because `_implied` gives them back, then the others in `_ORDER`, deflated against
+    `_ZDICT` and the order's id. A deadline exception keeps its two times, summary and evidence
+    only, in about 90 bytes (380 as JSON of the whole record)."""
+    known: dict[str, Any] = {}
+    mask = 0
+    kept: list[Any] = [0]
+    for bit, name in enumerate(_ORDER):
+        value = known[name] = getattr(rec, name)
+        if name in _IMPLIABLE and _same(value, _implied(name, oid, rule, known)):
+            mask |= 1 << bit
+        else:
+            kept.append(value)
+    kept[0] = mask
+    deflate = zlib.compressobj(9, zlib.DEFLATED, _WBITS, 1, zlib.Z_DEFAULT_STRATEGY, _zdict(oid))
+    return deflate.compress(json.dumps(kept, separators=(",", ":")).encode()) + deflate.flush()
+
+
+def unhold(oid: str, rule: str, blob: bytes) -> ExceptionRecord:
+    """The record `hold` packed, equal to the one it was given."""
+    inflate = zlib.decompressobj(_WBITS, _zdict(oid))
+    mask, *kept = json.loads(inflate.decompress(blob) + inflate.flush())
+    values = iter(kept)
+    known: dict[str, Any] = {}
+    for bit, name in enumerate(_ORDER):
+        known[name] = _implied(name, oid, rule, known) if mask >> bit & 1 else next(values)
+    return ExceptionRecord(**known)
 
 
 def held_at(st: OrderState, rule: str, ref: str | None) -> int:
