@@ -50,6 +50,9 @@ from orderwatch.streams import driver  # noqa: E402
 from orderwatch.streams.app import agent_specs  # noqa: E402
 from orderwatch.streams.forwarding import SOURCE_HEADER, partition_of  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
+from orderwatch.streams.worker import tune_collector  # noqa: E402
+
+tune_collector()  # the worker's collector setting: the same runtime tuning on both sides
 
 log = logging.getLogger("bench.faust_skeleton")
 

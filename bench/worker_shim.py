@@ -31,6 +31,8 @@ bench/results/README.md):
     linger=SECONDS       faust's producer_linger (aiokafka linger_ms)
     pump-once            streams.driver.AgentDriver._pump as before cdc3167: one pass over the other
                          partitions' merges per message (the fix's "before", for A/B runs)
+    gc=N                 the cyclic collector's first generation at N allocations (CPython: 700), as
+                         `orderwatch backtest` runs since 626479c
     arrivals-memo=MS     streams.arrivals.ArrivalClock.safe answered from its last value while no
                          record was received, decided or forgotten, no partition observed, and
                          less than MS milliseconds passed (the highwaters it reads are only as
@@ -353,6 +355,10 @@ def apply_levers(spec: str) -> list[str]:
             _faust_setting(key, int(value))
         elif name == "linger":
             _faust_setting("producer_linger", float(arg))
+        elif name == "gc":
+            import gc
+
+            gc.set_threshold(int(arg), *gc.get_threshold()[1:])
         elif name == "pump-once":
             _pump_once()
         elif name == "arrivals-memo":
