@@ -105,13 +105,9 @@ class EventTimeReplay:
             self._buffer_event(t, ev)
         else:
             for ht, (held_ev, _) in self._arrive(t, source_of(ev), (ev, token)):
-                if ht > self.max_seen:
-                    self.max_seen = ht
-                self._hold(ht, held_ev, watermark)
-            low = self.arrivals.low - self.lateness
-            if low > watermark:  # a clock never runs backwards (a source waking up lowers the minimum)
-                self.watermark = watermark = low
-                self._forget_behind(low)
+                self._buffer_event(ht, held_ev)
+            self._move(self.arrivals.low - self.lateness)
+            watermark = self.watermark
         heap = self._heap
         if not heap or heap[0][0] >= watermark:
             return self._advance(watermark)  # nothing to release; the clock still moves
