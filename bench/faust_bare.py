@@ -26,7 +26,7 @@ import faust  # noqa: E402
 
 log = logging.getLogger("bench.faust_bare")
 
-# The worker's collector setting (orderwatch.streams.worker.WORKER_GC_THRESHOLD; not imported, so
+# The worker's collector setting (orderwatch.backtest.BATCH_GC_THRESHOLD; not imported, so
 # the ceiling loads nothing of orderwatch): the same runtime tuning on every side of a comparison.
 gc.set_threshold(20_000, *gc.get_threshold()[1:])
 

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import faust  # noqa: E402
 
+from orderwatch.backtest import tune_collector  # noqa: E402
 from orderwatch.detectors.blocklist import Blocklist  # noqa: E402
 from orderwatch.detectors.config import RulesConfig  # noqa: E402
 from orderwatch.detectors.ids import address_fingerprint  # noqa: E402
@@ -50,7 +51,6 @@ from orderwatch.streams import driver  # noqa: E402
 from orderwatch.streams.app import agent_specs  # noqa: E402
 from orderwatch.streams.forwarding import SOURCE_HEADER, partition_of  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
-from orderwatch.streams.worker import tune_collector  # noqa: E402
 
 tune_collector()  # the worker's collector setting: the same runtime tuning on both sides
 

@@ -37,6 +37,7 @@ __all__ = [
     "original_bytes",
     "run_backtest",
     "score",
+    "tune_collector",
 ]
 
 DEFAULT_MAX_FUTURE = 900.0
@@ -105,6 +106,15 @@ BATCH_GC_THRESHOLD = 20_000
 """Allocations between young collections while `run_backtest` runs (CPython's default: 700)."""
 
 
+def tune_collector() -> tuple[int, int, int]:
+    """The cyclic collector's young generation every BATCH_GC_THRESHOLD allocations, as a replay
+    wants it (`batch_collector`; a `--clock event` or live worker for its whole run); returns the
+    threshold before."""
+    before = gc.get_threshold()
+    gc.set_threshold(BATCH_GC_THRESHOLD, *before[1:])
+    return before
+
+
 @contextmanager
 def batch_collector() -> Iterator[None]:
     """The cyclic garbage collector tuned for a replay, then put back as it was. A replay
@@ -113,8 +123,7 @@ def batch_collector() -> Iterator[None]:
     that many of them are still alive, get promoted and are scanned again in the older
     generations, which also hold every open order's state. A larger first generation lets them
     die young. Nothing in the output depends on it (no finaliser, no weak reference)."""
-    before = gc.get_threshold()
-    gc.set_threshold(BATCH_GC_THRESHOLD, *before[1:])
+    before = tune_collector()
     try:
         yield
     finally:

@@ -5,13 +5,13 @@ until stopped."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from orderwatch.backtest import tune_collector
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.handlers.config import HandlersConfig
 from orderwatch.streams.app import create_app, internal_topics
@@ -105,22 +105,6 @@ async def log_start_offsets(settings: Settings, tps: list[tuple[str, int]]) -> d
     return {(tp.topic, tp.partition): int(off) for tp, off in starts.items()}
 
 
-WORKER_GC_THRESHOLD = 20_000
-"""Allocations between young collections of the cyclic garbage collector in a worker (CPython's
-default: 700). faust allocates tasks, futures and messages per event that die within a few loop
-turns; at 700 the collector runs every few events, finds many of them still alive, promotes them
-and rescans them later with every open order's state. At 20,000 a replay costs 12-13 % less CPU
-per event (bench/results/README.md, 2026-11-27); `orderwatch backtest` does the same
-(`orderwatch.backtest.BATCH_GC_THRESHOLD`)."""
-
-
-def tune_collector() -> tuple[int, int, int]:
-    """The worker's collector threshold (WORKER_GC_THRESHOLD); returns the one before."""
-    before = gc.get_threshold()
-    gc.set_threshold(WORKER_GC_THRESHOLD, *before[1:])
-    return before
-
-
 def run_worker(
     settings: Settings,
     rules: RulesConfig | None = None,
@@ -135,6 +119,10 @@ def run_worker(
     The topic check comes first and fails fast (TopicsError: the CLI prints its table and exits
     2): on under-partitioned topics faust would otherwise wait for partitions that do not exist
     and the worker die much later with a timeout."""
+    # faust allocates tasks, futures and messages per event that die within a few loop turns: at
+    # CPython's default (700) the collector runs every few events, promotes what is still alive
+    # and rescans it with every open order's state. 12-13 % less CPU per event on the bench's
+    # replay (bench/results/README.md, 2026-11-27), as for `orderwatch backtest`.
     tune_collector()
     created = asyncio.run(ensure_topics(settings))
     if created:
