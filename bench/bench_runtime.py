@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -456,27 +456,29 @@ def _working_in(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-async def broker_topics(settings: Settings) -> list[str]:
+@contextlib.asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        return list(await admin.list_topics())
+        yield admin
     finally:
         await admin.close()
+
+
+async def broker_topics(settings: Settings) -> list[str]:
+    async with _admin(settings) as admin:
+        return list(await admin.list_topics())
 
 
 async def drop_run_topics(settings: Settings, run: str) -> int:
     """Delete the topics this run created (its contract topics and every app id's internal ones):
     a shared broker that keeps thousands of them answers every metadata request with all of them
     (aiokafka's metadata decoding was about 6 % of a worker's CPU with 1,686 topics on it)."""
-    mine = [t for t in await broker_topics(settings) if t.startswith((run, f"ow-{run}"))]
-    if mine:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
+    async with _admin(settings) as admin:
+        mine = [t for t in await admin.list_topics() if t.startswith((run, f"ow-{run}"))]
+        if mine:
             await admin.delete_topics(mine)
-        finally:
-            await admin.close()
     return len(mine)
 
 
