@@ -3,10 +3,14 @@ an input with lag and nothing fetched, a bound on what is held."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orderwatch.errors import ConfigError
 from orderwatch.streams.merge import TimestampMerge
+from orderwatch.streams.settings import load_settings
+from tests.streams.agent_harness import AgentHarness
 
 
 class Wall:
@@ -195,3 +199,19 @@ def test_an_own_forward_in_flight_is_waited_for_longer_than_an_input_with_lag() 
     flying.clear()
     assert m.release() == [("inbox", "i@100"), ("orders", "o@500")]  # payments given up on
     assert m.forced.idle == 2
+
+
+@pytest.mark.parametrize("value", ["-1", "601", "thirty", ""])
+def test_a_bad_flight_wait_is_refused_naming_its_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ORDERWATCH_MERGE_FLIGHT_SECONDS", value)
+    with pytest.raises(ConfigError, match="ORDERWATCH_MERGE_FLIGHT_SECONDS"):
+        load_settings()
+
+
+def test_the_flight_wait_reaches_the_orders_agents_merges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERWATCH_MERGE_FLIGHT_SECONDS", "45")
+    h = AgentHarness("orders", 0.0, merge_flight_seconds=load_settings().merge_flight_seconds)
+    h.driver.table = {}  # type: ignore[assignment]  # the partition's state comes from an empty table
+    assert h.driver.merges == {}
+    h.driver.runtime(0)
+    assert h.driver.merges[0].flight_wait == 45.0
