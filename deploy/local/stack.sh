@@ -8,9 +8,13 @@
 #   deploy/local/stack.sh down     stop both (fine when nothing runs)
 #   deploy/local/stack.sh status   what runs, on which port (exit 1 if not all up)
 #   deploy/local/stack.sh reset    down + delete all data and logs (keeps the jars)
+#   deploy/local/stack.sh kafka    start only a Kafka broker (no Redis, no topics): with
+#                                  ORDERWATCH_LOCAL_DIR and its own ports, a test's private broker
 #
-# Everything (jars, data, logs, pid files) lives under <repo>/.local/.
+# Everything (jars, data, logs, pid files) lives under <repo>/.local/ unless ORDERWATCH_LOCAL_DIR says.
 # Environment (defaults in brackets):
+#   ORDERWATCH_LOCAL_DIR [<repo>/.local]     data, config, logs and pid files (the jars stay in
+#                                            <repo>/.local/kafka/libs, shared)
 #   ORDERWATCH_KAFKA_PORT [9092]             PLAINTEXT listener on 127.0.0.1
 #   ORDERWATCH_KAFKA_CONTROLLER_PORT [9093]  KRaft controller listener on 127.0.0.1
 #   ORDERWATCH_REDIS_PORT [6379]             Redis on 127.0.0.1
@@ -22,11 +26,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-LOCAL="$ROOT/.local"
+LOCAL="${ORDERWATCH_LOCAL_DIR:-$ROOT/.local}"
 POM="$ROOT/deploy/local/kafka/pom.xml"
 
 KAFKA_DIR="$LOCAL/kafka"
-KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_LIBS="$ROOT/.local/kafka/libs"   # one download, whatever ORDERWATCH_LOCAL_DIR says
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_CONF_DIR="$KAFKA_DIR/config"
 KAFKA_CONF="$KAFKA_CONF_DIR/server.properties"
@@ -136,8 +140,8 @@ ensure_kafka_libs() {
     command -v mvn >/dev/null 2>&1 || die "mvn (Maven) is needed once to fetch the Kafka jars from Maven Central into $(rel "$KAFKA_LIBS")"
     log "kafka: fetching jars from Maven Central with mvn into $(rel "$KAFKA_LIBS") (one-time; ~1 min with an empty ~/.m2; log: $(rel "$MVN_LOG"))"
     start="$(now)"
-    mkdir -p "$KAFKA_DIR"
-    tmp="$KAFKA_DIR/libs.tmp"
+    mkdir -p "$KAFKA_DIR" "${KAFKA_LIBS%/*}"
+    tmp="$KAFKA_LIBS.tmp"
     rm -rf "$tmp"
     if ! mvn -B -ntp -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" </dev/null >"$MVN_LOG" 2>&1; then
         tail -n 30 "$MVN_LOG" >&2 || true
@@ -248,15 +252,17 @@ wait_kafka_ready() {
     local pid="$1" start="$2" deadline=$((SECONDS + KAFKA_TIMEOUT)) err="$KAFKA_DIR/ready.err"
     mkdir -p "$KAFKA_CONF_DIR"
     [[ -f "$TOOLS_LOG4J" && -f "$ADMIN_CONF" && -f "$PROBE_CONF" ]] || write_kafka_config
+    # kill -0, not kafka_pid: until the background shell has exec'd java, its command line is
+    # this script's, and kafka_pid (which checks it) would call a starting broker gone.
     until port_open "$KAFKA_PORT"; do
-        [[ -n "$(kafka_pid)" ]] || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
+        kill -0 "$pid" 2>/dev/null || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
         (( SECONDS < deadline )) || kafka_fail "Kafka did not open 127.0.0.1:$KAFKA_PORT within ${KAFKA_TIMEOUT}s (still running as pid $pid; 'stack.sh down' stops it)"
         sleep 0.2
     done
     until KAFKA_TOPIC_LIST="$(timeout 30 "$JAVA" "${CLI_JVM_OPTS[@]}" -Dlog4j.configuration="file:$TOOLS_LOG4J" \
             -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
             --command-config "$PROBE_CONF" --list 2>"$err")"; do
-        [[ -n "$(kafka_pid)" ]] || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
+        kill -0 "$pid" 2>/dev/null || kafka_fail "the Kafka broker (pid $pid) exited during start-up"
         if (( SECONDS >= deadline )); then
             tail -n 5 "$err" >&2 || true
             kafka_fail "Kafka on $BOOTSTRAP did not answer metadata requests within ${KAFKA_TIMEOUT}s (still running as pid $pid; 'stack.sh down' stops it)"
@@ -513,6 +519,12 @@ cmd_up() {
     log "  data and logs under $(rel "$LOCAL")/ ('deploy/local/stack.sh down' stops it)"
 }
 
+cmd_kafka() {
+    validate_env
+    mkdir -p "$LOCAL"
+    start_kafka
+}
+
 cmd_ensure() {
     validate_env
     if port_open "$KAFKA_PORT" && redis_ping "$REDIS_PORT"; then
@@ -563,17 +575,18 @@ cmd_reset() {
     cmd_down
     log "reset: deleting Kafka and Redis data and logs under $(rel "$LOCAL")/ (keeping the jars in $(rel "$KAFKA_LIBS"))"
     rm -rf "$KAFKA_DATA" "$KAFKA_CONF_DIR" "$KAFKA_CLUSTER_ID_FILE" "$KAFKA_LOG" "$KAFKA_LOG.1" \
-        "$KAFKA_DIR"/topics.* "$KAFKA_DIR/ready.err" "$KAFKA_DIR/libs.tmp" "$REDIS_DIR"
+        "$KAFKA_DIR"/topics.* "$KAFKA_DIR/ready.err" "$KAFKA_LIBS.tmp" "$REDIS_DIR"
     log "reset: done"
 }
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 case "${1:-}" in
     up)     cmd_up ;;
     ensure) cmd_ensure ;;
+    kafka)  cmd_kafka ;;
     down)   cmd_down ;;
     status) cmd_status ;;
     reset)  cmd_reset ;;
