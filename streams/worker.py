@@ -16,6 +16,7 @@ from orderwatch.backtest import tune_collector
 from orderwatch.detectors.config import RulesConfig
 from orderwatch.handlers.config import HandlersConfig
 from orderwatch.streams.app import create_app, internal_topics
+from orderwatch.streams.changelog_acks import ChangelogAcks
 from orderwatch.streams.local_tables import LocalTables
 from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
@@ -145,15 +146,18 @@ def run_worker(
     tables = LocalTables(Path(ow.app.conf.tabledir), settings.store)
     tables.claim()
     tables.report()
+    changelogs = ChangelogAcks(ow.app.tables.changelog_topics)
+    ow.app.sensors.add(changelogs)
     from faust import Worker
 
     try:
         Worker(ow.app, loglevel=loglevel).execute_from_commandline()
     except SystemExit as exc:
         # mode's worker exits 0 only once it has stopped every service, the producer (flushed)
-        # included; a crash re-raises its exception or exits non-zero.
+        # included; a crash re-raises its exception or exits non-zero. Exit 0 is not enough: with
+        # the broker gone the flush gives up on what it could not send.
         if not exc.code:
-            tables.stopped_cleanly()
+            tables.stopped_cleanly(changelogs.tally())
         raise
 
 

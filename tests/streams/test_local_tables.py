@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from orderwatch.streams.changelog_acks import ChangelogTally
 from orderwatch.streams.local_tables import CLEAN_STOP_MARKER, LocalTables
+
+ALL_SENT = ChangelogTally(written=10, acknowledged=10, failed=0)
 
 
 def _tables(tmp_path: Path) -> Path:
@@ -32,7 +35,7 @@ def test_a_clean_stop_keeps_the_local_tables_for_the_next_start_and_only_that_on
     first = LocalTables(tabledir, "rocksdb://")
     first.claim()  # nothing marked: discarded
     (tabledir / "orders-state-0.db").mkdir()  # what the run writes
-    first.stopped_cleanly()
+    assert first.stopped_cleanly(ALL_SENT) is True
     assert (tabledir / CLEAN_STOP_MARKER).exists()
 
     second = LocalTables(tabledir, "rocksdb://")
@@ -48,7 +51,7 @@ def test_a_first_start_has_nothing_to_discard(tmp_path: Path) -> None:
     tables = LocalTables(tmp_path / "missing" / "tables", "rocksdb://")
     assert tables.claim() is False
     assert tables.outcome.startswith("no local table files")
-    tables.stopped_cleanly()  # faust never created the directory: nothing to mark
+    tables.stopped_cleanly(ALL_SENT)  # faust never created the directory: nothing to mark
     assert not (tmp_path / "missing").exists()
 
 
@@ -56,7 +59,7 @@ def test_the_memory_store_has_no_local_files_and_touches_nothing(tmp_path: Path)
     tabledir = _tables(tmp_path)
     tables = LocalTables(tabledir, "memory://")
     assert tables.claim() is False
-    tables.stopped_cleanly()
+    assert tables.stopped_cleanly(ALL_SENT) is False
     assert len(tables.databases()) == 2
     assert not (tabledir / CLEAN_STOP_MARKER).exists()
 
@@ -79,7 +82,12 @@ def test_the_decision_is_logged_a_discard_as_a_warning(tmp_path: Path, caplog: p
     assert "did not stop cleanly" in caplog.records[0].getMessage()
 
     (tabledir / "orders-state-0.db").mkdir()
-    tables.stopped_cleanly()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="orderwatch.streams.local_tables"):
+        tables.stopped_cleanly(ALL_SENT)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"local tables: clean-stop marker written: {ALL_SENT}")
+    ]
     caplog.clear()
     kept = LocalTables(tabledir, "rocksdb://")
     kept.claim()
@@ -87,3 +95,37 @@ def test_the_decision_is_logged_a_discard_as_a_warning(tmp_path: Path, caplog: p
         kept.report()
     assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "kept 1 local table files" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "changelogs",
+    [
+        ChangelogTally(written=10, acknowledged=7, failed=3),  # the broker went away: batches expired
+        ChangelogTally(written=10, acknowledged=8, failed=0),  # still in faust's buffer at the stop
+        ChangelogTally(written=10, acknowledged=10, failed=1),  # one more failed than written: no trust
+        ChangelogTally(written=10, acknowledged=11, failed=0),  # acknowledged more than written: no trust
+    ],
+)
+def test_a_stop_whose_changelog_records_did_not_all_reach_the_broker_leaves_no_marker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, changelogs: ChangelogTally
+) -> None:
+    tabledir = _tables(tmp_path)
+    tables = LocalTables(tabledir, "rocksdb://")
+    tables.claim()
+    (tabledir / "orders-state-0.db").mkdir()  # what the run writes
+    with caplog.at_level(logging.INFO, logger="orderwatch.streams.local_tables"):
+        assert tables.stopped_cleanly(changelogs) is False
+    assert not (tabledir / CLEAN_STOP_MARKER).exists()
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert caplog.records[0].getMessage() == (
+        f"local tables: no clean-stop marker: {changelogs}; the next start discards the local table"
+        " files and restores every table from its changelog"
+    )
+    # ... and the next start does.
+    assert LocalTables(tabledir, "rocksdb://").claim() is True
+
+
+def test_the_warning_says_how_many_records_failed_and_how_many_never_got_an_answer() -> None:
+    assert str(ChangelogTally(written=1855, acknowledged=1613, failed=200)) == (
+        "the broker acknowledged 1613 of 1855 changelog records (200 failed, 42 never answered)"
+    )

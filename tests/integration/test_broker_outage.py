@@ -1,0 +1,89 @@
+"""The rocksdb:// store when the broker goes away (a private broker, killed with SIGKILL: the
+shared one on 127.0.0.1:9092 serves every other test). A worker stopped cleanly while its table
+changelog records cannot reach the broker leaves no clean-stop marker: its local files are ahead
+of the changelogs, and the next start must discard them (streams.local_tables)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from orderwatch.streams.local_tables import CLEAN_STOP_MARKER
+from orderwatch.streams.settings import Settings
+from tests.integration.kafka import publish_simulation, read_json
+from tests.support.broker import PrivateBroker, private_broker  # noqa: F401  (the fixture)
+from tests.support.worker import free_port, spawn_worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _settings(broker: PrivateBroker, data_dir: Path) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=prefix,
+        partitions=4,
+        app_id=f"orderwatch-{prefix[:-1]}",
+        store="rocksdb://",
+        data_dir=str(data_dir),
+        web_port=free_port(),
+    )
+
+
+async def _first_exception(settings: Settings, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Return once the worker has published an exception event: it is processing the stream."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if await read_json(settings, settings.topic("order-exceptions")):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no exception event within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+async def test_a_clean_stop_with_the_broker_gone_leaves_no_clean_stop_marker(
+    tmp_path: Path,
+    private_broker: PrivateBroker,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With the broker gone, the stop waits in faust's "Flush producer buffer" until aiokafka gives
+    # up on the unsent batches: after faust's producer_request_timeout, 20 minutes by default
+    # (read from this variable). 20 s here: the same stop, sooner.
+    monkeypatch.setenv("PRODUCER_REQUEST_TIMEOUT", "20")
+    data = tmp_path / "data"
+    settings = _settings(private_broker, data)
+    await publish_simulation(tmp_path, settings, orders=600, seed=8)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        proc = spawn_worker(settings, "event", log)
+        try:
+            await _first_exception(settings, proc, log_path, 240)
+            private_broker.kill()
+            # The agents go on with what the consumer had fetched: table writes whose changelog
+            # records the broker never gets.
+            await asyncio.sleep(5)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log_path.read_text()
+    # mode's Worker stopped every service and exited 0: a clean stop as far as it knows.
+    assert code == 0, text[-3000:]
+    assert [p for p in data.rglob("*.db") if p.is_dir()], "the worker wrote no local table files"
+    assert not list(data.rglob(CLEAN_STOP_MARKER)), "marked clean though its changelogs missed writes"
+    said = re.search(
+        r"\[WARNING\] local tables: no clean-stop marker: the broker acknowledged (\d+) of (\d+) changelog records",
+        text,
+    )
+    assert said, text[-3000:]
+    acknowledged, written = int(said[1]), int(said[2])
+    assert 0 < acknowledged < written
