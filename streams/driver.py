@@ -12,7 +12,6 @@ was not acked.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from orderwatch.detectors.topology import Adopt
 from orderwatch.errors import InvalidEvent
 from orderwatch.schemas.control import Adoption, Watermark, decode_control, decode_tick
 from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE, entity_of, parse_event
+from orderwatch.streams.acks import OrderedAcks
 from orderwatch.streams.agents import AgentClocks, AgentSpec
 from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.clock import LagAwareClock
@@ -53,29 +53,6 @@ class StateStore(Protocol):
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
     def pop(self, key: bytes, default: Any = None) -> Any: ...
-
-
-class _Held:
-    """Messages of one topic partition waiting for their ack, smallest offset first."""
-
-    __slots__ = ("events", "offsets")
-
-    def __init__(self) -> None:
-        self.offsets: list[int] = []
-        self.events: dict[int, Any] = {}
-
-    def add(self, offset: int, event: Any) -> None:
-        if offset not in self.events:
-            heapq.heappush(self.offsets, offset)
-        self.events[offset] = event  # a re-delivery replaces its copy: either ack does
-
-    def below(self, low: int) -> list[Any]:
-        """Pop every message with an offset below `low`, in offset order."""
-        out = []
-        offsets = self.offsets
-        while offsets and offsets[0] < low:
-            out.append(self.events.pop(heapq.heappop(offsets)))
-        return out
 
 
 class _Aligned:
@@ -193,7 +170,7 @@ class AgentDriver:
         """Set when the agent may start (the orders agent waits for the blocklist)."""
         self.runtimes: dict[int, PartitionRuntime[Any]] = {}
         self.merges: dict[int, TimestampMerge[Any]] = {}
-        self._held: dict[str, _Held] = {}  # "topic:partition" -> messages not acked yet
+        self._acks = OrderedAcks()
         self._batches: dict[int, _Batch] = {}
 
     @property
@@ -247,7 +224,7 @@ class AgentDriver:
                 merge = self.merges.pop(partition, None)
                 if merge is not None:
                     merge.clear()
-            self._held.pop(f"{topic}:{partition}", None)
+            self._acks.drop(f"{topic}:{partition}")
         self._stamps.forget(tp for tp in tps if tp[0] in self.spec.inputs)
 
     def _received_at(self) -> float:
@@ -461,7 +438,7 @@ class AgentDriver:
         if rt.waiting(tpkey, msg.offset):
             clock.observe(tp, msg.offset, t)
             self._decided(msg)
-            self._hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
+            self._acks.hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
         if self._arrivals is not None:
             self._catch_up_before(rt, partition, self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp), t)
@@ -497,7 +474,7 @@ class AgentDriver:
                 msg.offset,
                 rt.clock - t,
             )
-        self._hold(tpkey, msg.offset, event)
+        self._acks.hold(tpkey, msg.offset, event)
         return True
 
     def _decided(self, msg: Any, event_time: float | None = None) -> None:
@@ -555,32 +532,14 @@ class AgentDriver:
                 table[kb] = tag + blob
         if released.applied:
             table[f"{LEDGER_KEY}:{partition}".encode()] = rt.ledger.dumps()
-        await self._ack_in_order(rt, stream)
-
-    # faust commits the first run of consecutive acked offsets even when it does not start at
-    # the first unacked one (before a partition's first commit), which would commit past events
-    # still waiting in the reorder buffer. So acks go out strictly in offset order per partition:
-    # an event is acked once every offset below it has been applied, dropped or dead-lettered.
-    def _hold(self, tpkey: str, offset: int, event: Any) -> None:
-        box = self._held.get(tpkey)
-        if box is None:
-            box = self._held[tpkey] = _Held()
-        box.add(offset, event)
-
-    async def _ack_in_order(self, rt: PartitionRuntime[Any], stream: Any) -> None:
-        # Per event, so it must not scan what is held: each partition's heap pops from its head.
-        for tpkey, low in rt.ledger.low.items():
-            box = self._held.get(tpkey)
-            if box is not None and box.offsets and box.offsets[0] < low:
-                for event in box.below(low):
-                    await stream.ack(event)
+        await self._acks.ack_below(rt.ledger.low, stream)
 
     async def _settle(self, rt: PartitionRuntime[Any], stream: Any, tpkey: str, offset: int, event: Any) -> None:
         """A message handled without entering the buffer (dead letter, control, re-delivery)."""
         rt.ledger.seen_base(tpkey, offset)
         rt.ledger.mark(tpkey, offset)
-        self._hold(tpkey, offset, event)
-        await self._ack_in_order(rt, stream)
+        self._acks.hold(tpkey, offset, event)
+        await self._acks.ack_below(rt.ledger.low, stream)
 
     async def _resume(self, rt: PartitionRuntime[Any], tpkey: str, topic: str, partition: int, offset: int) -> None:
         """The first message of a partition since assignment. faust resumes fetching before it
