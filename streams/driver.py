@@ -330,7 +330,7 @@ class AgentDriver:
         if merge is None:
             if batch.taken_ms is None or ms > batch.taken_ms:
                 batch.taken_ms = ms
-            return int(await self._offer(rt, stream, event))
+            return int(await self._offer(rt, stream, event, ms))
         if not merge.push(msg.topic, msg.offset, ms, event):
             return 0  # this very offset is held already: the held copy is acked once applied
         if msg.topic in self._repartitioned:
@@ -373,7 +373,7 @@ class AgentDriver:
             ms = self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp)
             if batch.taken_ms is None or ms > batch.taken_ms:
                 batch.taken_ms = ms
-            entered += int(await self._offer(rt, stream, released[1]))
+            entered += int(await self._offer(rt, stream, released[1], ms))
         forced = merge.forced
         if forced.idle or forced.overflow or forced.align:
             for reason in ("idle", "overflow", "align"):
@@ -381,8 +381,9 @@ class AgentDriver:
             forced.idle = forced.overflow = forced.align = 0
         return entered
 
-    async def _offer(self, rt: PartitionRuntime[Any], stream: Any, event: Any) -> bool:
-        """Decode one message and buffer it; True when it entered the reorder buffer."""
+    async def _offer(self, rt: PartitionRuntime[Any], stream: Any, event: Any, ms: int) -> bool:
+        """Decode one message and buffer it; True when it entered the reorder buffer. `ms`: the
+        timestamp it counts at (streams.stamps)."""
         msg = event.message
         partition = msg.partition
         tp = (msg.topic, partition)
@@ -409,13 +410,13 @@ class AgentDriver:
                     self._check_placement(ev, t, contract_topic, msg.key)
         except InvalidEvent as exc:
             self._clock.observe(tp, msg.offset, None)
-            self._decided(msg)
+            self._decided(msg, ms)
             await self._dead_letters.send(msg, exc)
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
         if not isinstance(ev, Adopt):
             self._metrics.events_in.labels(msg.topic, ev.type).inc()
-        return await self._admit(rt, stream, ev, t, event)
+        return await self._admit(rt, stream, ev, t, event, ms)
 
     def _check_placement(self, ev: Any, t: float, topic: str, key: bytes | None) -> None:
         """A valid event on a contract topic must sit on its type's topic, under its entity's key,
@@ -428,7 +429,7 @@ class AgentDriver:
             msg = f"event time is more than {self._max_future_seconds:g} s ahead of the wall clock"
             raise InvalidEvent("from_future", msg)
 
-    async def _admit(self, rt: PartitionRuntime[Any], stream: Any, ev: Any, t: float, event: Any) -> bool:
+    async def _admit(self, rt: PartitionRuntime[Any], stream: Any, ev: Any, t: float, event: Any, ms: int) -> bool:
         """Buffer one decoded event; True when it entered the reorder buffer."""
         msg = event.message
         partition = msg.partition
@@ -437,17 +438,17 @@ class AgentDriver:
         clock = self._clock
         if rt.waiting(tpkey, msg.offset):
             clock.observe(tp, msg.offset, t)
-            self._decided(msg)
+            self._decided(msg, ms)
             self._acks.hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
         if self._arrivals is not None:
-            self._catch_up_before(rt, partition, self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp), t)
+            self._catch_up_before(rt, partition, ms, t)
         source = upstream_of(msg.headers) if msg.topic in self._repartitioned else None
         if not rt.offer(ev, t, tpkey, msg.offset, event, source):
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
             # or restart must not hand agents downstream a copy they may take for a late event.
             clock.observe(tp, msg.offset, t)
-            self._decided(msg)
+            self._decided(msg, ms)
             self._metrics.duplicates.labels(self.name).inc()
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
@@ -462,7 +463,7 @@ class AgentDriver:
         # After the forward: the progress the clock (and the watermarks) report covers only
         # events already handed to the producer.
         clock.observe(tp, msg.offset, t)
-        self._decided(msg, t)
+        self._decided(msg, ms, t)
         if t < rt.clock:
             # The clock promised nothing older would come: deadlines may have fired without it.
             self._metrics.late.labels(self.name, msg.topic).inc()
@@ -477,11 +478,10 @@ class AgentDriver:
         self._acks.hold(tpkey, msg.offset, event)
         return True
 
-    def _decided(self, msg: Any, event_time: float | None = None) -> None:
-        """Tell the arrival clock a contract record was decided (with its event time: it entered
-        the reorder buffer)."""
+    def _decided(self, msg: Any, ms: int, event_time: float | None = None) -> None:
+        """Tell the arrival clock a contract record (counted at `ms`) was decided (with its event
+        time: it entered the reorder buffer)."""
         if self._arrivals is not None and msg.topic in self._contract_topics:
-            ms = self._stamps.of(msg.topic, msg.partition, msg.offset, msg.timestamp)
             self._arrivals.done((msg.topic, msg.partition), msg.offset, ms, event_time)
         self._stamps.settled(msg.topic, msg.partition, msg.offset)
 
