@@ -282,7 +282,10 @@ class AgentDriver:
         # A partition is only ever flushed while its own message is processed: faust sends a
         # table write to the changelog partition of the current message.
         loop_time = asyncio.get_running_loop().time
+        arrivals = self._arrivals
         async for event in manual.events():
+            if arrivals is not None:
+                arrivals.refresh()  # the consumer may have fetched since: lag may have changed
             msg = event.message
             partition = msg.partition
             rt = self.runtime(partition)
