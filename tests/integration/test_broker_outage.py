@@ -7,12 +7,14 @@ worker going on, and the outcome is `backtest`'s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -40,15 +42,23 @@ def _settings(broker: PrivateBroker, data_dir: Path) -> Settings:
     )
 
 
-async def _first_exception(settings: Settings, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Return once the worker has published an exception event: it is processing the stream."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        if await read_json(settings, settings.topic("order-exceptions")):
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no exception event within {timeout} s:\n{log.read_text()[-3000:]}")
+@contextlib.asynccontextmanager
+async def _worker_mid_replay(settings: Settings, log_path: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A `--clock event` worker on the published stream, once it has published an exception
+    event (it is processing); killed on the way out if still running."""
+    with log_path.open("wb") as log:
+        proc = spawn_worker(settings, "event", log)
+        try:
+            deadline = time.monotonic() + 240
+            while not await read_json(settings, settings.topic("order-exceptions")):
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"no exception event in 240 s:\n{log_path.read_text()[-3000:]}"
+                await asyncio.sleep(0.5)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 async def test_a_clean_stop_with_the_broker_gone_leaves_no_clean_stop_marker(
@@ -64,20 +74,13 @@ async def test_a_clean_stop_with_the_broker_gone_leaves_no_clean_stop_marker(
     settings = _settings(private_broker, data)
     await publish_simulation(tmp_path, settings, orders=600, seed=8)
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        proc = spawn_worker(settings, "event", log)
-        try:
-            await _first_exception(settings, proc, log_path, 240)
-            private_broker.kill()
-            # The agents go on with what the consumer had fetched: table writes whose changelog
-            # records the broker never gets.
-            await asyncio.sleep(5)
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    async with _worker_mid_replay(settings, log_path) as proc:
+        private_broker.kill()
+        # The agents go on with what the consumer had fetched: table writes whose changelog
+        # records the broker never gets.
+        await asyncio.sleep(5)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=300)
     text = log_path.read_text()
     # mode's Worker stopped every service and exited 0: a clean stop as far as it knows.
     assert code == 0, text[-3000:]
@@ -102,20 +105,16 @@ async def test_a_broker_gone_mid_replay_and_back_costs_nothing_and_doubles_nothi
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
     topic = settings.topic("order-exceptions")
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        proc = spawn_worker(settings, "event", log)
-        try:
-            await _first_exception(settings, proc, log_path, 240)
-            private_broker.kill()
-            # Longer than the group's session (10 s): the member the broker knew is gone by the
-            # time it is back.
-            await asyncio.sleep(15)
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            private_broker.start()  # the same data, the same port
-            got, _dlq = await wait_for_outcome(settings, proc, log_path, expected, timeout=300, settle=4)
-            events = await read_json(settings, topic)
-        finally:
-            stop_worker(proc, timeout=180)
+    async with _worker_mid_replay(settings, log_path) as proc:
+        private_broker.kill()
+        # Longer than the group's session (10 s): the member the broker knew is gone by the time
+        # it is back.
+        await asyncio.sleep(15)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        private_broker.start()  # the same data, the same port
+        got, _dlq = await wait_for_outcome(settings, proc, log_path, expected, timeout=300, settle=4)
+        events = await read_json(settings, topic)
+        stop_worker(proc, timeout=180)
     assert got - expected == set(), f"opened or resolved by mistake: {sorted(got - expected)[:10]}"
     assert expected - got == set(), f"lost: {sorted(expected - got)[:10]}"
     # Sent again after the outage, maybe (at least once), always with the same event id.

@@ -100,8 +100,8 @@ class PrivateBroker:
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     """A started private broker, killed after the test (its data goes with `tmp_path`)."""
     broker = PrivateBroker(tmp_path / "broker")
-    broker.start()
     try:
+        broker.start()  # inside: a start cut short (timeout, Ctrl-C) may have launched the java
         yield broker
     finally:
         broker.kill()
