@@ -23,9 +23,9 @@ faust then restores them from their changelogs, from the beginning.
 A stop is clean for the files only if every changelog record of every local write reached the
 broker (streams.changelog_acks counts them). mode's Worker exits 0 after a stop with the broker
 gone too: faust's producer flush gives up on what it cannot send (aiokafka fails the batches
-once they expire), and the files are then ahead of their changelogs as after a crash. Seen in
-`tests/integration/test_broker_outage.py` (one run: 49 changelog records lost, the marker written). Such a
-stop leaves no marker, and logs why."""
+once they expire), and the files are then ahead of their changelogs as after a crash (seen in
+`tests/integration/test_broker_outage.py`: 49 changelog records lost, and the marker written).
+Such a stop leaves no marker, and logs why."""
 
 from __future__ import annotations
 
