@@ -571,6 +571,8 @@ class AgentDriver:
             )
             # The clock must not count the partition as caught up before the gap is read.
             self._clock.hole((topic, partition), start, offset - 1)
+            if self._arrivals is not None:
+                self._arrivals.refresh()  # the partition lags again: `safe` must see it now
             await self._port.seek((topic, partition), start)
         else:
             log.info("%s: %s[%s] resumes at offset %s", self.name, topic, partition, offset)
