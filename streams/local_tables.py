@@ -21,9 +21,10 @@ leaves a marker beside the tables, and a start that finds local tables without i
 faust then restores them from their changelogs, from the beginning.
 
 A stop is clean for the files only if every changelog record of every local write reached the
-broker (streams.changelog_acks counts them). mode's Worker exits 0 after a stop with the broker
-gone too: faust's producer flush gives up on what it cannot send (aiokafka fails the batches
-once they expire), and the files are then ahead of their changelogs as after a crash (seen in
+broker (streams.changelog_acks counts them). mode's Worker exits 0 after records were lost too:
+aiokafka fails a batch it could not deliver within faust's producer_request_timeout (an outage),
+faust logs it and goes on, and a stop with the broker gone ends once the flush has given up
+likewise. The files are then ahead of their changelogs as after a crash (seen in
 `tests/integration/test_broker_outage.py`: 49 changelog records lost, and the marker written).
 Such a stop leaves no marker, and logs why."""
 
