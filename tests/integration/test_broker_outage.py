@@ -1,7 +1,7 @@
 """A worker whose broker goes away (a private broker, killed with SIGKILL: the shared one on
-127.0.0.1:9092 serves every other test). Table changelog records that never reached the broker
-leave the local RocksDB files ahead of the changelogs: a clean stop after them leaves no
-clean-stop marker, and the next start discards the files (streams.local_tables)."""
+127.0.0.1:9092 serves every other test). Stopped cleanly while its table changelog records cannot
+reach the broker, it leaves no clean-stop marker: its local files are ahead of the changelogs, and
+the next start must discard them (streams.local_tables)."""
 
 from __future__ import annotations
 
@@ -58,13 +58,14 @@ async def _worker_mid_replay(settings: Settings, log_path: Path) -> AsyncIterato
                 proc.wait()
 
 
-async def test_changelog_records_lost_to_an_outage_leave_no_clean_stop_marker(
+async def test_a_clean_stop_with_the_broker_gone_leaves_no_clean_stop_marker(
     tmp_path: Path,
     private_broker: PrivateBroker,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # aiokafka gives up on a batch it could not deliver within faust's producer_request_timeout
-    # (20 minutes by default, read from this variable): 10 s here, the same loss, sooner.
+    # With the broker gone, the stop waits in faust's "Flush producer buffer" until aiokafka gives
+    # up on the unsent batches: after faust's producer_request_timeout, 20 minutes by default
+    # (read from this variable). 10 s here: the same stop, sooner.
     monkeypatch.setenv("PRODUCER_REQUEST_TIMEOUT", "10")
     data = tmp_path / "data"
     settings = _settings(private_broker, data)
@@ -73,14 +74,12 @@ async def test_changelog_records_lost_to_an_outage_leave_no_clean_stop_marker(
     async with _worker_mid_replay(settings, log_path) as proc:
         private_broker.kill()
         # The agents go on with what the consumer had fetched: table writes whose changelog
-        # records expire unsent.
+        # records the broker never gets. Long enough for what they publish to expire too: an
+        # agent awaiting its emissions crashes then (faust restarts it). A crash just as the
+        # stop reaches the agents has faust restart the agent in the middle of the stop, which
+        # then never ends: a bug of its own (1 run in 5 with a 5 s wait here, and a hang in 1 of
+        # 5 with this one), reported, not this test's subject; it fails the test with the log.
         await asyncio.sleep(30)
-        # Stopped with the broker still gone, the worker's stop could hang: an agent whose own
-        # sends expire at the moment the stop reaches it crashes, and faust restarts it in the
-        # middle of the stop (seen in 2 runs of 6; a bug of its own). With the broker back the
-        # stop is an ordinary one, and the records lost stay lost.
-        private_broker.start()
-        await asyncio.sleep(10)
         proc.send_signal(signal.SIGTERM)
         try:
             code = proc.wait(timeout=300)
@@ -92,11 +91,9 @@ async def test_changelog_records_lost_to_an_outage_leave_no_clean_stop_marker(
     assert [p for p in data.rglob("*.db") if p.is_dir()], "the worker wrote no local table files"
     assert not list(data.rglob(CLEAN_STOP_MARKER)), "marked clean though its changelogs missed writes"
     said = re.search(
-        r"\[WARNING\] local tables: no clean-stop marker: the broker acknowledged (\d+) of (\d+) changelog"
-        r" records \((\d+) failed",
+        r"\[WARNING\] local tables: no clean-stop marker: the broker acknowledged (\d+) of (\d+) changelog records",
         text,
     )
     assert said, text[-3000:]
-    acknowledged, written, failed = int(said[1]), int(said[2]), int(said[3])
-    assert failed > 0
+    acknowledged, written = int(said[1]), int(said[2])
     assert 0 < acknowledged < written
