@@ -22,6 +22,7 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
     streams.blocklist_follower  BlocklistFollower: the global blocklist
     streams.rebalance       RewindAfterRebalance: reads again what faust lost in a rebalance
     streams.views           /metrics, /clock, /health, /ready and the stall check
+    streams.producer        NamedTopicsApp: the producer's metadata requests name its topics
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from orderwatch.streams.forwarding import Forwarder
 from orderwatch.streams.health import CrashLoop, StallWatch
 from orderwatch.streams.metrics import Metrics
 from orderwatch.streams.outputs import KafkaOutputs, Outputs
+from orderwatch.streams.producer import NamedTopicsApp
 from orderwatch.streams.rebalance import RewindAfterRebalance
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.stamps import RecordStamps
@@ -221,7 +223,8 @@ class PartitionChanges:
 
 
 def _faust_app(settings: Settings) -> faust.App:
-    return faust.App(
+    # NamedTopicsApp: its producer's metadata requests name its topics, not the whole cluster's.
+    return NamedTopicsApp(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
