@@ -22,7 +22,7 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
     streams.blocklist_follower  BlocklistFollower: the global blocklist
     streams.rebalance       RewindAfterRebalance: reads again what faust lost in a rebalance
     streams.views           /metrics, /clock, /health, /ready and the stall check
-    streams.producer        NamedTopicsApp: the producer's metadata requests name its topics
+    streams.producer        NamedTopicsApp: the producer asks for its topics' metadata only
 """
 
 from __future__ import annotations
@@ -65,7 +65,15 @@ from orderwatch.streams.ticks import MERGE_INTERVAL, Ticker
 from orderwatch.streams.views import STALL_CHECK_SECONDS, RuntimeViews, page
 from orderwatch.streams.watermarks import WatermarkSender
 
-__all__ = ["AGENTS", "DLQ_MAX_BYTES", "Orderwatch", "create_app", "dead_letter_record", "internal_topics"]
+__all__ = [
+    "AGENTS",
+    "DLQ_MAX_BYTES",
+    "Orderwatch",
+    "create_app",
+    "dead_letter_record",
+    "internal_topics",
+    "producer_topics",
+]
 
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 
@@ -222,10 +230,18 @@ class PartitionChanges:
         self._owned.refresh()
 
 
+def producer_topics(settings: Settings) -> list[str]:
+    """The topics whose metadata the worker's producer asks for from the start (streams.producer):
+    the worker's topics that exist before it starts, not the changelogs faust may create."""
+    contract = [settings.topic(t) for t in (*INPUT_TOPICS, "order-exceptions", "orders-dlq")]
+    return contract + internal_topics(settings)
+
+
 def _faust_app(settings: Settings) -> faust.App:
-    # NamedTopicsApp: its producer's metadata requests name its topics, not the whole cluster's.
+    # NamedTopicsApp: its producer's metadata requests name these topics, not the whole cluster's.
     return NamedTopicsApp(
         settings.app_id,
+        producer_topics=producer_topics(settings),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         store=settings.store,
