@@ -133,6 +133,8 @@ class _Batch:
     """Largest record timestamp (ms) it took (its merge let go): the arrival clock's `taken_ms`."""
     early: list[Release[Any]] = field(default_factory=list)
     """What releases before a late record applied (published and acked with the next flush)."""
+    received: int = 0
+    """Input messages (not ticks) handed to this partition so far: the Ticker's sign of a busy one."""
 
 
 class AgentDriver:
@@ -260,6 +262,11 @@ class AgentDriver:
             raise RuntimeError(msg)
         return self.table
 
+    def received(self, partition: int) -> int:
+        """Input messages handed to `partition` since it was assigned (ticks not counted)."""
+        batch = self._batches.get(partition)
+        return batch.received if batch is not None else 0
+
     def wants_tick(self, partition: int, rt: PartitionRuntime[Any]) -> bool:
         """Work the clock may have made due: buffered events, a timer, or records the merge holds."""
         batch = self._batches.get(partition)
@@ -308,6 +315,7 @@ class AgentDriver:
                 batch.offered, batch.flushed_at = 0, loop_time()
                 continue
             self.last_input = time.monotonic()
+            batch.received += 1
             batch.offered += await self._receive(rt, manual, event)
             if batch.offered and (batch.offered >= FLUSH_EVERY or loop_time() - batch.flushed_at >= FLUSH_SECONDS):
                 await self.flush(rt, partition, manual)
