@@ -1,7 +1,7 @@
 """What the other topics of a shared cluster cost a worker (issue 10, metadata): one published
 simulated stream replayed by the `--clock event` worker of bench_runtime.py, before the fix
 (MD_VARIANT=stock, bench/metadata_shim.py: faust's producer, whose metadata requests list every
-topic of the cluster) and after (streams/producer.py), alternating in the same run, first with
+topic of the cluster) and after (streams.consumer_port.NamedTopicsApp), alternating in the same run, first with
 the broker as it is, then with `--stale` more one-partition topics created under this run's own
 prefix (deleted at the end, with the run's other topics; no other topic is touched).
 

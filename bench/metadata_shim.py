@@ -1,6 +1,6 @@
 """`orderwatch worker` as bench/worker_shim.py runs it, with the metadata requests of before the fix
 when MD_VARIANT=stock (bench_metadata.py's "before"): faust's own producer, whose client asks for
-every topic of the cluster (streams/producer.py says why), and topic checks that list every topic.
+every topic of the cluster (streams/consumer_port.py says why), and topic checks that list every topic.
 
     MD_VARIANT=stock|named python bench/metadata_shim.py worker --clock event --no-handlers
 """
@@ -29,9 +29,9 @@ async def _every_topic_metadata(client: Any, names: Iterable[str]) -> dict[str, 
 def stock() -> None:
     import faust
 
-    from orderwatch.streams import producer, topics
+    from orderwatch.streams import consumer_port, topics
 
-    producer.NamedTopicsApp._new_producer = faust.App._new_producer  # type: ignore[method-assign,assignment]
+    consumer_port.NamedTopicsApp._new_producer = faust.App._new_producer  # type: ignore[method-assign,assignment]
     topics.topic_metadata = _every_topic_metadata
 
 

@@ -13,7 +13,8 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
     streams.driver          AgentDriver: merge, decode, offer, flush, ordered acks, resume
     streams.merge           TimestampMerge: co-partitioned inputs in record-timestamp order
     streams.agents          AgentSpec (what each agent is) and AgentClocks (its clock)
-    streams.consumer_port   ConsumerPort: every faust/aiokafka private access, version-pinned
+    streams.consumer_port   ConsumerPort: every faust/aiokafka private access, version-pinned;
+                            NamedTopicsApp: the producer asks for its topics' metadata only
     streams.forwarding      Forwarder: the repartition sends
     streams.emissions       EmissionPublisher: order-exceptions and DUPLICATE_ORDER adoptions
     streams.dead_letters    DeadLetters: orders-dlq
@@ -22,7 +23,7 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
     streams.blocklist_follower  BlocklistFollower: the global blocklist
     streams.rebalance       RewindAfterRebalance: reads again what faust lost in a rebalance
     streams.views           /metrics, /clock, /health, /ready and the stall check
-    streams.producer        NamedTopicsApp: the producer asks for its topics' metadata only
+XX
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.blocklist_follower import BlocklistFollower
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.commits import CommitSensor
-from orderwatch.streams.consumer_port import ConsumerPort
+from orderwatch.streams.consumer_port import ConsumerPort, NamedTopicsApp
 from orderwatch.streams.dead_letters import DLQ_MAX_BYTES, DeadLetters, dead_letter_record
 from orderwatch.streams.driver import AgentDriver, StateStore
 from orderwatch.streams.emissions import EmissionPublisher
@@ -56,7 +57,6 @@ from orderwatch.streams.forwarding import Forwarder
 from orderwatch.streams.health import CrashLoop, StallWatch
 from orderwatch.streams.metrics import Metrics
 from orderwatch.streams.outputs import KafkaOutputs, Outputs
-from orderwatch.streams.producer import NamedTopicsApp
 from orderwatch.streams.rebalance import RewindAfterRebalance
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.stamps import RecordStamps
@@ -231,8 +231,9 @@ class PartitionChanges:
 
 
 def producer_topics(settings: Settings) -> list[str]:
-    """The topics whose metadata the worker's producer asks for from the start (streams.producer):
-    the worker's topics that exist before it starts, not the changelogs faust may create."""
+    """The topics whose metadata the worker's producer asks for from the start
+    (streams.consumer_port.NamedTopicsProducer): the worker's topics that exist before it starts,
+    not the changelogs faust may create."""
     contract = [settings.topic(t) for t in (*INPUT_TOPICS, "order-exceptions", "orders-dlq")]
     return contract + internal_topics(settings)
 

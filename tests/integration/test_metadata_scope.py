@@ -1,5 +1,5 @@
 """With many other topics on the cluster, the worker's metadata requests are answered with its own
-topics only: faust's producer, declaring topics and sending as the worker does (streams.producer),
+topics only: faust's producer, declaring topics and sending as the worker does (streams.consumer_port),
 and the topic checks the worker and `orderwatch topics` run (streams.topics). Observed on the real
 broker by recording the topics each metadata answer lists (aiokafka's connection, wrapped)."""
 
@@ -19,7 +19,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from orderwatch.errors import InputError
 from orderwatch.streams.app import create_app, producer_topics
-from orderwatch.streams.producer import NamedTopicsApp, NamedTopicsProducer
+from orderwatch.streams.consumer_port import NamedTopicsApp, NamedTopicsProducer
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import check_topics, topic_metadata, topic_plan, wait_for_leaders
 from tests.integration.conftest import BOOTSTRAP
@@ -136,7 +136,7 @@ async def test_producer_metadata_names_only_the_worker_topics_and_those_it_sends
 async def test_faust_stock_producer_lists_every_topic_for_life_which_is_why_the_worker_does_not_use_it(
     cluster: Cluster, answers: MetadataAnswers
 ) -> None:
-    """The behaviour streams.producer works around, as faust 0.15.3 / aiokafka 0.14.0 have it (a
+    """The behaviour streams.consumer_port works around, as faust 0.15.3 / aiokafka 0.14.0 have it (a
     restarted worker, whose topics all exist): the refresh after the declaration lists every
     topic, no send adds one, so the later refresh lists every topic again. If this fails after
     an upgrade, upstream fixed it and NamedTopicsProducer may be dropped."""
