@@ -18,7 +18,6 @@ from aiokafka.conn import AIOKafkaConnection
 from aiokafka.protocol.metadata import MetadataRequest
 
 from orderwatch.errors import InputError
-from orderwatch.streams.app import create_app, producer_topics
 from orderwatch.streams.consumer_port import NamedTopicsApp, NamedTopicsProducer
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import check_topics, topic_metadata, topic_plan, wait_for_leaders
@@ -148,24 +147,6 @@ async def test_faust_stock_producer_lists_every_topic_for_life_which_is_why_the_
         assert sum(1 for a in answers.answers if set(cluster.stale) <= a) >= 2
     finally:
         await app.producer.stop()
-
-
-def test_producer_without_topics_behaves_as_faust() -> None:
-    """An empty list must not reach aiokafka's set_topics: there it would mean every topic."""
-    app = NamedTopicsApp("ow-t", broker="kafka://127.0.0.1:1", store="memory://")
-    assert app.producer.topics == ()
-
-
-def test_the_worker_app_builds_the_named_topics_producer_with_its_topics() -> None:
-    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="t-", app_id="ow-t")
-    ow = create_app(settings)
-    assert isinstance(ow.app, NamedTopicsApp)
-    assert isinstance(ow.app.producer, NamedTopicsProducer)
-    topics = set(ow.app.producer.topics)
-    assert topics == set(producer_topics(settings))
-    assert {"t-orders", "t-payments", "t-order-exceptions", "t-orders-dlq", "ow-t-order-inbox"} <= topics
-    # Every one is in the plan `orderwatch topics create` and the worker's start-up check create.
-    assert topics <= {s.name for s in topic_plan(settings) if s.required}
 
 
 async def test_topic_checks_ask_for_the_plan_topics_only(cluster: Cluster, answers: MetadataAnswers) -> None:
