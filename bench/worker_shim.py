@@ -34,6 +34,9 @@ bench/results/README.md):
                          partitions' merges per message (the fix's "before", for A/B runs)
     gc=N                 the cyclic collector's first generation at N allocations (CPython: 700), as
                          `orderwatch backtest` runs since 626479c
+    no-safe-memo         streams.arrivals.ArrivalClock.safe recomputed on every call, as before it
+                         answered from its last value until a record moved or a refresh (the
+                         "before" of that change, for A/B runs)
     arrivals-memo=MS     streams.arrivals.ArrivalClock.safe answered from its last value while no
                          record was received, decided or forgotten, no partition observed, and
                          less than MS milliseconds passed (the highwaters it reads are only as
@@ -92,6 +95,18 @@ def _no_monitor() -> None:
         return deps
 
     faust.App.on_init_dependencies = on_init_dependencies  # type: ignore[method-assign]
+
+
+def _no_safe_memo() -> None:
+    from orderwatch.streams.arrivals import ArrivalClock
+
+    safe0 = ArrivalClock.safe
+
+    def safe(self: Any) -> float:
+        self._memo = None
+        return safe0(self)
+
+    ArrivalClock.safe = safe  # type: ignore[method-assign]
 
 
 def _tick_every_merge() -> None:
@@ -330,6 +345,8 @@ def apply_levers(spec: str) -> list[str]:
             _eager()
         elif name == "fold-heap":
             _fold_heap()
+        elif name == "no-safe-memo":
+            _no_safe_memo()
         elif name == "tick-every-merge":
             _tick_every_merge()
         elif name == "known-lag":

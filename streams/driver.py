@@ -282,7 +282,10 @@ class AgentDriver:
         # A partition is only ever flushed while its own message is processed: faust sends a
         # table write to the changelog partition of the current message.
         loop_time = asyncio.get_running_loop().time
+        arrivals = self._arrivals
         async for event in manual.events():
+            if arrivals is not None:
+                arrivals.refresh()  # the consumer may have fetched since: lag may have changed
             msg = event.message
             partition = msg.partition
             rt = self.runtime(partition)
@@ -568,6 +571,8 @@ class AgentDriver:
             )
             # The clock must not count the partition as caught up before the gap is read.
             self._clock.hole((topic, partition), start, offset - 1)
+            if self._arrivals is not None:
+                self._arrivals.refresh()  # the partition lags again: `safe` must see it now
             await self._port.seek((topic, partition), start)
         else:
             log.info("%s: %s[%s] resumes at offset %s", self.name, topic, partition, offset)
