@@ -10,10 +10,8 @@ with `ORDERWATCH_SCREENSHOTS=docs/images` (`make screenshots`) they replace the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,13 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from orderwatch.handlers.policy import BLOCKLIST_ACTIONS
 from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import committed_offsets
 from tests.console.conftest import People
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation, read_json
 from tests.integration.test_api import _personal
+from tests.support.progress import Look, wait_for_worker
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,26 +94,42 @@ async def _login(browser: Browser, base: str, token: str, visits: Visits) -> Pag
     return page
 
 
-async def _wait_for_cases(base: str, token: str, expected: int, proc: Any, log_path: Path) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
-    deadline = time.monotonic() + 150
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-        while time.monotonic() < deadline:
-            await asyncio.sleep(2)
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                async with s.get(f"{base}/ready") as r:
-                    ready = r.status == 200
-                async with s.get(f"{base}/cases?limit=1", headers=headers) as r:
-                    listed = await r.json()
-            except aiohttp.ClientError:
-                continue
-            if ready and listed.get("total") == expected and listed["counts"]["open"] == 0:
-                return
-    raise AssertionError(f"the worker did not list {expected} cases in time:\n{log_path.read_text()[-3000:]}")
+class CasesLook:
+    """One look at the worker for `wait_for_worker`: its /ready, its case list's total and
+    counts, and its group's committed offsets (ticks left out: a merge that waits gets ticks
+    every 20 ms, which is not progress). Done when ready with the backtest's number of cases,
+    none still open; wrong when it lists more cases than the backtest has (a replay that went
+    another way than the backtest: more cases never turn into fewer)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str, settings: Settings, expected: int):
+        self.session = session
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.settings = settings
+        self.expected = expected
+
+    async def __call__(self) -> Look:
+        ready: bool | None = None
+        listed: dict[str, Any] = {}
+        try:
+            async with self.session.get(f"{self.base}/ready") as r:
+                ready = r.status == 200
+            async with self.session.get(f"{self.base}/cases?limit=1", headers=self.headers) as r:
+                listed = await r.json() if r.status == 200 else {"status": r.status}
+        except (aiohttp.ClientError, TimeoutError) as exc:  # starting, or too loaded to answer in 15 s
+            listed = {"error": type(exc).__name__}
+        offsets = await committed_offsets(self.settings)
+        committed = sum(off for (topic, _), off in offsets.items() if "-ticks-" not in topic)
+        total, counts = listed.get("total"), listed.get("counts") or {}
+        seen = f"ready {ready}, cases {total} of {self.expected}, counts {counts or listed}, committed {committed}"
+        wrong = None
+        if isinstance(total, int) and total > self.expected:
+            wrong = f"{total} cases listed, the backtest of the same stream has {self.expected}"
+        done = bool(ready) and total == self.expected and counts.get("open") == 0
+        return Look(done, (ready, total, tuple(sorted(counts.items())), committed), seen, wrong)
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(1200)  # a safety net: the wait for the cases goes on while they move
 async def test_the_console_in_a_browser(
     tmp_path: Path,
     kafka_settings: Settings,
@@ -143,7 +159,10 @@ async def test_the_console_in_a_browser(
     with log_path.open("wb") as log:
         proc = spawn_worker(settings, "event", log, handlers=True)
         try:
-            await _wait_for_cases(base, people.viewer, expected, proc, log_path)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+                look = CasesLook(session, base, people.viewer, settings, expected)
+                what = f"{expected} cases listed, none open"
+                await wait_for_worker(look, proc, log_path, what=what, every=3, cap=600)
             async with async_playwright() as pw:
                 # Playwright gives the browser a fresh temporary profile (user-data-dir) per launch
                 browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)

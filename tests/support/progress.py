@@ -1,0 +1,87 @@
+"""Waiting on a worker that is still working: the wait goes on while what it watches moves, gives
+up only after a quiet spell with nothing moving (or a generous overall cap), and then says what
+it saw last and what the worker's log said last.
+
+A fixed deadline around a replay fails a correct worker on a loaded machine (the same replay takes
+5 s at load 1 and many times that at load 15) and says nothing about a wrong one: "not in time"
+cannot tell a worker that was still going from one that had stopped at a wrong count."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Look", "log_tail", "wait_for_worker"]
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at a worker."""
+
+    done: bool
+    """What the test waits for is there: the wait is over."""
+    moving: Hashable
+    """Whatever shows the worker working (committed offsets, counts): any change from the previous
+    look is progress and restarts the quiet spell."""
+    seen: str
+    """What this look saw, in words, for the failure message."""
+    wrong: str | None = None
+    """A state the worker cannot leave for the expected one (more cases than the backtest has):
+    the wait fails at once with this reason instead of waiting out the quiet spell."""
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The last `lines` lines of the worker's log (what it said last)."""
+    text = log.read_text(errors="replace") if log.exists() else "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+async def wait_for_worker(
+    look: Callable[[], Awaitable[Look]],
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    *,
+    what: str,
+    quiet: float = 120.0,
+    cap: float = 900.0,
+    every: float = 2.0,
+    wall: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Look:
+    """Look at the worker every `every` seconds until a look is `done`; returns that look.
+
+    Fails (AssertionError naming `what`, the last look, how long nothing moved and the log's tail)
+    when the worker exited, when a look is `wrong`, when `quiet` seconds passed without any look
+    moving, or after `cap` seconds in all. `quiet` must outlast the longest pause a correct worker
+    makes: its start (imports, group join) on a loaded machine, and the merge's wait for forwards
+    in flight (ORDERWATCH_MERGE_FLIGHT_SECONDS, 30 s)."""
+    start = wall()
+    last_move = start
+    moving: Hashable = object()  # the first look is always a change
+    seen = "nothing yet"
+    while True:
+        await sleep(every)
+        if proc.poll() is not None:
+            msg = f"the worker exited ({proc.returncode}) while waiting for {what}; last seen: {seen}"
+            raise AssertionError(f"{msg}\n{log_tail(log)}")
+        got = await look()
+        now = wall()
+        seen = got.seen
+        if got.done:
+            return got
+        if got.wrong is not None:
+            msg = f"waiting for {what}: {got.wrong}; seen: {seen} after {now - start:.0f} s"
+            raise AssertionError(f"{msg}\n{log_tail(log)}")
+        if got.moving != moving:
+            moving, last_move = got.moving, now
+        if now - last_move >= quiet or now - start >= cap:
+            why = f"nothing moved for {now - last_move:.0f} s" if now - last_move >= quiet else f"{cap:.0f} s cap"
+            msg = (
+                f"the worker did not reach {what} ({why}, {now - start:.0f} s in all); "
+                f"last seen: {seen}; unchanged since {last_move - start:.0f} s"
+            )
+            raise AssertionError(f"{msg}\nthe worker's log, last lines:\n{log_tail(log)}")

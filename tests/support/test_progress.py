@@ -1,0 +1,117 @@
+"""wait_for_worker on a clock of its own: it waits past any fixed time while the worker moves,
+returns as soon as a look is done, gives up after the quiet spell or the cap saying what it saw
+and what the log said last, and fails at once on a wrong look or a worker that exited."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.progress import Look, log_tail, wait_for_worker
+
+
+class Clock:
+    """Fake wall time: `sleep` moves it, nothing really sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def wall(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Script:
+    """Looks played back in order, the last one repeated."""
+
+    def __init__(self, looks: list[Look]) -> None:
+        self.looks = looks
+        self.calls = 0
+
+    async def __call__(self) -> Look:
+        self.calls += 1
+        return self.looks[min(self.calls, len(self.looks)) - 1]
+
+
+@pytest.fixture
+def alive() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "worker.log"
+    path.write_text("".join(f"line {i}\n" for i in range(100)) + "orders: partition 3 ready\n")
+    return path
+
+
+def _counting(n: int) -> list[Look]:
+    return [Look(False, i, f"cases {i}") for i in range(n)]
+
+
+async def test_goes_on_while_the_worker_moves(alive: subprocess.Popen[bytes], log: Path) -> None:
+    clock = Clock()
+    # one more case every 10 s for 500 s: far past any quiet spell, never quiet for 60 s
+    script = Script([*_counting(250), Look(True, 250, "cases 250")])
+    got = await wait_for_worker(
+        script, alive, log, what="250 cases", quiet=60, cap=900, every=2, wall=clock.wall, sleep=clock.sleep
+    )
+    assert got.done and got.seen == "cases 250"
+    assert clock.now == 502  # returned at the first look that was done, not later
+
+
+async def test_gives_up_after_the_quiet_spell_saying_what_it_saw(alive: subprocess.Popen[bytes], log: Path) -> None:
+    clock = Clock()
+    script = Script([*_counting(5), Look(False, 4, "ready True, cases 4 of 25")])  # stops moving at 10 s
+    with pytest.raises(AssertionError) as failed:
+        await wait_for_worker(
+            script, alive, log, what="25 cases", quiet=60, every=2, wall=clock.wall, sleep=clock.sleep
+        )
+    text = str(failed.value)
+    assert "nothing moved for 60 s" in text and "70 s in all" in text
+    assert "last seen: ready True, cases 4 of 25" in text
+    assert text.rstrip().endswith("orders: partition 3 ready")  # the log's last line
+    assert "line 59" not in text and "line 61" in text  # the last 40 lines, not the whole log
+    assert clock.now == 70
+
+
+async def test_the_cap_bounds_a_worker_that_moves_forever(alive: subprocess.Popen[bytes], log: Path) -> None:
+    clock = Clock()
+    script = Script(_counting(10_000))
+    with pytest.raises(AssertionError, match=r"\(300 s cap, 300 s in all\); last seen: cases 149"):
+        await wait_for_worker(
+            script, alive, log, what="done", quiet=60, cap=300, every=2, wall=clock.wall, sleep=clock.sleep
+        )
+
+
+async def test_a_wrong_look_fails_at_once(alive: subprocess.Popen[bytes], log: Path) -> None:
+    clock = Clock()
+    wrong = Look(False, 1, "cases 612 of 25", wrong="612 cases listed, the backtest has 25")
+    script = Script([Look(False, 0, "cases 0"), wrong])
+    with pytest.raises(AssertionError, match="612 cases listed, the backtest has 25; seen: cases 612 of 25 after 4 s"):
+        await wait_for_worker(script, alive, log, what="25 cases", wall=clock.wall, sleep=clock.sleep)
+    assert script.calls == 2
+
+
+async def test_a_worker_that_exited_fails_at_once(log: Path) -> None:
+    clock = Clock()
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait()
+    script = Script([Look(False, 0, "cases 0")])
+    with pytest.raises(AssertionError, match=r"the worker exited \(3\) while waiting for 25 cases"):
+        await wait_for_worker(script, proc, log, what="25 cases", wall=clock.wall, sleep=clock.sleep)
+    assert script.calls == 0
+
+
+def test_log_tail_of_a_missing_log(tmp_path: Path) -> None:
+    assert log_tail(tmp_path / "none.log") == "(no log)"
+    assert log_tail(tmp_path / "none.log", 3) == "(no log)"
