@@ -9,13 +9,18 @@ cannot tell a worker that was still going from one that had stopped at a wrong c
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Look", "log_tail", "wait_for_worker"]
+__all__ = ["Look", "log_report", "wait_for_worker"]
+
+_LOGGED = re.compile(r"^\[[^]]*\] \[\d+\] \[(WARNING|ERROR|CRITICAL)\] (.*)$")
+_NUMBERS = re.compile(r"\w*\d[\w.]*")  # offsets, seconds, ids, a test's topic prefix
 
 
 @dataclass(frozen=True)
@@ -34,10 +39,21 @@ class Look:
     the wait fails at once with this reason instead of waiting out the quiet spell."""
 
 
-def log_tail(log: Path, lines: int = 40) -> str:
-    """The last `lines` lines of the worker's log (what it said last)."""
-    text = log.read_text(errors="replace") if log.exists() else "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+def log_report(log: Path, lines: int = 40, kinds: int = 8) -> str:
+    """What the worker's log said: its warnings and errors counted by kind (numbers masked), the
+    most frequent first, then its last `lines` lines. The counts show what a tail flooded by one
+    repeated warning hides (hundreds of "late event" lines before the tail's timer warnings)."""
+    if not log.exists():
+        return "(no log)"
+    text = log.read_text(errors="replace").splitlines()
+    counted = Counter(
+        f"[{m.group(1)}] {_NUMBERS.sub('N', m.group(2)).strip()}" for m in map(_LOGGED.match, text) if m is not None
+    )
+    warned = [f"  {n} x {kind}" for kind, n in counted.most_common(kinds)]
+    if len(counted) > kinds:
+        warned.append(f"  ... {len(counted) - kinds} more kinds")
+    head = "the worker's warnings and errors, counted:\n" + "\n".join(warned or ["  none"])
+    return head + "\nthe worker's log, last lines:\n" + "\n".join(text[-lines:])
 
 
 async def wait_for_worker(
@@ -67,7 +83,7 @@ async def wait_for_worker(
         await sleep(every)
         if proc.poll() is not None:
             msg = f"the worker exited ({proc.returncode}) while waiting for {what}; last seen: {seen}"
-            raise AssertionError(f"{msg}\n{log_tail(log)}")
+            raise AssertionError(f"{msg}\n{log_report(log)}")
         got = await look()
         now = wall()
         seen = got.seen
@@ -75,7 +91,7 @@ async def wait_for_worker(
             return got
         if got.wrong is not None:
             msg = f"waiting for {what}: {got.wrong}; seen: {seen} after {now - start:.0f} s"
-            raise AssertionError(f"{msg}\n{log_tail(log)}")
+            raise AssertionError(f"{msg}\n{log_report(log)}")
         if got.moving != moving:
             moving, last_move = got.moving, now
         if now - last_move >= quiet or now - start >= cap:
@@ -84,4 +100,4 @@ async def wait_for_worker(
                 f"the worker did not reach {what} ({why}, {now - start:.0f} s in all); "
                 f"last seen: {seen}; unchanged since {last_move - start:.0f} s"
             )
-            raise AssertionError(f"{msg}\nthe worker's log, last lines:\n{log_tail(log)}")
+            raise AssertionError(f"{msg}\n{log_report(log)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.progress import Look, log_tail, wait_for_worker
+from tests.support.progress import Look, log_report, wait_for_worker
 
 
 class Clock:
@@ -50,7 +50,12 @@ def alive() -> Iterator[subprocess.Popen[bytes]]:
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     path = tmp_path / "worker.log"
-    path.write_text("".join(f"line {i}\n" for i in range(100)) + "orders: partition 3 ready\n")
+    late = "[2026-11-27 07:13:14,260] [32656] [WARNING] provider: late event t3a-by-provider[{}]@{}, {} s behind\n"
+    lines = [late.format(i % 4, i, 7189.7 - i) for i in range(30)]
+    lines += [f"line {i}\n" for i in range(100)]
+    lines.append("[2026-11-27 07:13:15,041] [32656] [ERROR] Timer commit is overlapping (interval=2.8 runtime=2.89)\n")
+    lines.append("orders: partition 3 ready\n")
+    path.write_text("".join(lines))
     return path
 
 
@@ -80,7 +85,13 @@ async def test_gives_up_after_the_quiet_spell_saying_what_it_saw(alive: subproce
     assert "nothing moved for 60 s" in text and "70 s in all" in text
     assert "last seen: ready True, cases 4 of 25" in text
     assert text.rstrip().endswith("orders: partition 3 ready")  # the log's last line
-    assert "line 59" not in text and "line 61" in text  # the last 40 lines, not the whole log
+    assert "line 60" not in text and "line 62" in text  # the last 40 lines, not the whole log
+    # the warnings the tail no longer shows, counted by kind, the most frequent first
+    counted = text.split("counted:\n")[1].split("\nthe worker's log")[0].splitlines()
+    assert counted == [
+        "  30 x [WARNING] provider: late event N-by-provider[N]@N, N s behind",
+        "  1 x [ERROR] Timer commit is overlapping (interval=N runtime=N)",
+    ]
     assert clock.now == 70
 
 
@@ -112,6 +123,17 @@ async def test_a_worker_that_exited_fails_at_once(log: Path) -> None:
     assert script.calls == 0
 
 
-def test_log_tail_of_a_missing_log(tmp_path: Path) -> None:
-    assert log_tail(tmp_path / "none.log") == "(no log)"
-    assert log_tail(tmp_path / "none.log", 3) == "(no log)"
+def test_log_report_of_a_missing_log_and_of_a_quiet_one(tmp_path: Path) -> None:
+    assert log_report(tmp_path / "none.log") == "(no log)"
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text("[2026-11-27 07:13:15,041] [3] [INFO] Worker ready\n")
+    assert log_report(quiet) == (
+        "the worker's warnings and errors, counted:\n  none\n"
+        "the worker's log, last lines:\n[2026-11-27 07:13:15,041] [3] [INFO] Worker ready"
+    )
+
+
+def test_log_report_names_how_many_more_kinds(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("".join(f"[t] [3] [WARNING] kind {chr(97 + i)}\n" for i in range(10)))
+    assert "  ... 2 more kinds" in log_report(log, kinds=8)
