@@ -16,7 +16,7 @@ from orderwatch.streams.settings import Settings
 from tests.integration.kafka import publish_simulation, read_records, wait_for_outcome
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]  # above wait_for_outcome's cap
 
 MALFORMED = {
     "not_json": b"{this is not json",
