@@ -22,13 +22,12 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from orderwatch.handlers.policy import BLOCKLIST_ACTIONS
 from orderwatch.streams.settings import Settings
-from orderwatch.streams.worker import committed_offsets
 from tests.console.conftest import People
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation, read_json
 from tests.integration.test_api import _personal
-from tests.support.progress import Look, wait_for_worker
+from tests.support.progress import Look, committed_total, wait_for_worker
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -96,10 +95,9 @@ async def _login(browser: Browser, base: str, token: str, visits: Visits) -> Pag
 
 class CasesLook:
     """One look at the worker for `wait_for_worker`: its /ready, its case list's total and
-    counts, and its group's committed offsets (ticks left out: a merge that waits gets ticks
-    every 20 ms, which is not progress). Done when ready with the backtest's number of cases,
-    none still open; wrong when it lists more cases than the backtest has (a replay that went
-    another way than the backtest: more cases never turn into fewer)."""
+    counts, and its group's committed offsets. Done when ready with the backtest's number of
+    cases, none still open; wrong when it lists more cases than the backtest has (a replay that
+    went another way than the backtest: more cases never turn into fewer)."""
 
     def __init__(self, session: aiohttp.ClientSession, base: str, token: str, settings: Settings, expected: int):
         self.session = session
@@ -118,8 +116,7 @@ class CasesLook:
                 listed = await r.json() if r.status == 200 else {"status": r.status}
         except (aiohttp.ClientError, TimeoutError) as exc:  # starting, or too loaded to answer in 15 s
             listed = {"error": type(exc).__name__}
-        offsets = await committed_offsets(self.settings)
-        committed = sum(off for (topic, _), off in offsets.items() if "-ticks-" not in topic)
+        committed = await committed_total(self.settings)
         total, counts = listed.get("total"), listed.get("counts") or {}
         seen = f"ready {ready}, cases {total} of {self.expected}, counts {counts or listed}, committed {committed}"
         wrong = None

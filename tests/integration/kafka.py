@@ -18,8 +18,7 @@ from orderwatch.simulate import simulate
 from orderwatch.streams.publish import publish_lines
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
-from orderwatch.streams.worker import committed_offsets
-from tests.support.progress import Look, wait_for_worker
+from tests.support.progress import Look, committed_total, wait_for_worker
 
 __all__ = ["exception_keys", "publish_simulation", "read_json", "read_records", "wait_for_outcome"]
 
@@ -67,10 +66,10 @@ def exception_keys(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 class OutcomeLook:
     """One look at a replaying worker for `wait_for_worker`: the exception events on
-    `order-exceptions`, the dead letters on `orders-dlq` and the group's committed offsets (ticks
-    left out: a merge that waits gets ticks every 20 ms, which is not progress). Done when every
-    expected event and enough dead letters are there; wrong when an event the backtest does not
-    have was emitted (a replay that went another way: it cannot be taken back)."""
+    `order-exceptions`, the dead letters on `orders-dlq` and the group's committed offsets.
+    Done when every expected event and enough dead letters are there; wrong when an event the
+    backtest does not have was emitted (a replay that went another way: it cannot be taken
+    back)."""
 
     def __init__(self, settings: Settings, expected: set[tuple[str, str]], dead_letters: int) -> None:
         self.settings = settings
@@ -82,8 +81,7 @@ class OutcomeLook:
     async def __call__(self) -> Look:
         self.got = exception_keys(await read_json(self.settings, self.settings.topic("order-exceptions")))
         self.dlq = await read_json(self.settings, self.settings.topic("orders-dlq"))
-        offsets = await committed_offsets(self.settings)
-        committed = sum(off for (topic, _), off in offsets.items() if "-ticks-" not in topic)
+        committed = await committed_total(self.settings)
         extra, missing = self.got - self.expected, self.expected - self.got
         seen = (
             f"{len(self.got & self.expected)} of {len(self.expected)} exception events, {len(extra)} not in the "

@@ -17,7 +17,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Look", "log_report", "wait_for_worker"]
+from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import committed_offsets
+
+__all__ = ["Look", "committed_total", "log_report", "wait_for_worker"]
 
 _LOGGED = re.compile(r"^\[[^]]*\] \[\d+\] \[(WARNING|ERROR|CRITICAL)\] (.*)$")
 _NUMBERS = re.compile(r"\w*\d[\w.]*")  # offsets, seconds, ids, a test's topic prefix
@@ -37,6 +40,13 @@ class Look:
     wrong: str | None = None
     """A state the worker cannot leave for the expected one (more cases than the backtest has):
     the wait fails at once with this reason instead of waiting out the quiet spell."""
+
+
+async def committed_total(settings: Settings) -> int:
+    """The sum of the worker group's committed offsets, its ticks topics left out: a merge that
+    waits gets ticks every 20 ms (streams.ticks), which is not progress."""
+    offsets = await committed_offsets(settings)
+    return sum(off for (topic, _), off in offsets.items() if "-ticks-" not in topic)
 
 
 def log_report(log: Path, lines: int = 40, kinds: int = 8) -> str:
