@@ -18,7 +18,7 @@ from orderwatch.simulate import simulate
 from orderwatch.streams.publish import publish_lines
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
-from tests.support.progress import Look, committed_total, wait_for_worker
+from tests.support.progress import Look, wait_for_worker, worker_progress
 
 __all__ = ["exception_keys", "publish_simulation", "read_json", "read_records", "wait_for_outcome"]
 
@@ -66,7 +66,7 @@ def exception_keys(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 class OutcomeLook:
     """One look at a replaying worker for `wait_for_worker`: the exception events on
-    `order-exceptions`, the dead letters on `orders-dlq` and the group's committed offsets.
+    `order-exceptions`, the dead letters on `orders-dlq`, and its progress (`worker_progress`).
     Done when every expected event and enough dead letters are there; wrong when an event the
     backtest does not have was emitted (a replay that went another way: it cannot be taken
     back)."""
@@ -81,17 +81,18 @@ class OutcomeLook:
     async def __call__(self) -> Look:
         self.got = exception_keys(await read_json(self.settings, self.settings.topic("order-exceptions")))
         self.dlq = await read_json(self.settings, self.settings.topic("orders-dlq"))
-        committed = await committed_total(self.settings)
+        committed, written = await worker_progress(self.settings)
         extra, missing = self.got - self.expected, self.expected - self.got
         seen = (
             f"{len(self.got & self.expected)} of {len(self.expected)} exception events, {len(extra)} not in the "
-            f"backtest {sorted(extra)[:3]}, dead letters {len(self.dlq)} of {self.dead_letters}, committed {committed}"
+            f"backtest {sorted(extra)[:3]}, dead letters {len(self.dlq)} of {self.dead_letters}, "
+            f"committed {committed}, written {written}"
         )
         if missing:
             seen += f"; missing e.g. {sorted(missing)[:3]}"
         wrong = f"{len(extra)} exception events the backtest does not have" if extra else None
         done = not missing and len(self.dlq) >= self.dead_letters
-        return Look(done, (len(self.got), len(self.dlq), committed), seen, wrong)
+        return Look(done, (len(self.got), len(self.dlq), committed, written), seen, wrong)
 
 
 async def wait_for_outcome(

@@ -17,10 +17,13 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.worker import committed_offsets
 
-__all__ = ["Look", "committed_total", "log_report", "wait_for_worker"]
+__all__ = ["Look", "log_report", "wait_for_worker", "worker_progress"]
 
 _LOGGED = re.compile(r"^\[[^]]*\] \[\d+\] \[(WARNING|ERROR|CRITICAL)\] (.*)$")
 _NUMBERS = re.compile(r"\w*\d[\w.]*")  # offsets, seconds, ids, a test's topic prefix
@@ -42,11 +45,26 @@ class Look:
     the wait fails at once with this reason instead of waiting out the quiet spell."""
 
 
-async def committed_total(settings: Settings) -> int:
-    """The sum of the worker group's committed offsets, its ticks topics left out: a merge that
-    waits gets ticks every 20 ms (streams.ticks), which is not progress."""
-    offsets = await committed_offsets(settings)
-    return sum(off for (topic, _), off in offsets.items() if "-ticks-" not in topic)
+async def worker_progress(settings: Settings) -> tuple[int, int]:
+    """(committed, written): the sum of the worker group's committed offsets and the sum of the
+    end offsets of the topics of `settings` it writes to (repartitions, inbox, state changelogs,
+    outputs), ticks topics left out in both (a merge that waits gets ticks every 20 ms, which is
+    not progress). Both are needed: on a loaded machine the inventory agent went on reading and
+    writing for minutes while its committed offsets stayed where they were."""
+    committed = sum(off for (topic, _), off in (await committed_offsets(settings)).items() if _counts(topic))
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ours = [t for t in await consumer.topics() if t.startswith((settings.topic_prefix, f"{settings.app_id}-"))]
+        tps = [TopicPartition(t, p) for t in ours if _counts(t) for p in consumer.partitions_for_topic(t) or ()]
+        written = sum((await consumer.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await consumer.stop()
+    return committed, written
+
+
+def _counts(topic: str) -> bool:
+    return "-ticks-" not in topic
 
 
 def log_report(log: Path, lines: int = 40, kinds: int = 8) -> str:
