@@ -27,7 +27,7 @@ from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation, read_json
 from tests.integration.test_api import _personal
-from tests.support.progress import Look, wait_for_worker, worker_progress
+from tests.support.progress import CasesLook, wait_for_worker
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,42 +91,6 @@ async def _login(browser: Browser, base: str, token: str, visits: Visits) -> Pag
     await page.wait_for_url(re.compile(r"/console/queue"))
     await visits.keep(page)
     return page
-
-
-class CasesLook:
-    """One look at the worker for `wait_for_worker`: its /ready, its case list's total and
-    counts, and its progress (`worker_progress`). Done when ready with the backtest's number of
-    cases, none still open; wrong when it lists more cases than the backtest has (a replay that
-    went another way than the backtest: more cases never turn into fewer)."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str, settings: Settings, expected: int):
-        self.session = session
-        self.base = base
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.settings = settings
-        self.expected = expected
-
-    async def __call__(self) -> Look:
-        ready: bool | None = None
-        listed: dict[str, Any] = {}
-        try:
-            async with self.session.get(f"{self.base}/ready") as r:
-                ready = r.status == 200
-            async with self.session.get(f"{self.base}/cases?limit=1", headers=self.headers) as r:
-                listed = await r.json() if r.status == 200 else {"status": r.status}
-        except (aiohttp.ClientError, TimeoutError) as exc:  # starting, or too loaded to answer in 15 s
-            listed = {"error": type(exc).__name__}
-        committed, written = await worker_progress(self.settings)
-        total, counts = listed.get("total"), listed.get("counts") or {}
-        seen = (
-            f"ready {ready}, cases {total} of {self.expected}, counts {counts or listed}, "
-            f"committed {committed}, written {written}"
-        )
-        wrong = None
-        if isinstance(total, int) and total > self.expected:
-            wrong = f"{total} cases listed, the backtest of the same stream has {self.expected}"
-        done = bool(ready) and total == self.expected and counts.get("open") == 0
-        return Look(done, (ready, total, tuple(sorted(counts.items())), committed, written), seen, wrong)
 
 
 @pytest.mark.timeout(1200)  # a safety net: the wait for the cases goes on while they move

@@ -16,14 +16,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.worker import committed_offsets
 
-__all__ = ["Look", "log_report", "wait_for_worker", "worker_progress"]
+__all__ = ["CasesLook", "Look", "log_report", "wait_for_worker", "worker_progress"]
 
 _LOGGED = re.compile(r"^\[[^]]*\] \[\d+\] \[(WARNING|ERROR|CRITICAL)\] (.*)$")
 _NUMBERS = re.compile(r"\w*\d[\w.]*")  # offsets, seconds, ids, a test's topic prefix
@@ -129,3 +131,39 @@ async def wait_for_worker(
                 f"last seen: {seen}; unchanged since {last_move - start:.0f} s"
             )
             raise AssertionError(f"{msg}\n{log_report(log)}")
+
+
+class CasesLook:
+    """One look at the worker for `wait_for_worker`: its /ready, its case list's total and
+    counts, and its progress (`worker_progress`). Done when ready with the backtest's number of
+    cases, none still open; wrong when it lists more cases than the backtest has (a replay that
+    went another way than the backtest: more cases never turn into fewer)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str, settings: Settings, expected: int):
+        self.session = session
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.settings = settings
+        self.expected = expected
+
+    async def __call__(self) -> Look:
+        ready: bool | None = None
+        listed: dict[str, Any] = {}
+        try:
+            async with self.session.get(f"{self.base}/ready") as r:
+                ready = r.status == 200
+            async with self.session.get(f"{self.base}/cases?limit=1", headers=self.headers) as r:
+                listed = await r.json() if r.status == 200 else {"status": r.status}
+        except (aiohttp.ClientError, TimeoutError) as exc:  # starting, or too loaded to answer in 15 s
+            listed = {"error": type(exc).__name__}
+        committed, written = await worker_progress(self.settings)
+        total, counts = listed.get("total"), listed.get("counts") or {}
+        seen = (
+            f"ready {ready}, cases {total} of {self.expected}, counts {counts or listed}, "
+            f"committed {committed}, written {written}"
+        )
+        wrong = None
+        if isinstance(total, int) and total > self.expected:
+            wrong = f"{total} cases listed, the backtest of the same stream has {self.expected}"
+        done = bool(ready) and total == self.expected and counts.get("open") == 0
+        return Look(done, (ready, total, tuple(sorted(counts.items())), committed, written), seen, wrong)
