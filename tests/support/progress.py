@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
@@ -54,12 +55,25 @@ async def worker_progress(settings: Settings) -> tuple[int, int]:
     not progress). Both are needed: on a loaded machine the inventory agent went on reading and
     writing for minutes while its committed offsets stayed where they were."""
     committed = sum(off for (topic, _), off in (await committed_offsets(settings)).items() if _counts(topic))
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    ours = (settings.topic_prefix, f"{settings.app_id}-")
+    tps = [
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        if t["topic"].startswith(ours) and _counts(t["topic"])
+        for p in t["partitions"]
+    ]
+    if not tps:
+        return committed, 0
     consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        ours = [t for t in await consumer.topics() if t.startswith((settings.topic_prefix, f"{settings.app_id}-"))]
-        tps = [TopicPartition(t, p) for t in ours if _counts(t) for p in consumer.partitions_for_topic(t) or ()]
-        written = sum((await consumer.end_offsets(tps)).values()) if tps else 0
+        written = sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
     return committed, written
