@@ -93,7 +93,7 @@ async def _login(browser: Browser, base: str, token: str, visits: Visits) -> Pag
     return page
 
 
-@pytest.mark.timeout(1200)  # a safety net: the wait for the cases goes on while they move
+@pytest.mark.timeout(1500)  # a safety net: the wait for the cases goes on while they move
 async def test_the_console_in_a_browser(
     tmp_path: Path,
     kafka_settings: Settings,
@@ -126,7 +126,7 @@ async def test_the_console_in_a_browser(
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
                 look = CasesLook(session, base, people.viewer, settings, expected)
                 what = f"{expected} cases listed, none open"
-                await wait_for_worker(look, proc, log_path, what=what, every=3, cap=600)
+                await wait_for_worker(look, proc, log_path, what=what, every=3)
             async with async_playwright() as pw:
                 # Playwright gives the browser a fresh temporary profile (user-data-dir) per launch
                 browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)

@@ -156,7 +156,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # a safety net: the wait for the cases goes on while the worker moves
+@pytest.mark.timeout(1500)  # a safety net: the wait for the cases goes on while the worker moves
 async def test_the_ops_api_of_a_running_worker(
     tmp_path: Path,
     kafka_settings: Settings,
@@ -195,7 +195,7 @@ async def test_the_ops_api_of_a_running_worker(
         proc = spawn_worker(settings, "event", log, handlers=True)
         try:
             look = CasesLook(session, api.base, tokens.viewer, settings, len(expected) + 1)
-            await wait_for_worker(look, proc, log_path, what=f"{len(expected) + 1} cases, none open", every=3, cap=600)
+            await wait_for_worker(look, proc, log_path, what=f"{len(expected) + 1} cases, none open", every=3)
             await _exercise(api, tokens, settings, leaky)
             await _hostile(api, tokens, leaky)
         finally:

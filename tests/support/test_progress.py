@@ -1,6 +1,7 @@
 """wait_for_worker on a clock of its own: it waits past any fixed time while the worker moves,
 returns as soon as a look is done, gives up after the quiet spell or the cap saying what it saw
-and what the log said last, and fails at once on a wrong look or a worker that exited."""
+and what the log said last, and fails at once on a wrong look or a worker that exited. What a
+worker read, from its /metrics."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from tests.support.progress import Look, log_report, wait_for_worker
+from tests.support.progress import Look, events_read, log_report, wait_for_worker
+from tests.support.worker import free_port
 
 
 class Clock:
@@ -137,3 +141,28 @@ def test_log_report_names_how_many_more_kinds(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     log.write_text("".join(f"[t] [3] [WARNING] kind {chr(97 + i)}\n" for i in range(10)))
     assert "  ... 2 more kinds" in log_report(log, kinds=8)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=(
+            "# HELP orderwatch_events_in_total Events read\n"
+            'orderwatch_events_in_total{agent="inventory",topic="t-inventory"} 1688.0\n'
+            'orderwatch_events_in_total{agent="orders",topic="t-orders"} 12.0\n'
+            'orderwatch_handler_messages_total{outcome="applied"} 3.0\n'
+            'orderwatch_events_late_total{agent="orders"} 99.0\n'
+        )
+    )
+
+
+async def test_events_read_sums_what_the_agents_and_handlers_read() -> None:
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        assert await events_read(server.port) == 1703.0
+    finally:
+        await server.close()
+    assert await events_read(server.port) is None  # nobody listens: not started yet, or gone
+    assert await events_read(None) is None
