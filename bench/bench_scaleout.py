@@ -8,6 +8,13 @@ half), then the first worker is killed and the second takes everything over.
         [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover]
         [--replay-levers ';fold-heap'] [--replay-profile]
 
+A replay counts as over once the group's committed input offsets have not moved for `quiet`
+seconds: the merge flight wait (ORDERWATCH_MERGE_FLIGHT_SECONDS, 30 s by default) plus 10 s, since
+an orders agent may hold its commits that long while a forward is on its way. Each run's exception
+events (read from its own offsets of the shared order-exceptions topic once they stop coming) are
+compared with `run_backtest` of the same file (what `orderwatch backtest` runs): `lost`, `extra`
+and `duplicates` list CloudEvent ids.
+
 --replay-levers replays the open orders with one worker per lever (bench/worker_shim.py), before
 the takeovers (`--stores ''` for none).
 
@@ -25,9 +32,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,7 +51,8 @@ from bench.bench_runtime import (  # noqa: E402
     worker_run,
     write_report,
 )
-from orderwatch.backtest import open_lines  # noqa: E402
+from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
+from orderwatch.detectors.records import to_cloudevent  # noqa: E402
 from orderwatch.simulate import simulate  # noqa: E402
 from orderwatch.streams.forwarding import partition_of  # noqa: E402
 from orderwatch.streams.publish import publish_lines  # noqa: E402
@@ -64,9 +75,104 @@ def events_read(port: int, inputs: set[str]) -> int:
     return total
 
 
-async def pair_run(settings: Settings, total: int, logs: list[Any], quiet: float = 20.0) -> dict[str, Any]:
+def brief(ce: dict[str, Any]) -> dict[str, Any]:
+    """What tells one exception event from another in a report (its rule, subject and times)."""
+    d = ce["data"]
+    keys = ("rule", "subject", "order_id", "event_time", "detected_at", "summary")
+    return {"type": ce["type"], **{k: d.get(k) for k in keys}}
+
+
+class ExceptionWatch:
+    """The exception events one run adds to the order-exceptions topic its stream shares with the
+    other runs: read from the topic's end offsets taken before the run, compared with backtest's."""
+
+    def __init__(self, settings: Settings, expected: dict[str, dict[str, Any]], quiet: float) -> None:
+        self.settings = settings
+        self.expected = expected
+        self.quiet = quiet
+        self.start: dict[TopicPartition, int] = {}
+        self.ids: Counter[str] = Counter()
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def _tps(self) -> list[TopicPartition]:
+        topic = self.settings.topic("order-exceptions")
+        return [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+
+    async def mark(self) -> None:
+        """Before the run: where its exception events will start."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            self.start = await consumer.end_offsets(self._tps())
+        finally:
+            await consumer.stop()
+
+    async def read(self) -> Counter[str]:
+        """CloudEvent ids of every exception event since `mark`, counted."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        ids: Counter[str] = Counter()
+        try:
+            tps = self._tps()
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, self.start.get(tp, 0))
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        if r.offset < ends[TopicPartition(r.topic, r.partition)] and r.value is not None:
+                            ce = json.loads(r.value)
+                            ids[ce["id"]] += 1
+                            self.seen[ce["id"]] = brief(ce)
+        finally:
+            await consumer.stop()
+        self.ids = ids
+        return ids
+
+    async def settle(self, procs: list[Any]) -> None:
+        """Wait (workers up) until the run's exception events equal backtest's, or stop changing
+        for `quiet` seconds (at most 300 s): the last event time's deadlines come after the commits."""
+        started = last_change = time.perf_counter()
+        last: Counter[str] = Counter()
+        while time.perf_counter() - started < 300:
+            if any(p.poll() is not None for p in procs):
+                break
+            got = await self.read()
+            now = time.perf_counter()
+            if got != last:
+                last, last_change = got, now
+            if set(got) >= set(self.expected) or now - last_change > self.quiet:
+                break
+            await asyncio.sleep(2)
+        if set(last) >= set(self.expected):
+            await asyncio.sleep(5)  # anything extra would show by now
+            await self.read()
+
+    def outcome(self) -> dict[str, Any]:
+        lost = sorted(set(self.expected) - set(self.ids))
+        extra = sorted(set(self.ids) - set(self.expected))
+        twice = sorted(i for i, n in self.ids.items() if n > 1)
+        return {
+            "exception_events": sum(self.ids.values()),
+            "distinct_ids": len(self.ids),
+            "backtest_ids": len(self.expected),
+            "equal_to_backtest": not lost and not extra,
+            "lost": {i: self.expected[i] for i in lost[:50]},
+            "lost_count": len(lost),
+            "extra": {i: self.seen[i] for i in extra[:50]},
+            "extra_count": len(extra),
+            "duplicates": twice[:50],
+            "duplicates_count": len(twice),
+        }
+
+
+async def pair_run(
+    settings: Settings, total: int, logs: list[Any], quiet: float, settle: ExceptionWatch | None = None
+) -> dict[str, Any]:
     """Two workers of one group started together: wall seconds until the group's committed input
-    offsets stop moving, and each worker's CPU and events read at the last poll that saw a move."""
+    offsets stop moving, and each worker's CPU and events read at the last poll that saw a move.
+    `settle`: the workers stay up until their exception events stop coming (not timed)."""
     await ensure_topics(settings)
     members = [settings.model_copy(update={"web_port": free_port()}) for _ in logs]
     procs = [spawn_shim(s, log) for s, log in zip(members, logs, strict=True)]
@@ -89,6 +195,8 @@ async def pair_run(settings: Settings, total: int, logs: list[Any], quiet: float
                 read = [events_read(s.web_port, inputs) for s in members]
             if done >= total or (last and now - last_change > quiet) or now - started > 900:
                 break
+        if settle is not None:
+            await settle.settle(procs)
     finally:
         for p in procs:
             stop_worker(p)
@@ -124,7 +232,9 @@ def open_order_lines(n: int, end: datetime) -> list[bytes]:
 def probe_lines(tag: str, when: datetime) -> list[bytes]:
     """One order.created per orders partition: each agent partition rebuilds its state from the
     table on its first message (streams.driver), which these set off."""
-    out, seen, i = [], set(), 0
+    out: list[bytes] = []
+    seen: set[int] = set()
+    i = 0
     while len(seen) < PARTITIONS:
         ev = json.loads(_event(10_000_000 + i, 1, when))
         oid = f"probe-{tag}-{i}"
@@ -165,6 +275,18 @@ class LogWatch:
             if m:
                 self.partitions[int(m.group(1))] = (now, int(m.group(2)))
 
+    async def settled(self, still: float, timeout: float) -> None:
+        """Until a partition has reported and none more for `still` seconds (or `timeout`)."""
+        deadline = time.perf_counter() + timeout
+        seen, since = 0, time.perf_counter()
+        while time.perf_counter() < deadline:
+            self.poll()
+            if len(self.partitions) != seen:
+                seen, since = len(self.partitions), time.perf_counter()
+            elif seen and time.perf_counter() - since > still:
+                return
+            await asyncio.sleep(0.1)
+
     async def until(self, check: Any, timeout: float) -> bool:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
@@ -175,7 +297,9 @@ class LogWatch:
         return False
 
 
-async def takeover(base: Settings, store: str, total: int, last_time: datetime, tmp: Path) -> dict[str, Any]:
+async def takeover(
+    base: Settings, store: str, total: int, last_time: datetime, tmp: Path, quiet: float
+) -> dict[str, Any]:
     tag = store.split(":")[0]
     settings = base.model_copy(update={"app_id": f"{base.app_id}-{tag}", "store": store})
     a_set = settings.model_copy(update={"web_port": free_port(), "data_dir": str(tmp / f"{tag}-a")})
@@ -183,7 +307,7 @@ async def takeover(base: Settings, store: str, total: int, last_time: datetime, 
     out: dict[str, Any] = {"store": store}
     with (tmp / f"{tag}-a.log").open("wb") as a_log:
         # Worker A alone reads every order: its replay as one more figure.
-        a = await worker_run(a_set, total, a_log, keep=True)
+        a = await worker_run(a_set, total, a_log, quiet=quiet, keep=True)
         proc_a = a.pop("proc")
         a.pop("settings", None)
         a.pop("census", None)
@@ -199,7 +323,8 @@ async def takeover(base: Settings, store: str, total: int, last_time: datetime, 
                     out["join_seconds_to_worker_ready"] = round(watch.worker_ready[0] - started, 2) if ok else None
                     await publish_lines(probe_lines(f"{tag}j", last_time + timedelta(seconds=1)), settings)
                     probed = time.perf_counter()
-                    await watch.until(lambda: False, 15)  # the partitions B got rebuild their state
+                    # The partitions B got rebuild their state: done once no other has for 10 s.
+                    await watch.settled(10, 180)
                     joined = dict(watch.partitions)
                     out["join_partitions"] = sorted(joined)
                     out["join_keys_restored"] = sum(k for _, k in joined.values())
@@ -247,14 +372,40 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             total = sum(res.sent.values())
             figures["events"] = total
             print(f"published {total:,} events over {PARTITIONS} partitions", flush=True)
+            expected = {}
+            for em in run_backtest(open_lines(path), keep=True).emissions:
+                ce = to_cloudevent(em)
+                expected[ce["id"]] = brief(ce)
+            figures["backtest_exception_ids"] = len(expected)
+            quiet = settings.merge_flight_seconds + 10
+            figures["quiet_seconds"] = quiet
+            watch = ExceptionWatch(settings, expected, quiet)
+            await watch.mark()
             with (tmp / "one.log").open("wb") as log:
-                one = await worker_run(settings.model_copy(update={"app_id": f"ow-{run}-one"}), total, log)
+                one = await worker_run(
+                    settings.model_copy(update={"app_id": f"ow-{run}-one"}), total, log, quiet=quiet, keep=True
+                )
+                proc = one.pop("proc")
+                try:
+                    await watch.settle([proc])
+                finally:
+                    stop_worker(proc)
             one.pop("settings", None)
             one.pop("census", None)
+            one["exceptions"] = watch.outcome()
+            single_ids = set(watch.ids)
             figures["one_worker"] = one
             print(f"one worker: {json.dumps(one)}", flush=True)
+            watch = ExceptionWatch(settings, expected, quiet)
+            await watch.mark()
             with (tmp / "p1.log").open("wb") as l1, (tmp / "p2.log").open("wb") as l2:
-                pair = await pair_run(settings.model_copy(update={"app_id": f"ow-{run}-pair"}), total, [l1, l2])
+                pair = await pair_run(
+                    settings.model_copy(update={"app_id": f"ow-{run}-pair"}), total, [l1, l2], quiet, watch
+                )
+            pair["exceptions"] = watch.outcome()
+            pair["exceptions"]["equal_to_one_worker"] = set(watch.ids) == single_ids
+            pair["exceptions"]["not_in_one_worker"] = sorted(set(watch.ids) - single_ids)[:50]
+            pair["exceptions"]["only_in_one_worker"] = sorted(single_ids - set(watch.ids))[:50]
             figures["two_workers"] = pair
             figures["pair_to_one_events_per_s"] = round(
                 pair["events_per_s_from_start"] / one["events_per_s_from_start"], 3
@@ -275,7 +426,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     own = base.model_copy(update={"app_id": f"{base.app_id}-r{i}"})
                     prof = tmp / f"replay{i}.prof" if args.replay_profile else None
                     with (tmp / f"replay{i}.log").open("wb") as log:
-                        r = await worker_run(own, n, log, levers=lv, profile=prof)
+                        r = await worker_run(own, n, log, levers=lv, profile=prof, quiet=base.merge_flight_seconds + 10)
                     r.pop("settings", None)
                     if prof is not None:
                         r["profile"] = profile_buckets(prof)  # py-spy samples it, a little slower
@@ -285,7 +436,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             figures["takeover"] = []
             for store in filter(None, args.stores.split(",")):
                 try:
-                    t = await takeover(base, store, n, end, tmp)
+                    t = await takeover(base, store, n, end, tmp, base.merge_flight_seconds + 10)
                 except Exception as exc:  # a store that cannot run here is a figure too
                     t = {"store": store, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
                 figures["takeover"].append(t)
@@ -305,6 +456,10 @@ def main() -> int:
         "--replay-levers", default=None, help="';'-separated levers: replay the open orders once per lever ('' = none)"
     )
     args = ap.parse_args()
+    if not args.skip_takeover and args.open_orders / 100 < 3 * Settings().lateness_seconds:
+        # 10 ms apart: worker A commits nothing while every event is within the lateness of the
+        # newest (held in its reorder buffer), and its replay would wait the whole 900 s.
+        ap.error("--open-orders must span 3 x the lateness in event time (at 100 per second: 18,000 for 60 s)")
     write_report("scaleout", asyncio.run(main_async(args)))
     return 0
 
