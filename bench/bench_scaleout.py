@@ -5,7 +5,7 @@ each table store: a worker joins a group whose worker holds the state (changelog
 half), then the first worker is killed and the second takes everything over.
 
     .venv/bin/python bench/bench_scaleout.py [--orders 3000] [--open-orders 100000]
-        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover]
+        [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover] [--logs DIR]
         [--replay-levers ';fold-heap'] [--replay-profile]
 
 A replay counts as over once the group's committed input offsets have not moved for `quiet`
@@ -210,10 +210,22 @@ async def pair_run(
                 "events_read": n,
                 "cpu_seconds": round(c, 2),
                 "cpu_us_per_event_read": round(c / n * 1e6, 1) if n else None,
+                **log_counts(Path(log.name)),
             }
-            for n, c in zip(read, cpu, strict=True)
+            for n, c, log in zip(read, cpu, logs, strict=True)
         ],
         "cpu_us_per_event_both": round(sum(cpu) / last * 1e6, 1) if last else None,
+    }
+
+
+def log_counts(path: Path) -> dict[str, int]:
+    """How often a worker of the pair had partitions assigned: faust's `Worker ready` lines and
+    the driver's `partition N ready` lines (once per agent partition per assignment)."""
+    text = path.read_bytes()
+    return {
+        "worker_ready_lines": text.count(b"Worker ready"),
+        "orders_partition_ready_lines": len(re.findall(rb"orders: partition \d+ ready", text)),
+        "partition_ready_lines": len(re.findall(rb": partition \d+ ready, \d+ keys restored", text)),
     }
 
 
@@ -362,7 +374,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run = f"scale{int(time.time())}"
     figures: dict[str, Any] = {"partitions": PARTITIONS}
     with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
+        tmp = Path(args.logs) if args.logs else Path(tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
         if not args.skip_pair:
             settings = Settings(topic_prefix=f"{run}-", app_id=f"ow-{run}", partitions=PARTITIONS, web_port=free_port())
             path = tmp / "sim.jsonl"
@@ -450,6 +463,7 @@ def main() -> int:
     ap.add_argument("--open-orders", type=int, default=100_000)
     ap.add_argument("--stores", default="memory://,rocksdb://")
     ap.add_argument("--skip-pair", action="store_true")
+    ap.add_argument("--logs", default=None, help="keep the workers' logs (and the simulated file) in this folder")
     ap.add_argument("--skip-takeover", action="store_true")
     ap.add_argument("--replay-profile", action="store_true", help="sample those replays with py-spy")
     ap.add_argument(
