@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -420,7 +421,12 @@ async def takeover(
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run = f"scale{int(time.time())}"
-    figures: dict[str, Any] = {"partitions": PARTITIONS}
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    figures: dict[str, Any] = {
+        "partitions": PARTITIONS,
+        "commit": head.stdout.strip() or None,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(args.logs) if args.logs else Path(tmpdir)
         tmp.mkdir(parents=True, exist_ok=True)
