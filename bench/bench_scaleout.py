@@ -421,7 +421,8 @@ async def takeover(
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     run = f"scale{int(time.time())}"
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    head = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False)
     figures: dict[str, Any] = {
         "partitions": PARTITIONS,
         "commit": head.stdout.strip() or None,
