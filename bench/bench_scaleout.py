@@ -8,12 +8,15 @@ half), then the first worker is killed and the second takes everything over.
         [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover] [--logs DIR]
         [--replay-levers ';fold-heap'] [--replay-profile]
 
-A replay counts as over once the group's committed input offsets have not moved for `quiet`
-seconds: the merge flight wait (ORDERWATCH_MERGE_FLIGHT_SECONDS, 30 s by default) plus 10 s, since
-an orders agent may hold its commits that long while a forward is on its way. Each run's exception
-events (read from its own offsets of the shared order-exceptions topic once they stop coming) are
-compared with `run_backtest` of the same file (what `orderwatch backtest` runs): `lost`, `extra`
-and `duplicates` list CloudEvent ids.
+One worker's replay counts as over once the group's committed input offsets have not moved for
+`quiet` seconds: the merge flight wait (ORDERWATCH_MERGE_FLIGHT_SECONDS, 30 s by default) plus
+10 s, since an orders agent may hold its commits that long while a forward is on its way. The
+pair's replay is over once it has committed what the one worker did (it can pause longer: a
+rebalance, then flight waits), worker A's open-orders replay once every event older than the
+lateness behind the newest is committed; both give up after minutes without a commit. Each
+run's exception events (read from its own offsets of the shared order-exceptions topic once they
+stop coming) are compared with `run_backtest` of the same file (what `orderwatch backtest` runs):
+`lost`, `extra` and `duplicates` list CloudEvent ids.
 
 --replay-levers replays the open orders with one worker per lever (bench/worker_shim.py), before
 the takeovers (`--stores ''` for none).
@@ -170,10 +173,13 @@ class ExceptionWatch:
 
 
 async def pair_run(
-    settings: Settings, total: int, logs: list[Any], quiet: float, settle: ExceptionWatch | None = None
+    settings: Settings, target: int, logs: list[Any], stall: float, settle: ExceptionWatch | None = None
 ) -> dict[str, Any]:
     """Two workers of one group started together: wall seconds until the group's committed input
-    offsets stop moving, and each worker's CPU and events read at the last poll that saw a move.
+    offsets reach `target` (what one worker committed of the same stream: the rest stays in the
+    reorder buffers), or stop moving for `stall` seconds (a pair can pause for a merge flight wait
+    and more after a rebalance: 40 s without a commit is not the end of its replay), or 900 s;
+    each worker's CPU and events read at the last poll that saw a move, and the longest pause.
     `settle`: the workers stay up until their exception events stop coming (not timed)."""
     await ensure_topics(settings)
     members = [settings.model_copy(update={"web_port": free_port()}) for _ in logs]
@@ -184,6 +190,7 @@ async def pair_run(
         last, last_change = 0, started
         cpu = [0.0] * len(procs)
         read = [0] * len(procs)
+        longest = 0.0
         while True:
             await asyncio.sleep(0.5)
             if any(p.poll() is not None for p in procs):
@@ -192,11 +199,14 @@ async def pair_run(
             done = await committed_total(settings)
             now = time.perf_counter()
             if done != last:
+                if last:
+                    longest = max(longest, now - last_change)
                 last, last_change = done, now
                 cpu = [process_cpu_seconds(p.pid) for p in procs]
                 read = [events_read(s.web_port, inputs) for s in members]
-            if done >= total or (last and now - last_change > quiet) or now - started > 900:
+            if done >= target or (last and now - last_change > stall) or now - started > 900:
                 break
+        longest = max(longest, (now - last_change) if done < target else 0.0)
         if settle is not None:
             await settle.settle(procs)
     finally:
@@ -205,6 +215,9 @@ async def pair_run(
     seconds = last_change - started
     return {
         "events": last,
+        "target": target,
+        "reached_target": last >= target,
+        "longest_pause_between_commits_seconds": round(longest, 1),
         "seconds_from_start": round(seconds, 2),
         "events_per_s_from_start": round(last / seconds, 1),
         "workers": [
@@ -464,11 +477,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             single_ids = set(watch.ids)
             figures["one_worker"] = one
             print(f"one worker: {json.dumps(one)}", flush=True)
-            watch = ExceptionWatch(settings, expected, quiet)
+            watch = ExceptionWatch(settings, expected, 120)
             await watch.mark()
             with (tmp / "p1.log").open("wb") as l1, (tmp / "p2.log").open("wb") as l2:
                 pair = await pair_run(
-                    settings.model_copy(update={"app_id": f"ow-{run}-pair"}), total, [l1, l2], quiet, watch
+                    settings.model_copy(update={"app_id": f"ow-{run}-pair"}), one["events"], [l1, l2], 300, watch
                 )
             pair["exceptions"] = watch.outcome()
             pair["exceptions"]["equal_to_one_worker"] = set(watch.ids) == single_ids
