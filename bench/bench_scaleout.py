@@ -8,15 +8,15 @@ half), then the first worker is killed and the second takes everything over.
         [--stores memory://,rocksdb://] [--skip-pair] [--skip-takeover] [--logs DIR]
         [--replay-levers ';fold-heap'] [--replay-profile]
 
-One worker's replay counts as over once the group's committed input offsets have not moved for
-`quiet` seconds: the merge flight wait (ORDERWATCH_MERGE_FLIGHT_SECONDS, 30 s by default) plus
-10 s, since an orders agent may hold its commits that long while a forward is on its way. The
-pair's replay is over once it has committed what the one worker did (it can pause longer: a
-rebalance, then flight waits), worker A's open-orders replay once every event older than the
-lateness behind the newest is committed; both give up after minutes without a commit. Each
-run's exception events (read from its own offsets of the shared order-exceptions topic once they
-stop coming) are compared with `run_backtest` of the same file (what `orderwatch backtest` runs):
-`lost`, `extra` and `duplicates` list CloudEvent ids.
+A replay (one worker, or the pair) counts as over once the group has committed all but the last
+ten lateness periods of event time and its committed input offsets have not moved for the merge
+flight wait (ORDERWATCH_MERGE_FLIGHT_SECONDS, 30 s by default) plus 10 s: an orders agent may
+hold its commits that long while a forward is on its way, and a loaded replay pauses longer mid-
+way (5 minutes without a commit ends it anyway). Worker A's open-orders replay runs until every
+event older than the lateness behind the newest is committed. Each run's exception events (read
+from its own offsets of the shared order-exceptions topic once they stop coming) are compared
+with `run_backtest` of the same file (what `orderwatch backtest` runs): `lost`, `extra` and
+`duplicates` list CloudEvent ids.
 
 --replay-levers replays the open orders with one worker per lever (bench/worker_shim.py), before
 the takeovers (`--stores ''` for none).
@@ -172,15 +172,21 @@ class ExceptionWatch:
         }
 
 
-async def pair_run(
-    settings: Settings, target: int, logs: list[Any], stall: float, settle: ExceptionWatch | None = None
+async def group_run(
+    settings: Settings,
+    floor: int,
+    logs: list[Any],
+    quiet: float,
+    stall: float,
+    settle: ExceptionWatch | None = None,
 ) -> dict[str, Any]:
-    """Two workers of one group started together: wall seconds until the group's committed input
-    offsets reach `target` (what one worker committed of the same stream: the rest stays in the
-    reorder buffers), or stop moving for `stall` seconds (a pair can pause for a merge flight wait
-    and more after a rebalance: 40 s without a commit is not the end of its replay), or 900 s;
-    each worker's CPU and events read at the last poll that saw a move, and the longest pause.
-    `settle`: the workers stay up until their exception events stop coming (not timed)."""
+    """One worker per log, of one group, started together: wall seconds from spawn until the
+    group's committed input offsets, past `floor`, have not moved for `quiet` seconds (the last
+    events stay in the reorder buffers), or have not moved for `stall` seconds at all (a replay
+    can pause longer than the merge flight wait mid-way: a rebalance, then flight waits; 40 s
+    without a commit is not its end), or 900 s. Each worker's CPU and events read at the last poll
+    that saw a move, and the longest pause between commits. `settle`: the workers stay up until
+    their exception events stop coming (not timed)."""
     await ensure_topics(settings)
     members = [settings.model_copy(update={"web_port": free_port()}) for _ in logs]
     procs = [spawn_shim(s, log) for s, log in zip(members, logs, strict=True)]
@@ -194,7 +200,7 @@ async def pair_run(
         while True:
             await asyncio.sleep(0.5)
             if any(p.poll() is not None for p in procs):
-                msg = "a worker of the pair exited"
+                msg = f"a worker of the group exited; logs: {[getattr(log, 'name', '?') for log in logs]}"
                 raise RuntimeError(msg)
             done = await committed_total(settings)
             now = time.perf_counter()
@@ -204,9 +210,11 @@ async def pair_run(
                 last, last_change = done, now
                 cpu = [process_cpu_seconds(p.pid) for p in procs]
                 read = [events_read(s.web_port, inputs) for s in members]
-            if done >= target or (last and now - last_change > stall) or now - started > 900:
+            idle = now - last_change
+            if (done >= floor and idle > quiet) or (last and idle > stall) or now - started > 900:
                 break
-        longest = max(longest, (now - last_change) if done < target else 0.0)
+        if done < floor:
+            longest = max(longest, idle)
         if settle is not None:
             await settle.settle(procs)
     finally:
@@ -214,12 +222,15 @@ async def pair_run(
             stop_worker(p)
     seconds = last_change - started
     return {
+        "workers_in_group": len(procs),
         "events": last,
-        "target": target,
-        "reached_target": last >= target,
+        "floor": floor,
+        "past_floor": last >= floor,
         "longest_pause_between_commits_seconds": round(longest, 1),
         "seconds_from_start": round(seconds, 2),
         "events_per_s_from_start": round(last / seconds, 1),
+        "cpu_seconds": round(sum(cpu), 2),
+        "cpu_us_per_event": round(sum(cpu) / last * 1e6, 1) if last else None,
         "workers": [
             {
                 "events_read": n,
@@ -229,8 +240,20 @@ async def pair_run(
             }
             for n, c, log in zip(read, cpu, logs, strict=True)
         ],
-        "cpu_us_per_event_both": round(sum(cpu) / last * 1e6, 1) if last else None,
     }
+
+
+def floor_of(path: Path, seconds: float) -> int:
+    """Events of the file older than `seconds` behind its newest event time: a replay that has
+    committed fewer is not over (ten times the lateness: well short of what it commits)."""
+    times: list[float] = []
+    for line in open_lines(path):
+        try:
+            times.append(datetime.fromisoformat(json.loads(line)["time"]).timestamp())
+        except (ValueError, KeyError, TypeError):
+            continue  # the simulator's malformed lines: the worker dead-letters them
+    newest = max(times)
+    return sum(1 for t in times if newest - t > seconds)
 
 
 def log_counts(path: Path) -> dict[str, int]:
@@ -460,28 +483,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             figures["backtest_exception_ids"] = len(expected)
             quiet = settings.merge_flight_seconds + 10
             figures["quiet_seconds"] = quiet
+            floor = floor_of(path, 10 * settings.lateness_seconds)
+            figures["floor"] = floor
             watch = ExceptionWatch(settings, expected, quiet)
             await watch.mark()
             with (tmp / "one.log").open("wb") as log:
-                one = await worker_run(
-                    settings.model_copy(update={"app_id": f"ow-{run}-one"}), total, log, quiet=quiet, keep=True
+                one = await group_run(
+                    settings.model_copy(update={"app_id": f"ow-{run}-one"}), floor, [log], quiet, 300, watch
                 )
-                proc = one.pop("proc")
-                try:
-                    await watch.settle([proc])
-                finally:
-                    stop_worker(proc)
-            one.pop("settings", None)
-            one.pop("census", None)
             one["exceptions"] = watch.outcome()
             single_ids = set(watch.ids)
             figures["one_worker"] = one
             print(f"one worker: {json.dumps(one)}", flush=True)
-            watch = ExceptionWatch(settings, expected, 120)
+            watch = ExceptionWatch(settings, expected, quiet)
             await watch.mark()
             with (tmp / "p1.log").open("wb") as l1, (tmp / "p2.log").open("wb") as l2:
-                pair = await pair_run(
-                    settings.model_copy(update={"app_id": f"ow-{run}-pair"}), one["events"], [l1, l2], 300, watch
+                pair = await group_run(
+                    settings.model_copy(update={"app_id": f"ow-{run}-pair"}), floor, [l1, l2], quiet, 300, watch
                 )
             pair["exceptions"] = watch.outcome()
             pair["exceptions"]["equal_to_one_worker"] = set(watch.ids) == single_ids
