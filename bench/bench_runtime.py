@@ -232,13 +232,17 @@ async def worker_run(
     levers: str = "",
     profile: Path | None = None,
     python: str | None = None,
-    quiet: float = 20.0,
+    quiet: float | None = None,
     keep: bool = False,
 ) -> dict[str, Any]:
     """One `--clock event` worker replaying the published stream under its own app id, start-up
     included: wall and process CPU seconds from spawn until its committed input offsets stop moving
     (CPU read at the last poll that saw them move, so the quiet wait is not counted). `keep`: the
-    worker is left running, returned as `proc`."""
+    worker is left running, returned as `proc`. `quiet` (seconds with nothing committed that end the
+    replay) defaults to 5 s past the merge's flight wait: a merge waiting for a forward of its own
+    commits nothing meanwhile, and a shorter quiet period would cut such a replay short."""
+    if quiet is None:
+        quiet = max(20.0, settings.merge_flight_seconds + 5.0)
     await ensure_topics(settings)
     exceptions_before = await exceptions_count(settings)
     proc = spawn_shim(settings, log, levers=levers, python=python)

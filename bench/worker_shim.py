@@ -18,8 +18,9 @@ bench/results/README.md):
                          its merge waits for may have moved since the last one it got (the arrival
                          clock's `safe`), and otherwise at the full interval (100 ms), which still
                          bounds the idle wait's expiry and the deadlines
-    tick-idle            streams.ticks.Ticker sends a 20 ms merge tick only to a partition that
-                         handled no message of its own for 20 ms (its own messages poll its merge)
+    tick-every-merge     streams.ticks.Ticker as before it skipped busy partitions: a 20 ms merge
+                         tick to every partition whose merge holds records (the "before" of that
+                         change, for A/B runs; the `tick-idle` lever of 2026-11-27, adopted)
     known-lag            a repartition input with lag is not waited for when every record it holds
                          beyond what its agent took is a forward of this worker's, whose stamps
                          `in_flight` already checks (counted: highwater against forwards not taken)
@@ -33,6 +34,9 @@ bench/results/README.md):
                          partitions' merges per message (the fix's "before", for A/B runs)
     gc=N                 the cyclic collector's first generation at N allocations (CPython: 700), as
                          `orderwatch backtest` runs since 626479c
+    no-safe-memo         streams.arrivals.ArrivalClock.safe recomputed on every call, as before it
+                         answered from its last value until a record moved or a refresh (the
+                         "before" of that change, for A/B runs)
     arrivals-memo=MS     streams.arrivals.ArrivalClock.safe answered from its last value while no
                          record was received, decided or forgotten, no partition observed, and
                          less than MS milliseconds passed (the highwaters it reads are only as
@@ -93,36 +97,35 @@ def _no_monitor() -> None:
     faust.App.on_init_dependencies = on_init_dependencies  # type: ignore[method-assign]
 
 
-def _tick_idle() -> None:
-    import time
+def _no_safe_memo() -> None:
+    from orderwatch.streams.arrivals import ArrivalClock
 
-    from orderwatch.streams.driver import AgentDriver
-    from orderwatch.streams.ticks import MERGE_INTERVAL, Ticker
+    safe0 = ArrivalClock.safe
 
-    receive0 = AgentDriver._receive
+    def safe(self: Any) -> float:
+        self._memo = None
+        return safe0(self)
 
-    async def receive(self: Any, rt: Any, stream: Any, event: Any) -> int:
-        self.__dict__.setdefault("_bench_seen", {})[event.message.partition] = time.monotonic()
-        return await receive0(self, rt, stream, event)
+    ArrivalClock.safe = safe  # type: ignore[method-assign]
+
+
+def _tick_every_merge() -> None:
+    from orderwatch.streams.ticks import Ticker
 
     async def tick(self: Any) -> int:
         sent = 0
         self._calls += 1
         full = self._calls % self._every == 0
-        now = time.monotonic()
         for driver in self._drivers.values():
-            seen = driver.__dict__.get("_bench_seen", {})
             for partition, rt in list(driver.runtimes.items()):
                 merge = driver.merges.get(partition)
-                idle = now - seen.get(partition, float("-inf")) >= MERGE_INTERVAL
-                if (merge is not None and merge.waiting() and idle) or (full and driver.wants_tick(partition, rt)):
+                if (merge is not None and merge.waiting()) or (full and driver.wants_tick(partition, rt)):
                     await self._outputs.send(
                         driver.spec.ticks, None, self._value, partition=partition, headers=self._headers
                     )
                     sent += 1
         return sent
 
-    AgentDriver._receive = receive  # type: ignore[method-assign]
     Ticker.tick = tick  # type: ignore[method-assign]
 
 
@@ -342,8 +345,10 @@ def apply_levers(spec: str) -> list[str]:
             _eager()
         elif name == "fold-heap":
             _fold_heap()
-        elif name == "tick-idle":
-            _tick_idle()
+        elif name == "no-safe-memo":
+            _no_safe_memo()
+        elif name == "tick-every-merge":
+            _tick_every_merge()
         elif name == "known-lag":
             _known_lag()
         elif name == "producer-buffer":

@@ -10,7 +10,8 @@ Agents and their keys (all topics co-partitioned, `settings.partitions` each):
 
 Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
 
-    streams.driver          AgentDriver: merge, decode, offer, flush, ordered acks, resume
+    streams.driver          AgentDriver: merge, decode, offer, flush, resume
+    streams.acks            OrderedAcks: each partition's acks in offset order, once applied
     streams.merge           TimestampMerge: co-partitioned inputs in record-timestamp order
     streams.agents          AgentSpec (what each agent is) and AgentClocks (its clock)
     streams.consumer_port   ConsumerPort: every faust/aiokafka private access, version-pinned

@@ -12,7 +12,6 @@ was not acked.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from orderwatch.detectors.topology import Adopt
 from orderwatch.errors import InvalidEvent
 from orderwatch.schemas.control import Adoption, Watermark, decode_control, decode_tick
 from orderwatch.schemas.events import ENTITY_FIELD, TOPIC_OF_TYPE, entity_of, parse_event
+from orderwatch.streams.acks import OrderedAcks
 from orderwatch.streams.agents import AgentClocks, AgentSpec
 from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.clock import LagAwareClock
@@ -53,29 +53,6 @@ class StateStore(Protocol):
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
     def pop(self, key: bytes, default: Any = None) -> Any: ...
-
-
-class _Held:
-    """Messages of one topic partition waiting for their ack, smallest offset first."""
-
-    __slots__ = ("events", "offsets")
-
-    def __init__(self) -> None:
-        self.offsets: list[int] = []
-        self.events: dict[int, Any] = {}
-
-    def add(self, offset: int, event: Any) -> None:
-        if offset not in self.events:
-            heapq.heappush(self.offsets, offset)
-        self.events[offset] = event  # a re-delivery replaces its copy: either ack does
-
-    def below(self, low: int) -> list[Any]:
-        """Pop every message with an offset below `low`, in offset order."""
-        out = []
-        offsets = self.offsets
-        while offsets and offsets[0] < low:
-            out.append(self.events.pop(heapq.heappop(offsets)))
-        return out
 
 
 class _Aligned:
@@ -133,6 +110,8 @@ class _Batch:
     """Largest record timestamp (ms) it took (its merge let go): the arrival clock's `taken_ms`."""
     early: list[Release[Any]] = field(default_factory=list)
     """What releases before a late record applied (published and acked with the next flush)."""
+    received: int = 0
+    """Input messages (not ticks) handed to this partition so far: the Ticker's sign of a busy one."""
 
 
 class AgentDriver:
@@ -191,7 +170,7 @@ class AgentDriver:
         """Set when the agent may start (the orders agent waits for the blocklist)."""
         self.runtimes: dict[int, PartitionRuntime[Any]] = {}
         self.merges: dict[int, TimestampMerge[Any]] = {}
-        self._held: dict[str, _Held] = {}  # "topic:partition" -> messages not acked yet
+        self._acks = OrderedAcks()
         self._batches: dict[int, _Batch] = {}
 
     @property
@@ -245,7 +224,7 @@ class AgentDriver:
                 merge = self.merges.pop(partition, None)
                 if merge is not None:
                     merge.clear()
-            self._held.pop(f"{topic}:{partition}", None)
+            self._acks.drop(f"{topic}:{partition}")
         self._stamps.forget(tp for tp in tps if tp[0] in self.spec.inputs)
 
     def _received_at(self) -> float:
@@ -259,6 +238,11 @@ class AgentDriver:
             msg = f"agent {self.name}: no table attached (create_app attaches one before it starts)"
             raise RuntimeError(msg)
         return self.table
+
+    def received(self, partition: int) -> int:
+        """Input messages handed to `partition` since it was assigned (ticks not counted)."""
+        batch = self._batches.get(partition)
+        return batch.received if batch is not None else 0
 
     def wants_tick(self, partition: int, rt: PartitionRuntime[Any]) -> bool:
         """Work the clock may have made due: buffered events, a timer, or records the merge holds."""
@@ -298,7 +282,10 @@ class AgentDriver:
         # A partition is only ever flushed while its own message is processed: faust sends a
         # table write to the changelog partition of the current message.
         loop_time = asyncio.get_running_loop().time
+        arrivals = self._arrivals
         async for event in manual.events():
+            if arrivals is not None:
+                arrivals.refresh()  # the consumer may have fetched since: lag may have changed
             msg = event.message
             partition = msg.partition
             rt = self.runtime(partition)
@@ -308,6 +295,7 @@ class AgentDriver:
                 batch.offered, batch.flushed_at = 0, loop_time()
                 continue
             self.last_input = time.monotonic()
+            batch.received += 1
             batch.offered += await self._receive(rt, manual, event)
             if batch.offered and (batch.offered >= FLUSH_EVERY or loop_time() - batch.flushed_at >= FLUSH_SECONDS):
                 await self.flush(rt, partition, manual)
@@ -345,7 +333,7 @@ class AgentDriver:
         if merge is None:
             if batch.taken_ms is None or ms > batch.taken_ms:
                 batch.taken_ms = ms
-            return int(await self._offer(rt, stream, event))
+            return int(await self._offer(rt, stream, event, ms))
         if not merge.push(msg.topic, msg.offset, ms, event):
             return 0  # this very offset is held already: the held copy is acked once applied
         if msg.topic in self._repartitioned:
@@ -388,7 +376,7 @@ class AgentDriver:
             ms = self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp)
             if batch.taken_ms is None or ms > batch.taken_ms:
                 batch.taken_ms = ms
-            entered += int(await self._offer(rt, stream, released[1]))
+            entered += int(await self._offer(rt, stream, released[1], ms))
         forced = merge.forced
         if forced.idle or forced.overflow or forced.align:
             for reason in ("idle", "overflow", "align"):
@@ -396,8 +384,9 @@ class AgentDriver:
             forced.idle = forced.overflow = forced.align = 0
         return entered
 
-    async def _offer(self, rt: PartitionRuntime[Any], stream: Any, event: Any) -> bool:
-        """Decode one message and buffer it; True when it entered the reorder buffer."""
+    async def _offer(self, rt: PartitionRuntime[Any], stream: Any, event: Any, ms: int) -> bool:
+        """Decode one message and buffer it; True when it entered the reorder buffer. `ms`: the
+        timestamp it counts at (streams.stamps)."""
         msg = event.message
         partition = msg.partition
         tp = (msg.topic, partition)
@@ -424,13 +413,13 @@ class AgentDriver:
                     self._check_placement(ev, t, contract_topic, msg.key)
         except InvalidEvent as exc:
             self._clock.observe(tp, msg.offset, None)
-            self._decided(msg)
+            self._decided(msg, ms)
             await self._dead_letters.send(msg, exc)
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
         if not isinstance(ev, Adopt):
             self._metrics.events_in.labels(msg.topic, ev.type).inc()
-        return await self._admit(rt, stream, ev, t, event)
+        return await self._admit(rt, stream, ev, t, event, ms)
 
     def _check_placement(self, ev: Any, t: float, topic: str, key: bytes | None) -> None:
         """A valid event on a contract topic must sit on its type's topic, under its entity's key,
@@ -443,7 +432,7 @@ class AgentDriver:
             msg = f"event time is more than {self._max_future_seconds:g} s ahead of the wall clock"
             raise InvalidEvent("from_future", msg)
 
-    async def _admit(self, rt: PartitionRuntime[Any], stream: Any, ev: Any, t: float, event: Any) -> bool:
+    async def _admit(self, rt: PartitionRuntime[Any], stream: Any, ev: Any, t: float, event: Any, ms: int) -> bool:
         """Buffer one decoded event; True when it entered the reorder buffer."""
         msg = event.message
         partition = msg.partition
@@ -452,17 +441,17 @@ class AgentDriver:
         clock = self._clock
         if rt.waiting(tpkey, msg.offset):
             clock.observe(tp, msg.offset, t)
-            self._decided(msg)
-            self._hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
+            self._decided(msg, ms)
+            self._acks.hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
         if self._arrivals is not None:
-            self._catch_up_before(rt, partition, self._stamps.of(msg.topic, partition, msg.offset, msg.timestamp), t)
+            self._catch_up_before(rt, partition, ms, t)
         source = upstream_of(msg.headers) if msg.topic in self._repartitioned else None
         if not rt.offer(ev, t, tpkey, msg.offset, event, source):
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
             # or restart must not hand agents downstream a copy they may take for a late event.
             clock.observe(tp, msg.offset, t)
-            self._decided(msg)
+            self._decided(msg, ms)
             self._metrics.duplicates.labels(self.name).inc()
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False
@@ -477,7 +466,7 @@ class AgentDriver:
         # After the forward: the progress the clock (and the watermarks) report covers only
         # events already handed to the producer.
         clock.observe(tp, msg.offset, t)
-        self._decided(msg, t)
+        self._decided(msg, ms, t)
         if t < rt.clock:
             # The clock promised nothing older would come: deadlines may have fired without it.
             self._metrics.late.labels(self.name, msg.topic).inc()
@@ -489,14 +478,13 @@ class AgentDriver:
                 msg.offset,
                 rt.clock - t,
             )
-        self._hold(tpkey, msg.offset, event)
+        self._acks.hold(tpkey, msg.offset, event)
         return True
 
-    def _decided(self, msg: Any, event_time: float | None = None) -> None:
-        """Tell the arrival clock a contract record was decided (with its event time: it entered
-        the reorder buffer)."""
+    def _decided(self, msg: Any, ms: int, event_time: float | None = None) -> None:
+        """Tell the arrival clock a contract record (counted at `ms`) was decided (with its event
+        time: it entered the reorder buffer)."""
         if self._arrivals is not None and msg.topic in self._contract_topics:
-            ms = self._stamps.of(msg.topic, msg.partition, msg.offset, msg.timestamp)
             self._arrivals.done((msg.topic, msg.partition), msg.offset, ms, event_time)
         self._stamps.settled(msg.topic, msg.partition, msg.offset)
 
@@ -547,32 +535,14 @@ class AgentDriver:
                 table[kb] = tag + blob
         if released.applied:
             table[f"{LEDGER_KEY}:{partition}".encode()] = rt.ledger.dumps()
-        await self._ack_in_order(rt, stream)
-
-    # faust commits the first run of consecutive acked offsets even when it does not start at
-    # the first unacked one (before a partition's first commit), which would commit past events
-    # still waiting in the reorder buffer. So acks go out strictly in offset order per partition:
-    # an event is acked once every offset below it has been applied, dropped or dead-lettered.
-    def _hold(self, tpkey: str, offset: int, event: Any) -> None:
-        box = self._held.get(tpkey)
-        if box is None:
-            box = self._held[tpkey] = _Held()
-        box.add(offset, event)
-
-    async def _ack_in_order(self, rt: PartitionRuntime[Any], stream: Any) -> None:
-        # Per event, so it must not scan what is held: each partition's heap pops from its head.
-        for tpkey, low in rt.ledger.low.items():
-            box = self._held.get(tpkey)
-            if box is not None and box.offsets and box.offsets[0] < low:
-                for event in box.below(low):
-                    await stream.ack(event)
+        await self._acks.ack_below(rt.ledger.low, stream)
 
     async def _settle(self, rt: PartitionRuntime[Any], stream: Any, tpkey: str, offset: int, event: Any) -> None:
         """A message handled without entering the buffer (dead letter, control, re-delivery)."""
         rt.ledger.seen_base(tpkey, offset)
         rt.ledger.mark(tpkey, offset)
-        self._hold(tpkey, offset, event)
-        await self._ack_in_order(rt, stream)
+        self._acks.hold(tpkey, offset, event)
+        await self._acks.ack_below(rt.ledger.low, stream)
 
     async def _resume(self, rt: PartitionRuntime[Any], tpkey: str, topic: str, partition: int, offset: int) -> None:
         """The first message of a partition since assignment. faust resumes fetching before it
@@ -601,6 +571,8 @@ class AgentDriver:
             )
             # The clock must not count the partition as caught up before the gap is read.
             self._clock.hole((topic, partition), start, offset - 1)
+            if self._arrivals is not None:
+                self._arrivals.refresh()  # the partition lags again: `safe` must see it now
             await self._port.seek((topic, partition), start)
         else:
             log.info("%s: %s[%s] resumes at offset %s", self.name, topic, partition, offset)

@@ -42,6 +42,8 @@ class LocalTables:
         self.tabledir = tabledir
         self.persistent = store.startswith("rocksdb://")
         self.outcome = "the store is in memory: no local table files"
+        self.discarded = False
+        """`claim` discarded local files (the last run did not stop cleanly)."""
 
     @property
     def _marker(self) -> Path:
@@ -69,6 +71,7 @@ class LocalTables:
             return False
         for db in found:
             shutil.rmtree(db)
+        self.discarded = True
         self.outcome = (
             f"discarded {len(found)} local table files: the last run did not stop cleanly, so they may"
             " hold writes its changelogs never got; every table restores from its changelog"
@@ -80,9 +83,9 @@ class LocalTables:
         if self.persistent and self.tabledir.is_dir():
             self._marker.touch()
 
-    async def report(self) -> None:
-        """What `claim` decided, logged once the worker's logging is set up (a faust task)."""
-        if self.outcome.startswith("discarded"):
+    def report(self) -> None:
+        """Log what `claim` decided: a warning when it discarded files."""
+        if self.discarded:
             log.warning("local tables: %s", self.outcome)
         else:
             log.info("local tables: %s", self.outcome)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from mode.utils.logging import setup_logging
 
 from orderwatch.backtest import tune_collector
 from orderwatch.detectors.config import RulesConfig
@@ -124,6 +125,10 @@ def run_worker(
     # and rescans it with every open order's state. 12-13 % less CPU per event on the bench's
     # replay (bench/results/README.md, 2026-11-27), as for `orderwatch backtest`.
     tune_collector()
+    # mode's Worker sets up logging only once it runs: until then Python's last-resort handler
+    # printed warnings only, and the INFO lines below (topics created, start offsets pinned) were
+    # lost. The same set-up now; the Worker clears it and does it again.
+    setup_logging(loglevel=loglevel)
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
@@ -139,7 +144,7 @@ def run_worker(
     # Before faust opens a table: local files a crash left may be ahead of their changelogs.
     tables = LocalTables(Path(ow.app.conf.tabledir), settings.store)
     tables.claim()
-    ow.app.task(tables.report)
+    tables.report()
     from faust import Worker
 
     try:

@@ -7,6 +7,8 @@ import logging
 import os
 import pty
 import re
+import select
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,8 +37,10 @@ def test_demo_on_a_terminal_redraws_in_place_and_logs_no_leader_warnings(tmp_pat
         os.chdir(tmp_path)
         os.execv(sys.executable, [sys.executable, "-m", "orderwatch.cli", "demo", "--orders", "300", "--seed", "5"])
     chunks: list[bytes] = []
-    deadline = time.monotonic() + 280
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 260  # then up to 15 s to exit and 10 s to stop: under the 300 s timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break  # nothing more within the deadline
         try:
             data = os.read(fd, 65536)
         except OSError:  # EIO: the child closed the terminal
@@ -44,9 +48,24 @@ def test_demo_on_a_terminal_redraws_in_place_and_logs_no_leader_warnings(tmp_pat
         if not data:
             break
         chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
     text = b"".join(chunks).decode(errors="replace")
+    done, status = os.waitpid(pid, os.WNOHANG)
+    while not done and time.monotonic() < deadline + 15:  # it closed the terminal: exiting
+        time.sleep(0.1)
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if not done:
+        # Still running: stop it and say what it showed last, rather than block in waitpid until
+        # pytest-timeout kills the test with nothing to read.
+        os.kill(pid, signal.SIGTERM)  # the demo stops its worker and deletes its topics
+        stop = time.monotonic() + 10
+        while not (reaped := os.waitpid(pid, os.WNOHANG)[0]) and time.monotonic() < stop:
+            time.sleep(0.1)
+        if not reaped:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+        pytest.fail(f"the demo did not end within 260 s; its terminal last showed:\n{text[-3000:]}")
+    os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, text[-3000:]
     assert "all rules at precision and recall 1.000" in text
     assert "\x1b[J" in text and re.search(r"\x1b\[\d+F", text), text[-2000:]

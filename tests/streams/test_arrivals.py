@@ -24,9 +24,15 @@ class World:
         self.t = 0.0
 
     def clock(self, **kw: float | None) -> ArrivalClock:
-        return ArrivalClock(
+        self.arrivals = ArrivalClock(
             lambda: self.tps, lambda tp: tp in self.lagging, lambda topic: topic, wall=lambda: self.t, **kw
         )
+        return self.arrivals
+
+    def caught_up(self, *tps: TP) -> None:
+        """A fetch found `tps` read to their end (the driver refreshes the clock per message)."""
+        self.lagging.difference_update(tps)
+        self.arrivals.refresh()
 
 
 def test_a_partition_with_nothing_fetched_holds_every_other_back_until_it_delivers() -> None:
@@ -39,11 +45,11 @@ def test_a_partition_with_nothing_fetched_holds_every_other_back_until_it_delive
     assert c.safe() == 999  # every record up to just before the oldest one held
     assert c.may_go(1_000)
     assert not c.may_go(1_500)  # the orders record at 1000 comes first
-    w.lagging.discard(P0)
+    w.caught_up(P0)
     c.done(P0, 0, 1_500, 50.0)
     assert c.safe() == 999  # payments caught up holds nothing; the orders record still does
     c.done(O0, 0, 1_000, 10.0)
-    w.lagging.discard(O0)
+    w.caught_up(O0)
     assert c.safe() == float("inf")
 
 
@@ -60,7 +66,7 @@ def test_records_fold_in_timestamp_order_not_in_the_order_they_were_decided() ->
     # Folded: orders@1000 (t=100), then payments@2000 (t=200): both sources active, slowest 100.
     assert c.low() == 100.0
     assert c.low_at(1_500) == 100.0
-    w.lagging.clear()
+    w.caught_up(*w.tps)
     c.done(P0, 1, 3_000, 300.0)
     c.received(O0, 1, 4_000)
     c.done(O0, 1, 4_000, 400.0)
@@ -133,7 +139,7 @@ def test_whatever_order_partitions_are_read_in_the_clock_is_the_one_of_the_times
             c.received(tp, rec[0], rec[1])
             held[tp].append(rec)
             if not queues[tp]:
-                w.lagging.discard(tp)
+                w.caught_up(tp)
         elif held[tp] and c.may_go(held[tp][0][1]):
             offset, ts, t = held[tp].pop(0)
             c.done(tp, offset, ts, t)
@@ -161,7 +167,7 @@ def test_a_record_stamped_earlier_than_the_one_before_it_counts_at_its_partition
     assert c.safe() == 4_999  # orders@1 counts at 5000, the partition's time
     c.done(O0, 1, 1_000)
     assert not c.may_go(6_000)  # orders[0] lags: its next record may be older than 6000
-    w.lagging.discard(O0)
+    w.caught_up(O0)
     assert c.may_go(6_000)
 
 
@@ -175,5 +181,23 @@ def test_a_record_handed_over_twice_and_decided_twice_holds_nothing_back() -> No
     c.received(O0, 0, 1_000)
     c.done(O0, 0, 1_000)
     c.received(P0, 0, 3_000)
-    w.lagging.discard(O0)
+    w.caught_up(O0)
     assert c.safe() == 2_999
+
+
+def test_safe_answers_from_its_last_value_until_a_record_moves_or_a_refresh() -> None:
+    # The merges ask `safe` for every record they may let go, over every partition: it is not
+    # recomputed until something it reads changes, and what `lagging` answers changes only with
+    # a fetch, which the driver marks with `refresh` for every message it is handed.
+    w = World([O0, P0])
+    c = w.clock()
+    c.received(O0, 0, 1_000)
+    assert c.safe() == float("-inf")
+    w.lagging.discard(P0)  # a fetch the clock was not told about yet
+    assert c.safe() == float("-inf")
+    c.refresh()
+    assert c.safe() == 999
+    c.received(P0, 0, 500)  # a record handed over is seen at once
+    assert c.safe() == 499
+    c.done(P0, 0, 500, 5.0)
+    assert c.safe() == 999

@@ -69,10 +69,21 @@ def test_files_that_are_not_table_databases_are_left_alone(tmp_path: Path) -> No
     assert sorted(p.name for p in tabledir.iterdir()) == ["backup", "notes.txt"]
 
 
-async def test_the_decision_is_logged_once_logging_is_set_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    tables = LocalTables(_tables(tmp_path), "rocksdb://")
+def test_the_decision_is_logged_a_discard_as_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tabledir = _tables(tmp_path)
+    tables = LocalTables(tabledir, "rocksdb://")
     tables.claim()
     with caplog.at_level(logging.INFO, logger="orderwatch.streams.local_tables"):
-        await tables.report()
+        tables.report()
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "did not stop cleanly" in caplog.records[0].getMessage()
+
+    (tabledir / "orders-state-0.db").mkdir()
+    tables.stopped_cleanly()
+    caplog.clear()
+    kept = LocalTables(tabledir, "rocksdb://")
+    kept.claim()
+    with caplog.at_level(logging.INFO, logger="orderwatch.streams.local_tables"):
+        kept.report()
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "kept 1 local table files" in caplog.records[0].getMessage()
