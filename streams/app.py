@@ -14,7 +14,8 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
     streams.acks            OrderedAcks: each partition's acks in offset order, once applied
     streams.merge           TimestampMerge: co-partitioned inputs in record-timestamp order
     streams.agents          AgentSpec (what each agent is) and AgentClocks (its clock)
-    streams.consumer_port   ConsumerPort: every faust/aiokafka private access, version-pinned
+    streams.consumer_port   ConsumerPort: every faust/aiokafka private access, version-pinned;
+                            NamedTopicsApp: the producer asks for its topics' metadata only
     streams.forwarding      Forwarder: the repartition sends
     streams.emissions       EmissionPublisher: order-exceptions and DUPLICATE_ORDER adoptions
     streams.dead_letters    DeadLetters: orders-dlq
@@ -23,6 +24,7 @@ Each also reads its own `<app>-ticks-<agent>` topic (streams.ticks). The parts:
     streams.blocklist_follower  BlocklistFollower: the global blocklist
     streams.rebalance       RewindAfterRebalance: reads again what faust lost in a rebalance
     streams.views           /metrics, /clock, /health, /ready and the stall check
+XX
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from orderwatch.streams.arrivals import ArrivalClock
 from orderwatch.streams.blocklist_follower import BlocklistFollower
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.commits import CommitSensor
-from orderwatch.streams.consumer_port import ConsumerPort
+from orderwatch.streams.consumer_port import ConsumerPort, NamedTopicsApp
 from orderwatch.streams.dead_letters import DLQ_MAX_BYTES, DeadLetters, dead_letter_record
 from orderwatch.streams.driver import AgentDriver, StateStore
 from orderwatch.streams.emissions import EmissionPublisher
@@ -64,7 +66,15 @@ from orderwatch.streams.ticks import MERGE_INTERVAL, Ticker
 from orderwatch.streams.views import STALL_CHECK_SECONDS, RuntimeViews, page
 from orderwatch.streams.watermarks import WatermarkSender
 
-__all__ = ["AGENTS", "DLQ_MAX_BYTES", "Orderwatch", "create_app", "dead_letter_record", "internal_topics"]
+__all__ = [
+    "AGENTS",
+    "DLQ_MAX_BYTES",
+    "Orderwatch",
+    "create_app",
+    "dead_letter_record",
+    "internal_topics",
+    "producer_topics",
+]
 
 AGENTS = ("orders", "inventory", "address", "customer", "provider")
 
@@ -221,9 +231,19 @@ class PartitionChanges:
         self._owned.refresh()
 
 
+def producer_topics(settings: Settings) -> list[str]:
+    """The topics whose metadata the worker's producer asks for from the start
+    (streams.consumer_port.NamedTopicsProducer): the worker's topics that exist before it starts,
+    not the changelogs faust may create."""
+    contract = [settings.topic(t) for t in (*INPUT_TOPICS, "order-exceptions", "orders-dlq")]
+    return contract + internal_topics(settings)
+
+
 def _faust_app(settings: Settings) -> faust.App:
-    return faust.App(
+    # NamedTopicsApp: its producer's metadata requests name these topics, not the whole cluster's.
+    return NamedTopicsApp(
         settings.app_id,
+        producer_topics=producer_topics(settings),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         store=settings.store,

@@ -23,9 +23,12 @@ another partition than its next ones, and the agents' state for it with them. Th
 recreate the topic (its records are lost: publish them again) or to start over under a new
 ORDERWATCH_TOPIC_PREFIX, and this module says so instead of doing it.
 
-The checks read topic metadata by listing every topic first and describing only those that
-exist: a metadata request naming a missing topic may create it (aiokafka sends
-allow_auto_topic_creation=true, and brokers default to auto.create.topics.enable=true).
+The checks read the metadata of the plan's topics only, in one request that names them with
+allow_auto_topic_creation=false: a missing topic comes back as unknown instead of being created
+(aiokafka's own `describe_topics` sends true, and brokers default to
+auto.create.topics.enable=true), and the answer does not list the cluster's other topics, which
+a shared cluster holds thousands of (listing them all cost a metadata answer of every topic at
+each check, and one every 0.2 s while waiting for leaders).
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from orderwatch.errors import ConfigError, InputError
 from orderwatch.streams.app import AGENTS, internal_topics
@@ -48,6 +52,7 @@ from orderwatch.streams.kafka_client import kafka_client_options
 from orderwatch.streams.settings import Settings
 
 __all__ = [
+    "Broker",
     "Found",
     "Problem",
     "TopicSpec",
@@ -59,6 +64,7 @@ __all__ = [
     "ensure_topics",
     "format_problems",
     "require_topics",
+    "topic_metadata",
     "topic_plan",
     "wait_for_leaders",
 ]
@@ -178,35 +184,58 @@ def format_problems(problems: Sequence[Problem]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Broker:
+    """The clients of one command: the admin client (create, configs, cluster) and a plain client
+    for metadata requests aiokafka's admin client cannot send (see `describe_topics`)."""
+
+    admin: AIOKafkaAdminClient
+    client: AIOKafkaClient
+
+
 class _Admin:
-    """An admin client for one command, closed on exit; Kafka unreachable is an InputError."""
+    """The clients of one command, closed on exit; Kafka unreachable is an InputError."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=15000)
+        opts = {**kafka_client_options(settings), "request_timeout_ms": 15000}
+        self.broker = Broker(AIOKafkaAdminClient(**opts), AIOKafkaClient(**opts))
 
-    async def __aenter__(self) -> AIOKafkaAdminClient:
+    async def __aenter__(self) -> Broker:
         try:
-            await self.client.start()
+            await self.broker.admin.start()
+            await self.broker.client.bootstrap()
         except KafkaError as exc:
-            await self.client.close()
+            await self.__aexit__()
             msg = f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {type(exc).__name__}: {exc}"
             raise InputError(msg) from exc
-        return self.client
+        return self.broker
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.client.close()
+        await self.broker.admin.close()
+        await self.broker.client.close()
 
 
-async def describe_topics(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[str, Found]:
-    """Partitions, compaction and leaderless partitions of those of `names` that exist. Lists the
-    topics first and describes only existing ones: naming a missing topic in a metadata request
-    may auto-create it."""
-    existing = set(await admin.list_topics())
-    wanted = sorted(set(names) & existing)
+async def topic_metadata(client: AIOKafkaClient, names: Iterable[str]) -> dict[str, Any]:
+    """The metadata of the topics `names` that exist and answer without error, by name: one
+    request naming them, with allow_auto_topic_creation=false (Kafka >= 1.0, metadata v4), so
+    a missing one comes back UNKNOWN_TOPIC_OR_PARTITION instead of being created, and the
+    answer lists no other topic of the cluster."""
+    wanted = sorted(set(names))
     if not wanted:
         return {}
-    meta = {t["topic"]: t for t in await admin.describe_topics(wanted) if t["error_code"] == 0}
+    request = MetadataRequest(wanted, allow_auto_topic_creation=False)
+    response = await client.send(client.get_random_node(), request)
+    return {t["topic"]: t for t in response.to_object()["topics"] if t["error_code"] == 0}
+
+
+async def describe_topics(broker: Broker, names: Iterable[str]) -> dict[str, Found]:
+    """Partitions, compaction and leaderless partitions of those of `names` that exist (asking
+    for these topics only, see `topic_metadata`)."""
+    meta = await topic_metadata(broker.client, names)
+    if not meta:
+        return {}
+    admin = broker.admin
     policies: dict[str, str] = {}
     resources = [ConfigResource(ConfigResourceType.TOPIC, t, {"cleanup.policy": None}) for t in meta]
     for response in await admin.describe_configs(resources):
@@ -228,8 +257,8 @@ async def describe_topics(admin: AIOKafkaAdminClient, names: Iterable[str]) -> d
 async def check_topics(settings: Settings) -> list[Problem]:
     """What is wrong with the broker's topics against the plan (missing topics included)."""
     plan = topic_plan(settings)
-    async with _Admin(settings) as admin:
-        found = await describe_topics(admin, (s.name for s in plan))
+    async with _Admin(settings) as broker:
+        found = await describe_topics(broker, (s.name for s in plan))
     return diagnose(plan, found, settings)
 
 
@@ -245,12 +274,14 @@ async def create_topics(settings: Settings, *, replication: int | None = None, w
     another creator is fine), wait until each has a leader on every partition, and report what
     is still wrong. `replication`: default min(3, brokers)."""
     plan = topic_plan(settings)
-    async with _Admin(settings) as admin:
-        found = await describe_topics(admin, (s.name for s in plan))
+    async with _Admin(settings) as broker:
+        found = await describe_topics(broker, (s.name for s in plan))
         missing = [s for s in plan if s.required and s.name not in found]
         if missing:
             if replication is None:
-                replication = min(3, len((await admin.describe_cluster())["brokers"]) or 1)
+                # The brokers the bootstrap answer named (the admin client's describe_cluster
+                # would ask for the metadata of every topic to count them).
+                replication = min(3, len(broker.client.cluster.brokers()) or 1)
             new = [
                 NewTopic(
                     s.name,
@@ -261,18 +292,16 @@ async def create_topics(settings: Settings, *, replication: int | None = None, w
                 for s in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker or command won the race
-                await admin.create_topics(new)
-            await _wait_for_leaders(admin, settings, [s.name for s in missing], wait)
-            found = await describe_topics(admin, (s.name for s in plan))
+                await broker.admin.create_topics(new)
+            await _wait_for_leaders(broker, settings, [s.name for s in missing], wait)
+            found = await describe_topics(broker, (s.name for s in plan))
     return Created([s.name for s in missing], diagnose(plan, found, settings))
 
 
-async def _wait_for_leaders(
-    admin: AIOKafkaAdminClient, settings: Settings, names: Sequence[str], timeout: float
-) -> None:
+async def _wait_for_leaders(broker: Broker, settings: Settings, names: Sequence[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        found = await describe_topics(admin, names)
+        found = await describe_topics(broker, names)
         waiting = [n for n in names if n not in found or found[n].leaderless]
         if not waiting:
             break
@@ -299,8 +328,8 @@ async def _wait_for_leaders(
 async def wait_for_leaders(settings: Settings, names: Sequence[str], timeout: float = 60.0) -> None:
     """Return once every partition of every topic in `names` has a leader. Just-created topics
     elect theirs within a moment; a client using them before that gets NotLeaderForPartition."""
-    async with _Admin(settings) as admin:
-        await _wait_for_leaders(admin, settings, names, timeout)
+    async with _Admin(settings) as broker:
+        await _wait_for_leaders(broker, settings, names, timeout)
 
 
 def _raise_if(problems: Sequence[Problem], settings: Settings, what: str) -> None:
@@ -323,8 +352,8 @@ async def require_topics(settings: Settings, names: Sequence[str]) -> None:
     plan = [s for s in topic_plan(settings) if s.name in set(names)]
     known = {s.name for s in plan}
     plan += [TopicSpec(n, None, settings.partitions, False, True, "extra") for n in names if n not in known]
-    async with _Admin(settings) as admin:
-        found = await describe_topics(admin, (s.name for s in plan))
+    async with _Admin(settings) as broker:
+        found = await describe_topics(broker, (s.name for s in plan))
     problems = [
         p
         if p.topic in known or p.kind != "missing"

@@ -14,6 +14,8 @@ from faust.types import TP
 from orderwatch.streams.consumer_port import (
     TESTED,
     ConsumerPort,
+    NamedTopicsApp,
+    NamedTopicsProducer,
     committed_offset,
     committed_offsets,
     version_mismatch,
@@ -118,3 +120,25 @@ async def test_resume_offset_never_goes_below_the_log_start_retention_left(app: 
     port.start_from({("orders", 0): 0, ("orders", 1): 900}, log_starts={("orders", 0): 742, ("orders", 1): 742})
     assert port.resume_offset(("orders", 0)) == 742
     assert port.resume_offset(("orders", 1)) == 900
+
+
+async def test_named_topics_app_builds_a_producer_whose_client_tracks_its_topics() -> None:
+    """faust's private `_new_producer` methods, as NamedTopicsApp and NamedTopicsProducer override
+    them: the aiokafka producer comes out of faust with its client naming the worker's topics
+    before it starts (an empty set would mean every topic of the cluster)."""
+    app = NamedTopicsApp("port-test", producer_topics=["b", "a", "b"], broker="kafka://127.0.0.1:1")
+    producer = app.producer
+    assert isinstance(producer, NamedTopicsProducer)
+    assert producer.topics == ("a", "b")
+    aio = producer._new_producer()
+    try:
+        assert aio.client._topics == {"a", "b"}
+    finally:
+        await aio.stop()
+    bare = NamedTopicsApp("port-test", broker="kafka://127.0.0.1:1").producer
+    assert bare.topics == ()
+    aio = bare._new_producer()
+    try:
+        assert aio.client._topics == set()  # faust's own behaviour, untouched
+    finally:
+        await aio.stop()

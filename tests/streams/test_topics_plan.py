@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from orderwatch.streams.app import create_app, internal_topics
+from orderwatch.streams.app import create_app, internal_topics, producer_topics
+from orderwatch.streams.consumer_port import NamedTopicsApp, NamedTopicsProducer
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import Found, changelog_topics, diagnose, format_problems, topic_plan
 
@@ -26,6 +27,22 @@ def test_the_plan_names_every_topic_the_worker_uses_with_the_prefix_and_app_id()
 def test_the_changelog_names_are_those_faust_derives_from_the_tables() -> None:
     ow = create_app(S)
     assert {t.changelog_topic.get_topic_name() for t in ow.app.tables.values()} == set(changelog_topics(S))
+
+
+def test_the_worker_producer_names_topics_the_plan_creates_and_no_changelog() -> None:
+    """The producer's metadata requests name these from its start (streams.consumer_port): each
+    must exist by then (`topics create` and the worker's start-up check make every required
+    topic), else every refresh logs it as not found; the changelogs faust may create later are
+    left out, the input topics are in (faust's router asks the producer for their partitions)."""
+    ow = create_app(S)
+    assert isinstance(ow.app, NamedTopicsApp)
+    assert isinstance(ow.app.producer, NamedTopicsProducer)
+    topics = set(ow.app.producer.topics)
+    assert topics == set(producer_topics(S))
+    assert {"p-orders", "p-payments", "p-inventory", "p-logistics", "p-order-exceptions", "p-orders-dlq"} <= topics
+    assert set(internal_topics(S)) <= topics
+    assert topics <= {s.name for s in topic_plan(S) if s.required}
+    assert not topics & set(changelog_topics(S))
 
 
 def test_co_partitioned_topics_need_the_configured_count_the_others_any() -> None:
