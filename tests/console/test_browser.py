@@ -10,10 +10,8 @@ with `ORDERWATCH_SCREENSHOTS=docs/images` (`make screenshots`) they replace the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.conftest import _require_stack, kafka_settings
 from tests.integration.kafka import publish_simulation, read_json
 from tests.integration.test_api import _personal
+from tests.support.progress import CasesLook, wait_for_worker
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,26 +93,7 @@ async def _login(browser: Browser, base: str, token: str, visits: Visits) -> Pag
     return page
 
 
-async def _wait_for_cases(base: str, token: str, expected: int, proc: Any, log_path: Path) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
-    deadline = time.monotonic() + 150
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-        while time.monotonic() < deadline:
-            await asyncio.sleep(2)
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                async with s.get(f"{base}/ready") as r:
-                    ready = r.status == 200
-                async with s.get(f"{base}/cases?limit=1", headers=headers) as r:
-                    listed = await r.json()
-            except aiohttp.ClientError:
-                continue
-            if ready and listed.get("total") == expected and listed["counts"]["open"] == 0:
-                return
-    raise AssertionError(f"the worker did not list {expected} cases in time:\n{log_path.read_text()[-3000:]}")
-
-
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(1500)  # a safety net: the wait for the cases goes on while they move
 async def test_the_console_in_a_browser(
     tmp_path: Path,
     kafka_settings: Settings,
@@ -143,7 +123,10 @@ async def test_the_console_in_a_browser(
     with log_path.open("wb") as log:
         proc = spawn_worker(settings, "event", log, handlers=True)
         try:
-            await _wait_for_cases(base, people.viewer, expected, proc, log_path)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+                look = CasesLook(session, base, people.viewer, settings, expected)
+                what = f"{expected} cases listed, none open"
+                await wait_for_worker(look, proc, log_path, what=what, every=3)
             async with async_playwright() as pw:
                 # Playwright gives the browser a fresh temporary profile (user-data-dir) per launch
                 browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)

@@ -36,6 +36,7 @@ from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
 from tests.handlers.conftest import _require_redis, delete_prefix, redis_client
 from tests.integration.kafka import publish_simulation, read_json
+from tests.support.progress import CasesLook, wait_for_worker
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.integration]
@@ -155,7 +156,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(1500)  # a safety net: the wait for the cases goes on while the worker moves
 async def test_the_ops_api_of_a_running_worker(
     tmp_path: Path,
     kafka_settings: Settings,
@@ -193,20 +194,8 @@ async def test_the_ops_api_of_a_running_worker(
     with log_path.open("wb") as log:
         proc = spawn_worker(settings, "event", log, handlers=True)
         try:
-            deadline = time.monotonic() + 120
-            total = -1
-            while time.monotonic() < deadline:
-                await asyncio.sleep(2)
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    status, _ = await api("GET", "/ready")
-                    _, listed = await api("GET", "/cases?limit=1")
-                except aiohttp.ClientError:
-                    continue  # not listening yet
-                if status == 200 and listed["total"] == len(expected) + 1 and listed["counts"]["open"] == 0:
-                    total = listed["total"]
-                    break
-            assert total == len(expected) + 1, log_path.read_text()[-3000:]
+            look = CasesLook(session, api.base, tokens.viewer, settings, len(expected) + 1)
+            await wait_for_worker(look, proc, log_path, what=f"{len(expected) + 1} cases, none open", every=3)
             await _exercise(api, tokens, settings, leaky)
             await _hostile(api, tokens, leaky)
         finally:

@@ -23,7 +23,7 @@ from orderwatch.streams.worker import committed_offsets
 from tests.integration.kafka import publish_simulation, wait_for_outcome
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]  # above wait_for_outcome's cap
 
 WHEN = "2026-03-02T07:00:00+00:00"
 
@@ -103,12 +103,13 @@ async def test_poison_is_dead_lettered_and_the_clean_stream_goes_on(tmp_path: Pa
 
     log_path = tmp_path / "worker.log"
     log = log_path.open("wb")
-    proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
+    port = free_port()
+    proc = spawn_worker(kafka_settings.model_copy(update={"web_port": port}), "event", log)
     try:
-        deadline = time.monotonic() + 200
         got, dlq = await wait_for_outcome(
-            kafka_settings, proc, log_path, expected, dead_letters=len(poison) + 2, timeout=200
+            kafka_settings, proc, log_path, expected, dead_letters=len(poison) + 2, port=port
         )
+        deadline = time.monotonic() + 120  # everything is read by now: only the commits are waited for
         # Commits past each poison message (the event clock still holds the stream's last
         # minute of event time in the reorder buffer, so "to the end" is not what to wait for).
         committed: dict[Any, int] = {}

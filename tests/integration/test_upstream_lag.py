@@ -26,7 +26,7 @@ from tests.support.worker import free_port, metric_total, spawn_worker, stop_wor
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.timeout(420),
+    pytest.mark.timeout(1500),  # above wait_for_outcome's cap
 ]
 
 DELAY = 30 * 60.0
@@ -69,10 +69,11 @@ async def test_a_replay_with_a_lagging_upstream_equals_backtest(tmp_path: Path, 
     await publish_stamped(lines, kafka_settings)
 
     log_path = tmp_path / "worker.log"
+    settings = kafka_settings.model_copy(update={"web_port": free_port()})
     with log_path.open("wb") as log:
-        proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
+        proc = spawn_worker(settings, "event", log)
         try:
-            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, timeout=240)
+            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, port=settings.web_port)
         finally:
             stop_worker(proc)
     _assert_same(got, expected)
@@ -99,7 +100,7 @@ async def test_records_a_producer_stamped_days_ahead_do_not_break_the_replay(
     with log_path.open("wb") as log:
         proc = spawn_worker(settings, "event", log)
         try:
-            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, timeout=240)
+            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, port=settings.web_port)
             restamped = await metric_total(settings.web_port, "orderwatch_records_restamped_total")
         finally:
             stop_worker(proc)
@@ -139,7 +140,7 @@ async def test_a_worker_stopped_partway_and_restarted_later_catches_up_to_backte
         await publish_stamped_tail(lines, half, kafka_settings)
         proc = spawn_worker(settings, "event", log)
         try:
-            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, timeout=240)
+            got, _dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, port=settings.web_port)
         finally:
             stop_worker(proc)
     _assert_same(got, expected)

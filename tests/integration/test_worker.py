@@ -16,7 +16,7 @@ from orderwatch.streams.settings import Settings
 from tests.integration.kafka import publish_simulation, read_records, wait_for_outcome
 from tests.support.worker import free_port, spawn_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]  # above wait_for_outcome's cap
 
 MALFORMED = {
     "not_json": b"{this is not json",
@@ -64,9 +64,10 @@ async def test_event_clock_worker_matches_backtest_and_dead_letters_bad_input(
 
     log_path = tmp_path / "worker.log"
     log = log_path.open("wb")
-    proc = spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", log)
+    port = free_port()
+    proc = spawn_worker(kafka_settings.model_copy(update={"web_port": port}), "event", log)
     try:
-        got, dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, dead_letters=16)
+        got, dlq = await wait_for_outcome(kafka_settings, proc, log_path, expected, dead_letters=16, port=port)
     finally:
         stop_worker(proc)
         log.close()
