@@ -147,7 +147,10 @@ def run_worker(
     tables.claim()
     tables.report()
     changelogs = ChangelogAcks(ow.app.tables.changelog_topics)
-    ow.app.sensors.add(changelogs)
+    if tables.persistent:
+        # Only the rocksdb:// marker reads the tally, and faust calls a sensor on every table
+        # write and every send: memory:// workers go without it.
+        ow.app.sensors.add(changelogs)
     from faust import Worker
 
     try:
