@@ -31,11 +31,7 @@ from aiokafka.admin import NewTopic  # noqa: E402
 from aiokafka.protocol.metadata import MetadataRequest  # noqa: E402
 
 from bench import bench_runtime  # noqa: E402
-from orderwatch.backtest import open_lines  # noqa: E402
-from orderwatch.simulate import simulate  # noqa: E402
-from orderwatch.streams.publish import publish_lines  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
-from orderwatch.streams.topics import ensure_topics  # noqa: E402
 from orderwatch.streams.worker import worker_env  # noqa: E402
 
 VARIANTS = ("stock", "named")
@@ -104,11 +100,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             os.chdir(tmp)  # faust keeps each app's data directory in the working directory
-            path = Path(tmp) / "sim.jsonl"
-            simulate(orders=args.orders, seed=11, output=path, labels=Path(tmp) / "l", blocklist=Path(tmp) / "b")
-            await ensure_topics(settings)
-            res = await publish_lines(open_lines(path), settings)
-            total = sum(res.sent.values())
+            _, sent = await bench_runtime.publish_simulation(settings, args.orders, Path(tmp))
+            total = sum(sent.values())
             figures["events"] = total
             print(f"published {total:,} events", flush=True)
             n = 0

@@ -213,6 +213,34 @@ async def committed_total(settings: Settings) -> int:
     return sum(off for (topic, _), off in (await committed_offsets(settings)).items() if topic in inputs)
 
 
+class CommitWatch:
+    """A replaying worker's committed input events (its group's offsets on the input topics),
+    read every 0.5 s: the last total, when it last moved and the process CPU at that read (so a
+    quiet wait after the end is not counted), and (time, total, CPU) at the first commit."""
+
+    def __init__(self, settings: Settings, proc: subprocess.Popen[bytes], name: str, log: Any) -> None:
+        self.settings, self.proc, self.name, self.log = settings, proc, name, log
+        self.started = self.now = self.last_change = time.perf_counter()
+        self.first: tuple[float, int, float] | None = None
+        self.last = 0
+        self.cpu = self.cpu_at_last = 0.0
+
+    async def poll(self) -> int:
+        """Wait 0.5 s, then read the committed total (raises if the worker has exited)."""
+        await asyncio.sleep(0.5)
+        if self.proc.poll() is not None:
+            msg = f"{self.name} exited with {self.proc.returncode}; log: {getattr(self.log, 'name', '?')}"
+            raise RuntimeError(msg)
+        done = await committed_total(self.settings)
+        self.now = time.perf_counter()
+        self.cpu = process_cpu_seconds(self.proc.pid)
+        if done != self.last:
+            self.last, self.last_change, self.cpu_at_last = done, self.now, self.cpu
+        if self.first is None and done > 0:
+            self.first = (self.now, done, self.cpu)
+        return done
+
+
 def spawn_shim(settings: Settings, log: Any, *, levers: str = "", python: str | None = None) -> subprocess.Popen[bytes]:
     """`orderwatch worker --clock event --no-handlers` through bench/worker_shim.py (levers, profile)."""
     env = {**worker_env(settings), "BENCH_LEVERS": levers}
@@ -256,26 +284,15 @@ async def worker_run(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+    watch = CommitWatch(settings, proc, f"worker (levers {levers!r})", log)
     try:
-        started = time.perf_counter()
-        first: tuple[float, int, float] | None = None
-        last, last_change, cpu_at_last = 0, time.perf_counter(), 0.0
         while True:
-            await asyncio.sleep(0.5)
-            if proc.poll() is not None:
-                msg = f"worker exited with {proc.returncode} (levers {levers!r}); log: {getattr(log, 'name', '?')}"
-                raise RuntimeError(msg)
-            done = await committed_total(settings)
-            now = time.perf_counter()
-            cpu = process_cpu_seconds(proc.pid)
-            if done != last:
-                last, last_change, cpu_at_last = done, now, cpu
-            if first is None and done > 0:
-                first = (now, done, cpu)
+            done = await watch.poll()
             # The last minute of event time stays in the reorder buffer (within the lateness), so
             # the committed total stops just short of `total`: done when it stops moving. It can
             # also pause mid-replay while agents wait for their slowest input, hence the quiet period.
-            if done >= total or (first is not None and now - last_change > quiet) or now - started > 900:
+            quiet_over = watch.first is not None and watch.now - watch.last_change > quiet
+            if done >= total or quiet_over or watch.now - watch.started > 900:
                 break
     except BaseException:
         stop_worker(proc)
@@ -286,8 +303,9 @@ async def worker_run(
             spy.wait(timeout=60)
     if not keep:
         stop_worker(proc)
+    first, last, last_change, cpu_at_last = watch.first, watch.last, watch.last_change, watch.cpu_at_last
     assert first is not None
-    seconds = last_change - started
+    seconds = last_change - watch.started
     return {
         "levers": levers,
         "events": last,
@@ -500,13 +518,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+async def publish_simulation(settings: Settings, orders: int, workdir: Path) -> tuple[Path, dict[str, int]]:
+    """`orders` simulated orders (seed 11) written to `workdir`/sim.jsonl and published to the
+    settings' topics (created first): the file and the events sent per topic."""
+    path = workdir / "sim.jsonl"
+    simulate(orders=orders, seed=11, output=path, labels=workdir / "l", blocklist=workdir / "b")
+    await ensure_topics(settings)
+    res = await publish_lines(open_lines(path), settings)
+    return path, dict(res.sent)
+
+
 async def _measure(args: argparse.Namespace, run: str, settings: Settings, figures: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp, _working_in(Path(tmp)):
-        path = Path(tmp) / "sim.jsonl"
-        simulate(orders=args.orders, seed=11, output=path, labels=Path(tmp) / "l", blocklist=Path(tmp) / "b")
-        await ensure_topics(settings)
-        res = await publish_lines(open_lines(path), settings)
-        total = sum(res.sent.values())
+        _, sent = await publish_simulation(settings, args.orders, Path(tmp))
+        total = sum(sent.values())
         figures["events"] = total
         print(f"published {total:,} events", flush=True)
         raw = await raw_consume_seconds(settings, total)
@@ -541,7 +566,7 @@ async def _measure(args: argparse.Namespace, run: str, settings: Settings, figur
                 shown = {k: v for k, v in wr.items() if k not in ("census", "settings")}
                 print(f"[round {r}] {label}: {json.dumps(shown)}", flush=True)
                 if label == "worker":
-                    rates = write_rates(wr["settings"], wr["census"], dict(res.sent))
+                    rates = write_rates(wr["settings"], wr["census"], sent)
                     skel = await faust_skeleton(own("skel"), total, rates)
                     skel["write_rates_from_worker"] = {a: round(v, 4) for a, v in rates.items()}
                     skel["events_per_s_from_start"] = round(skel["events"] / skel["seconds_from_start"], 1)

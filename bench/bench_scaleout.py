@@ -49,16 +49,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_backtest import _event  # noqa: E402
 from bench.bench_runtime import (  # noqa: E402
+    CommitWatch,
     committed_total,
     process_cpu_seconds,
     profile_buckets,
+    publish_simulation,
     spawn_shim,
     worker_run,
     write_report,
 )
 from orderwatch.backtest import open_lines, run_backtest  # noqa: E402
 from orderwatch.detectors.records import to_cloudevent  # noqa: E402
-from orderwatch.simulate import simulate  # noqa: E402
 from orderwatch.streams.forwarding import partition_of  # noqa: E402
 from orderwatch.streams.publish import publish_lines  # noqa: E402
 from orderwatch.streams.settings import Settings  # noqa: E402
@@ -356,31 +357,21 @@ async def replay_until(
     worker is left running."""
     await ensure_topics(settings)
     proc = spawn_shim(settings, log)
-    started = time.perf_counter()
-    first: tuple[float, int, float] | None = None
-    last, last_change, cpu_at_last = 0, started, 0.0
+    watch = CommitWatch(settings, proc, "worker A", log)
     progress: list[tuple[float, int, float]] = []
     try:
         while True:
-            await asyncio.sleep(0.5)
-            if proc.poll() is not None:
-                msg = f"worker A exited with {proc.returncode}; log: {getattr(log, 'name', '?')}"
-                raise RuntimeError(msg)
-            done = await committed_total(settings)
-            now = time.perf_counter()
-            cpu = process_cpu_seconds(proc.pid)
-            if done != last:
-                last, last_change, cpu_at_last = done, now, cpu
-            if first is None and done > 0:
-                first = (now, done, cpu)
-            if not progress or now - started - progress[-1][0] >= 15:
-                progress.append((round(now - started, 1), done, round(cpu, 1)))
-            if done >= target or now - last_change > stall or now - started > 1800:
+            done = await watch.poll()
+            elapsed = watch.now - watch.started
+            if not progress or elapsed - progress[-1][0] >= 15:
+                progress.append((round(elapsed, 1), done, round(watch.cpu, 1)))
+            if done >= target or watch.now - watch.last_change > stall or elapsed > 1800:
                 break
     except BaseException:
         stop_worker(proc)
         raise
-    seconds = last_change - started
+    first, last, cpu_at_last = watch.first, watch.last, watch.cpu_at_last
+    seconds = watch.last_change - watch.started
     return proc, {
         "events": last,
         "target": target,
@@ -390,7 +381,7 @@ async def replay_until(
         "cpu_seconds": round(cpu_at_last, 2),
         "cpu_us_per_event": round(cpu_at_last / last * 1e6, 1) if last else None,
         "cpu_seconds_to_first_commit": round(first[2], 2) if first else None,
-        "seconds_to_first_commit": round(first[0] - started, 2) if first else None,
+        "seconds_to_first_commit": round(first[0] - watch.started, 2) if first else None,
         "progress_seconds_committed_cpu": progress,
     }
 
@@ -469,11 +460,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         tmp.mkdir(parents=True, exist_ok=True)
         if not args.skip_pair:
             settings = Settings(topic_prefix=f"{run}-", app_id=f"ow-{run}", partitions=PARTITIONS, web_port=free_port())
-            path = tmp / "sim.jsonl"
-            simulate(orders=args.orders, seed=11, output=path, labels=tmp / "l", blocklist=tmp / "b")
-            await ensure_topics(settings)
-            res = await publish_lines(open_lines(path), settings)
-            total = sum(res.sent.values())
+            path, sent = await publish_simulation(settings, args.orders, tmp)
+            total = sum(sent.values())
             figures["events"] = total
             print(f"published {total:,} events over {PARTITIONS} partitions", flush=True)
             expected = {}
