@@ -48,11 +48,15 @@ from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import Producer
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP as FaustTP
+
+from orderwatch.streams.kafka_client import retry_later
 
 __all__ = [
     "TESTED",
     "ConsumerPort",
+    "HoldingProducerBuffer",
     "NamedTopicsApp",
     "NamedTopicsProducer",
     "committed_offset",
@@ -220,11 +224,64 @@ class ConsumerPort:
         return bool(self._app.rebalancing)
 
 
+class HoldingProducerBuffer(ProducerBuffer):
+    """faust's buffer of the records it sends in the background (every table write's changelog
+    record), which holds a record the broker cannot take yet instead of dying.
+
+    faust's `_handle_pending` task sends one record at a time and raises whatever the send
+    raises: a mode service task that raises crashes its service, and the producer buffer's crash
+    stopped the worker (exit 1). An outage raises there: aiokafka waits for the metadata of a
+    topic it has not sent to yet and gives up after the producer's request timeout
+    (UnknownTopicOrPartitionError), and a record waiting for room in a full batch gives up after
+    it too (KafkaTimeoutError). Such a record is sent again after `retry_seconds`, the records
+    behind it waiting: a changelog is a table's writes in the order they were made, and a later
+    write of a key must not come before an earlier one. Any other error crashes as before."""
+
+    retry_seconds = 1.0
+    held = 0
+    """Records refused by the broker so far (each counted once per refusal)."""
+
+    async def _send_pending(self, fut: Any) -> None:
+        while True:
+            try:
+                await super()._send_pending(fut)
+                return
+            except Exception as exc:
+                if not retry_later(exc) or self.should_stop:
+                    raise
+                self.held += 1
+                if self.held == 1 or self.held % 100 == 0:
+                    log.warning(
+                        "producer buffer: the broker did not take a changelog record (%r, %s times so far):"
+                        " holding it and the %s records behind it",
+                        exc,
+                        self.held,
+                        self.size,
+                    )
+                await self.sleep(self.retry_seconds)
+                if self.should_stop:
+                    return
+
+    async def on_stop(self) -> None:
+        if self.size:
+            # faust's flush gives up within 0.1 s of no progress: what stays here never reaches
+            # the changelog (streams.changelog_acks counts it as written, not acknowledged).
+            log.warning("producer buffer: %s records not sent at the stop", self.size)
+        await super().on_stop()
+
+
 class NamedTopicsProducer(Producer):
-    """faust's aiokafka producer whose metadata requests name `topics` (and those it sends to)."""
+    """faust's aiokafka producer whose metadata requests name `topics` (and those it sends to or
+    declares), with a `HoldingProducerBuffer`."""
 
     topics: tuple[str, ...] = ()
     """Set by NamedTopicsApp; empty: faust's own behaviour (every topic of the cluster)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # As faust's Producer.__init__ builds its buffer (not threaded: faust's default).
+        self.buffer = HoldingProducerBuffer(loop=self.loop, beacon=self.beacon)
+        self.buffer.app = self.app
 
     def _new_producer(self, transactional_id: str | None = None) -> Any:
         producer = super()._new_producer(transactional_id)
@@ -232,6 +289,15 @@ class NamedTopicsProducer(Producer):
             # Before start(): the bootstrap asks for no topic, and the first refresh names these.
             producer.client.set_topics(self.topics)
         return producer
+
+    async def create_topic(self, topic: str, partitions: int, replication: int, **kwargs: Any) -> None:
+        await super().create_topic(topic, partitions, replication, **kwargs)
+        if self.topics:
+            # The topic exists now (faust declares each topic it writes at start-up, the tables'
+            # changelogs among them): learn its partitions while the broker is there. aiokafka
+            # asks for a topic's metadata at the first send to it, and a first send during an
+            # outage waited for it until the request timeout, then failed.
+            await self._ensure_producer().partitions_for(topic)
 
 
 class NamedTopicsApp(faust.App):
