@@ -59,6 +59,7 @@ __all__ = [
     "HoldingProducerBuffer",
     "NamedTopicsApp",
     "NamedTopicsProducer",
+    "PatientTable",
     "committed_offset",
     "committed_offsets",
     "version_mismatch",
@@ -300,10 +301,33 @@ class NamedTopicsProducer(Producer):
             await self._ensure_producer().partitions_for(topic)
 
 
+class PatientTable(faust.Table):  # type: ignore[type-arg]
+    """faust's Table, whose check that its changelog has as many partitions as a source topic
+    waits until the consumer knows both counts.
+
+    faust compares the counts in aiokafka's group-coordinator metadata snapshot at a table's first
+    write from each source topic, and raises PartitionsMismatch when they differ. A broker that
+    comes back from an outage can answer a metadata request before it has loaded some topics, and
+    the snapshot then holds 0 partitions for them (`partitions_for_topic(...) or []`) until the
+    next refresh, 5 minutes later: the agents writing from a source topic not checked yet
+    crashed on every message until then. A topic has at least one partition, so 0 means "not
+    known yet": the check is left for a later write, by when it is."""
+
+    def _verify_source_topic_partitions(self, source_topic: str) -> None:
+        if source_topic in self._verified_source_topics_for_partitions:
+            return
+        consumer = self.app.consumer
+        if consumer.topic_partitions(source_topic) == 0 or consumer.topic_partitions(self.changelog_topic_name) == 0:
+            return
+        super()._verify_source_topic_partitions(source_topic)
+
+
 class NamedTopicsApp(faust.App):
-    """A faust app whose producer is a `NamedTopicsProducer` naming `producer_topics`."""
+    """A faust app whose producer is a `NamedTopicsProducer` naming `producer_topics`, and whose
+    tables are `PatientTable`s."""
 
     def __init__(self, id: str, *, producer_topics: Iterable[str] = (), **options: Any) -> None:
+        options.setdefault("Table", PatientTable)
         super().__init__(id, **options)
         self.producer_topics = tuple(sorted(set(producer_topics)))
 

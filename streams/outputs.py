@@ -148,7 +148,9 @@ class KafkaOutputs:
 
     def _hold(self, record: _Record, exc: BaseException) -> bool:
         """Whether `record`, refused with `exc`, is to be sent again (and say so, now and then)."""
-        if not retry_later(exc) or self._app.producer.should_stop:
+        if not retry_later(exc) or self._app.should_stop:
+            # A stop cancels the agents awaiting these; what is sent again then (ticks,
+            # watermarks nobody awaits) would only keep the producer's flush waiting.
             return False
         now = time.monotonic()
         if now - self._warned >= WARN_EVERY:

@@ -25,6 +25,7 @@ import pytest
 from orderwatch.detectors.records import to_cloudevent
 from orderwatch.streams.local_tables import CLEAN_STOP_MARKER
 from orderwatch.streams.settings import Settings
+from orderwatch.streams.worker import STOP_OVERRAN
 from tests.integration.kafka import publish_simulation, read_json, wait_for_outcome
 from tests.support.broker import PrivateBroker, private_broker  # noqa: F401  (the fixture)
 from tests.support.worker import free_port, spawn_worker, stop_worker
@@ -57,7 +58,8 @@ async def _worker_mid_replay(
             deadline = time.monotonic() + 240
             while len(await read_json(settings, settings.topic("order-exceptions"))) < events:
                 assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"not {events} exception events in 240 s:\n{log_path.read_text()[-3000:]}"
+                late = f"not {events} exception events in 240 s:\n{log_path.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, late
                 await asyncio.sleep(0.5)
             yield proc
         finally:
@@ -99,7 +101,10 @@ async def test_a_broker_gone_early_and_back_costs_nothing_and_doubles_nothing(
         for _ in range(30):
             await asyncio.sleep(1)
             assert proc.poll() is None, log_path.read_text()[-5000:]
-        print("health in the outage:", await asyncio.to_thread(_health, settings.web_port))
+        # It says so: its input partitions stopped committing while messages wait.
+        status, body = await asyncio.to_thread(_health, settings.web_port)
+        assert status == 503, body
+        assert any("stalled" in p for p in body["problems"]), body  # type: ignore[attr-defined]
         private_broker.start()  # the same data, the same port
         got, _dlq = await wait_for_outcome(settings, proc, log_path, expected, settle=4)
         events = await read_json(settings, topic)
@@ -110,8 +115,12 @@ async def test_a_broker_gone_early_and_back_costs_nothing_and_doubles_nothing(
     assert set(Counter(e["id"] for e in events)) == expected_ids
 
 
+STOP_SECONDS = 30.0
+"""The stop deadline the stopping tests give the worker (ORDERWATCH_STOP_SECONDS)."""
+
+
 @pytest.mark.parametrize("events", [1, 20])
-async def test_a_stop_with_the_broker_gone_ends_and_leaves_no_clean_stop_marker(
+async def test_a_stop_with_the_broker_gone_ends_in_bounded_time_and_leaves_no_clean_stop_marker(
     tmp_path: Path,
     private_broker: PrivateBroker,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -119,10 +128,12 @@ async def test_a_stop_with_the_broker_gone_ends_and_leaves_no_clean_stop_marker(
 ) -> None:
     # With the broker gone, the stop waits in faust's "Flush producer buffer" until aiokafka gives
     # up on the unsent batches: after faust's producer_request_timeout, 20 minutes by default
-    # (read from this variable). 10 s here: the same stop, sooner.
+    # (read from this variable). 10 s here: the same stop, sooner. A commit faust began while the
+    # broker was gone never ends (aiokafka waits for a group coordinator), and the stop waits for
+    # it: the worker's stop deadline ends that one.
     monkeypatch.setenv("PRODUCER_REQUEST_TIMEOUT", "10")
     data = tmp_path / "data"
-    settings = _settings(private_broker, data)
+    settings = _settings(private_broker, data).model_copy(update={"stop_seconds": STOP_SECONDS})
     await publish_simulation(tmp_path, settings, orders=600, seed=8)
     log_path = tmp_path / "worker.log"
     # After 1 exception event the worker has not sent to every topic it writes yet; after 20 it
@@ -130,25 +141,33 @@ async def test_a_stop_with_the_broker_gone_ends_and_leaves_no_clean_stop_marker(
     async with _worker_mid_replay(settings, log_path, events=events) as proc:
         private_broker.kill()
         # The agents go on with what the consumer had fetched: table writes whose changelog
-        # records the broker never gets. Long enough for what they publish to expire too: an
-        # agent awaiting its emissions crashes then (faust restarts it).
+        # records the broker never gets. Long enough for what they publish to expire too.
         for _ in range(30):
             await asyncio.sleep(1)
             assert proc.poll() is None, log_path.read_text()[-5000:]
         proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=300)
+            # The deadline, and time for a loaded machine to schedule the exit.
+            code = proc.wait(timeout=STOP_SECONDS + 90)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the stop hung:\n{log_path.read_text()[-5000:]}")
+            pytest.fail(f"the stop outlasted its deadline:\n{log_path.read_text()[-5000:]}")
     text = log_path.read_text()
     # Lost records or not, a worker that did not stop cleanly never marks its files.
     assert not list(data.rglob(CLEAN_STOP_MARKER)), "marked clean though its changelogs missed writes"
-    assert code == 0, text[-5000:]
     assert [p for p in data.rglob("*.db") if p.is_dir()], "the worker wrote no local table files"
-    said = re.search(
-        r"\[WARNING\] local tables: no clean-stop marker: the broker acknowledged (\d+) of (\d+) changelog records",
-        text,
-    )
+    if code == STOP_OVERRAN:
+        # Ended by the deadline, saying what the changelogs lack.
+        said = re.search(
+            r"\[ERROR\] the stop did not end within \d+ s: the broker acknowledged (\d+) of (\d+) changelog records",
+            text,
+        )
+    else:
+        # mode's Worker stopped every service and exited 0: a clean stop as far as it knows.
+        assert code == 0, text[-5000:]
+        said = re.search(
+            r"\[WARNING\] local tables: no clean-stop marker: the broker acknowledged (\d+) of (\d+) changelog records",
+            text,
+        )
     assert said, text[-3000:]
     acknowledged, written = int(said[1]), int(said[2])
     assert 0 < acknowledged < written
