@@ -30,13 +30,14 @@ which is what `NamedTopicsProducer` does.
 
 The topics are the worker's own that exist before faust starts (`orderwatch topics create` or the
 worker's start-up check made them, `streams.app.producer_topics`): its input topics,
-order-exceptions, orders-dlq and its internal topics. Those it writes later (the changelogs faust
-creates) join the set at their first send, as aiokafka adds any topic its metadata lacks; they
-are not named from the start, as a refresh naming a topic faust has not created yet logs "not
-found" at ERROR. The input topics are in it although the producer never writes them: faust's
-router asks the producer for their partitions (`PartitionAssignor.external_key_store` ->
-`Producer.key_partition`, the order probe's owner URL), which a producer knowing only the topics
-it writes could not answer.
+order-exceptions, orders-dlq and its internal topics. Those faust creates (the tables'
+changelogs) join the set as faust declares them at start-up (`NamedTopicsProducer.create_topic`),
+not at their first send: a first send waits for the topic's metadata, and in an outage it gave up
+after the request timeout and took the worker down. They are not named from the start, as a
+refresh naming a topic faust has not created yet logs "not found" at ERROR. The input topics are
+in it although the producer never writes them: faust's router asks the producer for their
+partitions (`PartitionAssignor.external_key_store` -> `Producer.key_partition`, the order probe's
+owner URL), which a producer knowing only the topics it writes could not answer.
 """
 
 from __future__ import annotations
@@ -241,15 +242,19 @@ class HoldingProducerBuffer(ProducerBuffer):
     retry_seconds = 1.0
     held = 0
     """Records refused by the broker so far (each counted once per refusal)."""
+    holding = False
+    """A refused record waits to be sent again (it has left faust's queue)."""
 
     async def _send_pending(self, fut: Any) -> None:
         while True:
             try:
                 await super()._send_pending(fut)
+                self.holding = False
                 return
             except Exception as exc:
                 if not retry_later(exc) or self.should_stop:
                     raise
+                self.holding = True
                 self.held += 1
                 if self.held == 1 or self.held % 100 == 0:
                     log.warning(
@@ -264,10 +269,11 @@ class HoldingProducerBuffer(ProducerBuffer):
                     return
 
     async def on_stop(self) -> None:
-        if self.size:
+        unsent = self.size + self.holding
+        if unsent:
             # faust's flush gives up within 0.1 s of no progress: what stays here never reaches
             # the changelog (streams.changelog_acks counts it as written, not acknowledged).
-            log.warning("producer buffer: %s records not sent at the stop", self.size)
+            log.warning("producer buffer: %s records not sent at the stop", unsent)
         await super().on_stop()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from orderwatch.detectors.records import to_cloudevent
+from orderwatch.streams.consumer_port import NamedTopicsApp
 from orderwatch.streams.local_tables import CLEAN_STOP_MARKER
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.worker import STOP_OVERRAN
@@ -75,6 +76,35 @@ def _health(port: int) -> tuple[int, dict[str, object]]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+async def test_a_topic_faust_declared_takes_its_first_send_with_the_broker_gone(
+    private_broker: PrivateBroker,  # noqa: F811
+) -> None:
+    """The worker's producer learns the partitions of each topic faust declares (a table's
+    changelog) at start-up: a first send to it while the broker is gone is queued for the broker
+    like any other. aiokafka asked for the metadata at the first send, and with the broker gone
+    gave up after the request timeout (UnknownTopicOrPartitionError): faust's ProducerBuffer died
+    on it, and the worker with it."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    app = NamedTopicsApp(
+        f"{prefix}app",
+        producer_topics=[f"{prefix}orders"],
+        broker=f"kafka://{private_broker.bootstrap}",
+        store="memory://",
+        producer_request_timeout=5,
+    )
+    producer = app.producer
+    await producer.start()
+    try:
+        await producer.create_topic(f"{prefix}orders", 4, 1)
+        await producer.create_topic(f"{prefix}state-changelog", 4, 1)
+        private_broker.kill()
+        sent = await producer.send(f"{prefix}state-changelog", b"k", b"v", None, None, None)
+        assert isinstance(sent, asyncio.Future)
+        assert not sent.done()  # queued for the broker, as a send to a topic sent to before
+    finally:
+        await producer.stop()  # gives up on the record after the request timeout
 
 
 async def test_a_broker_gone_early_and_back_costs_nothing_and_doubles_nothing(
