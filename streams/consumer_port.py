@@ -252,8 +252,10 @@ class HoldingProducerBuffer(ProducerBuffer):
                 self.holding = False
                 return
             except Exception as exc:
-                if not retry_later(exc) or self.should_stop:
+                if not retry_later(exc):
                     raise
+                if self.should_stop:  # unsent: on_stop counted it (raised, it would crash the stop)
+                    return
                 self.holding = True
                 self.held += 1
                 if self.held == 1 or self.held % 100 == 0:

@@ -64,12 +64,13 @@ class KafkaOutputs:
 
     A record the broker cannot take (kafka_client.retry_later: it is gone or restarting, for
     longer than the producer's request timeout) is handed to the producer again until the broker
-    acknowledges it or the producer stops. The agents await what they send before they write
-    their state and ack their input, so they hold their work through an outage and go on when
-    the broker is back; without this, the failed send crashed the agent (faust restarts it on the
-    messages fetched after the ones it held) once aiokafka gave up on the record. A record sent
-    again may reach the broker twice (its first batch may have been written and its answer
-    lost): at least once, as after a crash, with the same key and event id."""
+    acknowledges it; once the worker stops, it is left unanswered (the stop cancels its sender).
+    The agents await what they send before they write their state and ack their input, so they
+    hold their work through an outage and go on when the broker is back; without this, the
+    failed send crashed the agent (faust restarts it on the messages fetched after the ones it
+    held) once aiokafka gave up on the record. A record sent again may reach the broker twice
+    (its first batch may have been written and its answer lost): at least once, as after a
+    crash, with the same key and event id."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
@@ -113,8 +114,8 @@ class KafkaOutputs:
             except Exception as exc:
                 if not self._hold(record, exc):
                     raise
-                await asyncio.sleep(RETRY_SECONDS)
-                if delivered.done():  # its sender was cancelled (the worker stops)
+                await self._wait_to_send_again()
+                if delivered.done():  # its sender was cancelled
                     return
                 continue
             sent.add_done_callback(functools.partial(self._answered, record, delivered))
@@ -129,15 +130,15 @@ class KafkaOutputs:
         exc = sent.exception()
         if exc is None:
             delivered.set_result(sent.result())
-        elif self._hold(record, exc):
+        elif not self._hold(record, exc):
+            delivered.set_exception(exc)
+        elif not self._app.should_stop:  # stopping: left unanswered (see _wait_to_send_again)
             task = asyncio.ensure_future(self._send_again(record, delivered))
             self._resends.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._resends.discard)
-        else:
-            delivered.set_exception(exc)
 
     async def _send_again(self, record: _Record, delivered: asyncio.Future[Any]) -> None:
-        await asyncio.sleep(RETRY_SECONDS)
+        await self._wait_to_send_again()
         if delivered.done():
             return
         try:
@@ -146,11 +147,18 @@ class KafkaOutputs:
             if not delivered.done():
                 delivered.set_exception(exc)
 
+    async def _wait_to_send_again(self) -> None:
+        await asyncio.sleep(RETRY_SECONDS)
+        while self._app.should_stop:
+            # The stop cancels whoever awaits the record. Sent again, it would keep the
+            # producer's flush waiting; failed, it would crash its sender in the middle of the
+            # stop (an agent that faust's supervisor then restarted, and the stop never ended;
+            # a timer, and the app crashed, exit 1).
+            await asyncio.sleep(RETRY_SECONDS)
+
     def _hold(self, record: _Record, exc: BaseException) -> bool:
         """Whether `record`, refused with `exc`, is to be sent again (and say so, now and then)."""
-        if not retry_later(exc) or self._app.should_stop:
-            # A stop cancels the agents awaiting these; what is sent again then (ticks,
-            # watermarks nobody awaits) would only keep the producer's flush waiting.
+        if not retry_later(exc):
             return False
         now = time.monotonic()
         if now - self._warned >= WARN_EVERY:
