@@ -49,11 +49,12 @@ class StopDeadline:
 
     A stop can outlast any wait one would choose: with the broker gone, faust's "Flush producer
     buffer" waits until aiokafka gives up on the unsent batches (the producer request timeout, 20
-    minutes by default), and an agent that crashed as the stop reached it was restarted by
-    faust's supervisor in the middle of the stop, which then never ended. A timer thread, not the
-    event loop: the deadline must hold whatever the loop is stuck on. `os._exit` skips the rest
-    of the stop, the clean-stop marker with it (run_worker writes it only after an exit 0): the
-    next start treats the local table files as a crash's."""
+    minutes by default), the stop waits for a commit faust began while the broker was gone, which
+    never ends (aiokafka waits for a group coordinator), and an agent that crashed as the stop
+    reached it was restarted by faust's supervisor mid-stop, which then never ended. A timer
+    thread, not the event loop: the deadline must hold whatever the loop is stuck on. `os._exit`
+    skips the rest of the stop, the clean-stop marker with it (run_worker writes it only after an
+    exit 0): the next start treats the local table files as a crash's."""
 
     def __init__(self, seconds: float, unsent: Callable[[], str], exit: Callable[[int], Any] = os._exit) -> None:
         self.seconds = seconds
@@ -67,10 +68,6 @@ class StopDeadline:
             self._timer = threading.Timer(self.seconds, self.expire)
             self._timer.daemon = True
             self._timer.start()
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
     def expire(self) -> None:
         log.error(
@@ -99,10 +96,10 @@ class BoundedStopWorker(faust.Worker):
 
 
 class Unsent:
-    """What a stop that overran leaves unsent, in words: the changelog tally and the records
-    faust still buffers."""
+    """What a stop that overran leaves unsent, in words: the changelog tally (when counted: only
+    a rocksdb:// worker counts) and the records faust still buffers."""
 
-    def __init__(self, app: faust.App, changelogs: ChangelogAcks) -> None:
+    def __init__(self, app: faust.App, changelogs: ChangelogAcks | None) -> None:
         self._app = app
         self._changelogs = changelogs
 
@@ -111,7 +108,8 @@ class Unsent:
             buffered = self._app.producer.buffer.size
         except Exception:  # the producer was never made, or is half torn down
             buffered = 0
-        return f"{self._changelogs.tally()}, {buffered} records still in the producer buffer"
+        tally = "changelog records not counted" if self._changelogs is None else str(self._changelogs.tally())
+        return f"{tally}, {buffered} records still in the producer buffer"
 
 
 async def pin_start_offsets(settings: Settings) -> dict[str, int]:
@@ -238,7 +236,7 @@ def run_worker(
         # Only the rocksdb:// marker reads the tally, and faust calls a sensor on every table
         # write and every send: memory:// workers go without it.
         ow.app.sensors.add(changelogs)
-    deadline = StopDeadline(settings.stop_seconds, Unsent(ow.app, changelogs))
+    deadline = StopDeadline(settings.stop_seconds, Unsent(ow.app, changelogs if tables.persistent else None))
     try:
         BoundedStopWorker(ow.app, deadline=deadline, loglevel=loglevel).execute_from_commandline()
     except SystemExit as exc:
