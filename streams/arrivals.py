@@ -5,13 +5,14 @@ reads, taken in record-timestamp order across topics and partitions.
 Kafka records when each record arrived (its timestamp; `publish` keeps the file's order in it).
 The agents that read contract topics (the orders agent: orders, payments, logistics; the
 inventory agent: inventory) report each record twice: when it is handed to them (`received`) and
-once decided (`done`: with its event time when it entered a reorder buffer; without when it was
-dead-lettered or re-delivered). A record is folded into the watermark only once every contract
-partition this worker reads has been read past its timestamp (`safe`), so the watermark at each
-record is the backtest's at that line of the file, whatever order faust fetched the partitions
-in. The agents' merges let a contract record go only when no earlier one is still to come
-(`may_go`): a record the order service delivered 30 minutes late then finds the clock where the
-backtest had it, and the deadlines that fired before it arrived fire before it is applied.
+once decided (`done`: with its event time when it entered a reorder buffer or had been applied
+before a restart; without when it was dead-lettered or a duplicate). A record is folded into the
+watermark only once every contract partition this worker reads has been read past its timestamp
+(`safe`), so the watermark at each record is the backtest's at that line of the file, whatever
+order faust fetched the partitions in. The agents' merges let a contract record go only when no
+earlier one is still to come (`may_go`): a record the order service delivered 30 minutes late
+then finds the clock where the backtest had it, and the deadlines that fired before it arrived
+fire before it is applied.
 
 A partition with nothing fetched that is not caught up holds `safe` back (it may hold older
 records); a caught-up partition holds nothing. Partitions other workers read are not seen here:
@@ -113,8 +114,10 @@ class ArrivalClock:
         self._memo = None
 
     def done(self, tp: TP, offset: int, ts_ms: int, event_time: float | None = None) -> None:
-        """That record was decided: with `event_time` when it entered a reorder buffer (it then
-        counts as an arrival of its topic), without when it was dead-lettered or re-delivered."""
+        """That record was decided: with `event_time` when it entered a reorder buffer or had
+        been applied before (a re-read after a restart: it then counts as an arrival of its
+        topic), without when it was dead-lettered, a duplicate event or a re-delivery of one
+        still buffered."""
         box = self._pending.get(tp)
         if box is not None:
             box.decide(offset)

@@ -451,7 +451,13 @@ class AgentDriver:
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
             # or restart must not hand agents downstream a copy they may take for a late event.
             clock.observe(tp, msg.offset, t)
-            self._decided(msg, ms)
+            # One applied before (by this worker before a restart, whose arrival clock starts
+            # empty) is still an arrival at its place in the stream, as in the backtest: without
+            # it a restarted worker's clock followed only the sources with new records, ran up
+            # to 950 s ahead of the backtest's, and what the orders agent forwarded next
+            # came late downstream (test_recovery, seen in CI). Folding one twice (a re-read
+            # after a rebalance) moves no source: its progress has passed it already.
+            self._decided(msg, ms, t if rt.ledger.applied(tpkey, msg.offset) else None)
             self._metrics.duplicates.labels(self.name).inc()
             await self._settle(rt, stream, tpkey, msg.offset, event)
             return False

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from orderwatch.schemas.control import CONTROL_HEADER, Adoption, Watermark, encode
+from orderwatch.streams.arrivals import ArrivalClock
 from tests.factories import T0, at, created, failed, level, paid, reserved
 from tests.streams.agent_harness import AgentHarness
 
@@ -224,3 +225,36 @@ async def test_an_event_mode_orders_agent_releases_at_once_what_each_release_unb
         await h.event("orders", created("o-1", at(1)), partition=0, offset=0)
         await h.event("orders", created("o-3", at(3)), partition=0, offset=1)
         assert {p: m.held for p, m in h.driver.merges.items()} == {0: 0, 1: 0}
+
+
+async def test_a_restarted_event_mode_worker_counts_what_it_applied_before_as_arrivals() -> None:
+    # A worker killed after applying orders[0]@0..1 starts again: its arrival clock is empty,
+    # its table (restored from the changelog) says both were applied, and it reads them again
+    # from the last commit. They are duplicates to the rules, but still arrivals of the orders
+    # topic for the clock, as in the backtest: without them the clock followed only the sources
+    # with new records and ran ahead of the backtest's (seen in CI: test_recovery's restarted
+    # worker forwarded order.created 600-770 s behind the address agent's clock).
+    h = AgentHarness("orders", START, clock="event")
+    orders = (h.topic("orders"), 0)
+    h.highwaters[orders] = 3
+    async with h.running():
+        await h.event("orders", created("o-1", at(1)), offset=0)
+        await h.event("orders", created("o-2", at(2)), offset=1)
+        await h.event("orders", created("o-3", at(5)), offset=2)
+        await h.tick(START + 10 * MIN)
+        ledger = h.driver.runtimes[0].ledger
+        assert ledger.applied(f"{orders[0]}:0", 1)
+        assert not ledger.applied(f"{orders[0]}:0", 2)  # at 5 min, behind a clock at 4
+        first = h.driver._arrivals
+        assert first is not None
+
+        # The restart: the partition is assigned again, the worker's arrival clock is new, and
+        # offset 2 is not read yet (it holds the clock at what came before it).
+        h.driver.revoke([orders])
+        restarted = ArrivalClock(first._tracked, first._lagging, first._source_of)
+        h.driver._arrivals = h.driver._clocks.arrivals = restarted
+        await h.event("orders", created("o-1", at(1)), offset=0)
+        await h.event("orders", created("o-2", at(2)), offset=1)
+    assert h.ow.metrics.registry.get_sample_value("orderwatch_events_duplicate_total", {"agent": "orders"}) == 2.0
+    assert restarted.low() == at(2).timestamp()
+    assert restarted.watermark._progress == {"orders": at(2).timestamp()}

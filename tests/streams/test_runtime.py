@@ -49,7 +49,23 @@ def test_redeliveries_are_dropped_by_id_and_by_ledger() -> None:
     fresh.ledger = Ledger.loads(rt.ledger.dumps())
     again = created("o-1", at(0), id_="other-id")
     assert not fresh.offer(again, again.time.timestamp(), "orders:0", 7, "c")  # offset applied
-    assert fresh.offer(again, again.time.timestamp(), "orders:0", 9, "d")
+    new = created("o-1", at(0), id_="new-id")
+    assert fresh.offer(new, new.time.timestamp(), "orders:0", 9, "d")
+
+
+def test_a_copy_of_an_event_read_again_after_a_restart_is_still_a_duplicate() -> None:
+    # The producer sent order.created twice (offsets 3 and 9). A worker applied offset 3 and was
+    # killed; its successor reads from the last commit: 3 is applied (the ledger says so), and
+    # 9, the copy, must be dropped as the backtest drops it, not applied a second time.
+    rt = make()
+    order = created("o-1", at(0))
+    rt.offer(order, order.time.timestamp(), "orders:0", 3, "a")
+    rt.release(at(1).timestamp())
+    fresh = make()
+    fresh.ledger = Ledger.loads(rt.ledger.dumps())
+    assert not fresh.offer(order, order.time.timestamp(), "orders:0", 3, "b")  # offset applied
+    assert not fresh.offer(order, order.time.timestamp(), "orders:0", 9, "c")  # same id
+    assert fresh.buffered == 0
 
 
 def test_ledger_tracks_out_of_order_offsets() -> None:
