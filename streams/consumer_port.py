@@ -30,13 +30,14 @@ which is what `NamedTopicsProducer` does.
 
 The topics are the worker's own that exist before faust starts (`orderwatch topics create` or the
 worker's start-up check made them, `streams.app.producer_topics`): its input topics,
-order-exceptions, orders-dlq and its internal topics. Those it writes later (the changelogs faust
-creates) join the set at their first send, as aiokafka adds any topic its metadata lacks; they
-are not named from the start, as a refresh naming a topic faust has not created yet logs "not
-found" at ERROR. The input topics are in it although the producer never writes them: faust's
-router asks the producer for their partitions (`PartitionAssignor.external_key_store` ->
-`Producer.key_partition`, the order probe's owner URL), which a producer knowing only the topics
-it writes could not answer.
+order-exceptions, orders-dlq and its internal topics. Those faust creates (the tables'
+changelogs) join the set as faust declares them at start-up (`NamedTopicsProducer.create_topic`),
+not at their first send: a first send waits for the topic's metadata, and in an outage it gave up
+after the request timeout and took the worker down. They are not named from the start, as a
+refresh naming a topic faust has not created yet logs "not found" at ERROR. The input topics are
+in it although the producer never writes them: faust's router asks the producer for their
+partitions (`PartitionAssignor.external_key_store` -> `Producer.key_partition`, the order probe's
+owner URL), which a producer knowing only the topics it writes could not answer.
 """
 
 from __future__ import annotations
@@ -48,13 +49,18 @@ from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import Producer
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP as FaustTP
+
+from orderwatch.streams.kafka_client import retry_later
 
 __all__ = [
     "TESTED",
     "ConsumerPort",
+    "HoldingProducerBuffer",
     "NamedTopicsApp",
     "NamedTopicsProducer",
+    "PatientTable",
     "committed_offset",
     "committed_offsets",
     "version_mismatch",
@@ -220,11 +226,71 @@ class ConsumerPort:
         return bool(self._app.rebalancing)
 
 
+class HoldingProducerBuffer(ProducerBuffer):
+    """faust's buffer of the records it sends in the background (every table write's changelog
+    record), which holds a record the broker cannot take yet instead of dying.
+
+    faust's `_handle_pending` task sends one record at a time and raises whatever the send
+    raises: a mode service task that raises crashes its service, and the producer buffer's crash
+    stopped the worker (exit 1). An outage raises there: aiokafka waits for the metadata of a
+    topic it has not sent to yet and gives up after the producer's request timeout
+    (UnknownTopicOrPartitionError), and a record waiting for room in a full batch gives up after
+    it too (KafkaTimeoutError). Such a record is sent again after `retry_seconds`, the records
+    behind it waiting: a changelog is a table's writes in the order they were made, and a later
+    write of a key must not come before an earlier one. Any other error crashes as before."""
+
+    retry_seconds = 1.0
+    held = 0
+    """Records refused by the broker so far (each counted once per refusal)."""
+    holding = False
+    """A refused record waits to be sent again (it has left faust's queue)."""
+
+    async def _send_pending(self, fut: Any) -> None:
+        while True:
+            try:
+                await super()._send_pending(fut)
+                self.holding = False
+                return
+            except Exception as exc:
+                if not retry_later(exc):
+                    raise
+                if self.should_stop:  # unsent: on_stop counted it (raised, it would crash the stop)
+                    return
+                self.holding = True
+                self.held += 1
+                if self.held == 1 or self.held % 100 == 0:
+                    log.warning(
+                        "producer buffer: the broker did not take a changelog record (%r, %s times so far):"
+                        " holding it and the %s records behind it",
+                        exc,
+                        self.held,
+                        self.size,
+                    )
+                await self.sleep(self.retry_seconds)
+                if self.should_stop:
+                    return
+
+    async def on_stop(self) -> None:
+        unsent = self.size + self.holding
+        if unsent:
+            # faust's flush gives up within 0.1 s of no progress: what stays here never reaches
+            # the changelog (streams.changelog_acks counts it as written, not acknowledged).
+            log.warning("producer buffer: %s records not sent at the stop", unsent)
+        await super().on_stop()
+
+
 class NamedTopicsProducer(Producer):
-    """faust's aiokafka producer whose metadata requests name `topics` (and those it sends to)."""
+    """faust's aiokafka producer whose metadata requests name `topics` (and those it sends to or
+    declares), with a `HoldingProducerBuffer`."""
 
     topics: tuple[str, ...] = ()
     """Set by NamedTopicsApp; empty: faust's own behaviour (every topic of the cluster)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # As faust's Producer.__init__ builds its buffer (not threaded: faust's default).
+        self.buffer = HoldingProducerBuffer(loop=self.loop, beacon=self.beacon)
+        self.buffer.app = self.app
 
     def _new_producer(self, transactional_id: str | None = None) -> Any:
         producer = super()._new_producer(transactional_id)
@@ -233,11 +299,43 @@ class NamedTopicsProducer(Producer):
             producer.client.set_topics(self.topics)
         return producer
 
+    async def create_topic(self, topic: str, partitions: int, replication: int, **kwargs: Any) -> None:
+        await super().create_topic(topic, partitions, replication, **kwargs)
+        if self.topics:
+            # The topic exists now (faust declares each topic it writes at start-up, the tables'
+            # changelogs among them): learn its partitions while the broker is there. aiokafka
+            # asks for a topic's metadata at the first send to it, and a first send during an
+            # outage waited for it until the request timeout, then failed.
+            await self._ensure_producer().partitions_for(topic)
+
+
+class PatientTable(faust.Table):  # type: ignore[type-arg]
+    """faust's Table, whose check that its changelog has as many partitions as a source topic
+    waits until the consumer knows both counts.
+
+    faust compares the counts in aiokafka's group-coordinator metadata snapshot at a table's first
+    write from each source topic, and raises PartitionsMismatch when they differ. A broker that
+    comes back from an outage can answer a metadata request before it has loaded some topics, and
+    the snapshot then holds 0 partitions for them (`partitions_for_topic(...) or []`) until the
+    next refresh, 5 minutes later: the agents writing from a source topic not checked yet
+    crashed on every message until then. A topic has at least one partition, so 0 means "not
+    known yet": the check is left for a later write, by when it is."""
+
+    def _verify_source_topic_partitions(self, source_topic: str) -> None:
+        if source_topic in self._verified_source_topics_for_partitions:
+            return
+        consumer = self.app.consumer
+        if consumer.topic_partitions(source_topic) == 0 or consumer.topic_partitions(self.changelog_topic_name) == 0:
+            return
+        super()._verify_source_topic_partitions(source_topic)
+
 
 class NamedTopicsApp(faust.App):
-    """A faust app whose producer is a `NamedTopicsProducer` naming `producer_topics`."""
+    """A faust app whose producer is a `NamedTopicsProducer` naming `producer_topics`, and whose
+    tables are `PatientTable`s."""
 
     def __init__(self, id: str, *, producer_topics: Iterable[str] = (), **options: Any) -> None:
+        options.setdefault("Table", PatientTable)
         super().__init__(id, **options)
         self.producer_topics = tuple(sorted(set(producer_topics)))
 

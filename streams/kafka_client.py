@@ -1,6 +1,7 @@
-"""aiokafka connection options from the settings, in a module of its own that imports nothing of
-the runtime: every client of the project (publish, topics, the handlers, the blocklist follower,
-the worker) builds its connection from here without importing what those modules import."""
+"""aiokafka connection options from the settings, and which send errors an outage explains, in a
+module of its own that imports nothing of the runtime: every client of the project (publish,
+topics, the handlers, the blocklist follower, the worker) uses it without importing what those
+modules import."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from orderwatch.streams.settings import Settings
 
-__all__ = ["kafka_client_options"]
+__all__ = ["kafka_client_options", "retry_later"]
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
@@ -26,3 +27,19 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
 
         opts["ssl_context"] = create_ssl_context(cafile=settings.ssl_cafile)
     return opts
+
+
+def retry_later(exc: BaseException) -> bool:
+    """A send failed because the broker could not take the record yet (it is gone, restarting,
+    or electing a leader), not because of the record: sent again later, it can succeed.
+
+    aiokafka marks such errors `retriable`, but for `KafkaTimeoutError`: what a record gets whose
+    batch expired unsent (after the producer's request timeout) or that waited that long for room
+    in a full batch, both of which an outage longer than the timeout causes. faust wraps the
+    error in its ProducerSendError (`raise ... from exc`): the cause is what decides."""
+    from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, KafkaError):
+        seen = seen.__cause__
+    return isinstance(seen, KafkaTimeoutError) or (isinstance(seen, KafkaError) and bool(seen.retriable))

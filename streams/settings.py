@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         le=300,
         description="how long the group waits for a silent worker: a crashed worker's partitions move after it",
     )
+    stop_seconds: float = Field(
+        45.0,
+        gt=0,
+        le=3600,
+        description="a stop (SIGTERM) still going after this long ends the worker with exit 75 and no clean-stop"
+        " marker: with the broker gone, faust's flush waits up to the producer request timeout (20 min)",
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="port of /metrics and the ops views")
     web_bind: str = Field(
         "127.0.0.1", min_length=1, description="address the web port listens on: 0.0.0.0 in a container or pod"

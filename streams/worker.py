@@ -1,14 +1,19 @@
 """`orderwatch worker`: check the topics (creating the missing ones, stopping with a clear
 message on a partition count or compaction the agents cannot run on), then run the faust worker
-until stopped."""
+until stopped, within `stop_seconds` once a stop begins."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import faust
 from aiokafka.admin import AIOKafkaAdminClient
 from mode.utils.logging import setup_logging
 
@@ -22,9 +27,89 @@ from orderwatch.streams.publish import kafka_client_options
 from orderwatch.streams.settings import Settings
 from orderwatch.streams.topics import ensure_topics
 
-__all__ = ["committed_offsets", "log_start_offsets", "pin_start_offsets", "run_worker", "worker_env"]
+__all__ = [
+    "STOP_OVERRAN",
+    "BoundedStopWorker",
+    "StopDeadline",
+    "committed_offsets",
+    "log_start_offsets",
+    "pin_start_offsets",
+    "run_worker",
+    "worker_env",
+]
 
 log = logging.getLogger("orderwatch.worker")
+
+STOP_OVERRAN = 75
+"""The exit status of a worker whose stop did not end within its deadline (EX_TEMPFAIL)."""
+
+
+class StopDeadline:
+    """Ends the process `seconds` after `arm()` if it is still there, saying what was not sent.
+
+    A stop can outlast any wait one would choose: with the broker gone, faust's "Flush producer
+    buffer" waits until aiokafka gives up on the unsent batches (the producer request timeout, 20
+    minutes by default), the stop waits for a commit faust began while the broker was gone, which
+    never ends (aiokafka waits for a group coordinator), and an agent that crashed as the stop
+    reached it was restarted by faust's supervisor mid-stop, which then never ended. A timer
+    thread, not the event loop: the deadline must hold whatever the loop is stuck on. `os._exit`
+    skips the rest of the stop, the clean-stop marker with it (run_worker writes it only after an
+    exit 0): the next start treats the local table files as a crash's."""
+
+    def __init__(self, seconds: float, unsent: Callable[[], str], exit: Callable[[int], Any] = os._exit) -> None:
+        self.seconds = seconds
+        self._unsent = unsent
+        self._exit = exit
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        """Start counting (once: a second stop does not push the deadline back)."""
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self.expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def expire(self) -> None:
+        log.error(
+            "the stop did not end within %.0f s: %s; exiting (%s) without the clean-stop marker",
+            self.seconds,
+            self._unsent(),
+            STOP_OVERRAN,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._exit(STOP_OVERRAN)
+
+
+class BoundedStopWorker(faust.Worker):
+    """faust's Worker, whose stop (by a signal, or after a crash) arms a `StopDeadline`."""
+
+    def __init__(self, app: faust.App, *, deadline: StopDeadline, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.deadline = deadline
+
+    async def on_stop(self) -> None:
+        self.deadline.arm()
+        await super().on_stop()
+
+
+class Unsent:
+    """What a stop that overran leaves unsent, in words: the changelog tally (when counted: only
+    a rocksdb:// worker counts) and the records faust still buffers."""
+
+    def __init__(self, app: faust.App, changelogs: ChangelogAcks | None) -> None:
+        self._app = app
+        self._changelogs = changelogs
+
+    def __call__(self) -> str:
+        try:
+            buffered = self._app.producer.buffer.size
+        except Exception:  # the producer was never made, or is half torn down
+            buffered = 0
+        tally = "changelog records not counted" if self._changelogs is None else str(self._changelogs.tally())
+        return f"{tally}, {buffered} records still in the producer buffer"
 
 
 async def pin_start_offsets(settings: Settings) -> dict[str, int]:
@@ -151,10 +236,9 @@ def run_worker(
         # Only the rocksdb:// marker reads the tally, and faust calls a sensor on every table
         # write and every send: memory:// workers go without it.
         ow.app.sensors.add(changelogs)
-    from faust import Worker
-
+    deadline = StopDeadline(settings.stop_seconds, Unsent(ow.app, changelogs if tables.persistent else None))
     try:
-        Worker(ow.app, loglevel=loglevel).execute_from_commandline()
+        BoundedStopWorker(ow.app, deadline=deadline, loglevel=loglevel).execute_from_commandline()
     except SystemExit as exc:
         # mode's worker exits 0 only once it has stopped every service, the producer (flushed)
         # included; a crash re-raises its exception or exits non-zero. Exit 0 is not enough: with
@@ -180,6 +264,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "ORDERWATCH_REDIS_PREFIX": settings.redis_prefix,
         "ORDERWATCH_DRY_RUN": "1" if settings.dry_run else "0",
         "ORDERWATCH_STALL_SECONDS": str(settings.stall_seconds),
+        "ORDERWATCH_STOP_SECONDS": str(settings.stop_seconds),
         "ORDERWATCH_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
         "ORDERWATCH_MAX_SKEW_SECONDS": str(settings.max_skew_seconds),
     }

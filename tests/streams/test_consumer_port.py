@@ -4,18 +4,24 @@ code writes it. A faust upgrade that renames one fails here, not in production."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import faust
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError
 from faust.assignor.client_assignment import ClientAssignment
+from faust.exceptions import PartitionsMismatch, ProducerSendError
 from faust.types import TP
+from faust.types.tuples import FutureMessage, PendingMessage
 
 from orderwatch.streams.consumer_port import (
     TESTED,
     ConsumerPort,
+    HoldingProducerBuffer,
     NamedTopicsApp,
     NamedTopicsProducer,
+    PatientTable,
     committed_offset,
     committed_offsets,
     version_mismatch,
@@ -142,3 +148,103 @@ async def test_named_topics_app_builds_a_producer_whose_client_tracks_its_topics
         assert aio.client._topics == set()  # faust's own behaviour, untouched
     finally:
         await aio.stop()
+
+
+class _RefusingChannel:
+    """A channel the broker refuses `refusals` times (as faust's aiokafka producer raises it),
+    then takes: records what it took, in order."""
+
+    def __init__(self, refusals: int, error: Exception) -> None:
+        self.refusals = refusals
+        self.error = error
+        self.took: list[str] = []
+
+    async def publish_message(self, fut: FutureMessage, wait: bool = False) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise ProducerSendError(f"Error while sending: {self.error!r}") from self.error
+        self.took.append(str(fut.message.value))
+
+
+def _record(channel: _RefusingChannel, value: str) -> FutureMessage:
+    return FutureMessage(PendingMessage(channel, None, value, None, None, None, None, None, None, None))  # type: ignore[arg-type]
+
+
+async def test_the_holding_buffer_sends_a_refused_record_again_before_those_behind_it() -> None:
+    """faust's ProducerBuffer task died on the first error (and the worker with it): this one
+    holds a record the broker cannot take yet, in order."""
+    app = NamedTopicsApp("port-test", producer_topics=["a"], broker="kafka://127.0.0.1:1")
+    buffer = app.producer.buffer
+    assert isinstance(buffer, HoldingProducerBuffer)
+    buffer.retry_seconds = 0.01
+    channel = _RefusingChannel(3, UnknownTopicOrPartitionError())
+    await buffer.start()
+    try:
+        for value in ("first", "second", "third"):
+            buffer.put(_record(channel, value))
+        for _ in range(500):
+            if len(channel.took) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert channel.took == ["first", "second", "third"]
+        assert buffer.held == 3
+        assert not buffer.crash_reason
+    finally:
+        await buffer.stop()
+
+
+async def test_the_holding_buffer_still_crashes_on_an_error_of_the_record() -> None:
+    app = NamedTopicsApp("port-test", producer_topics=["a"], broker="kafka://127.0.0.1:1")
+    buffer = app.producer.buffer
+    channel = _RefusingChannel(1, MessageSizeTooLargeError())
+    await buffer.start()
+    try:
+        buffer.put(_record(channel, "huge"))
+        for _ in range(500):
+            if buffer.crash_reason is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(buffer.crash_reason, ProducerSendError)
+        assert channel.took == []
+    finally:
+        await buffer.stop()
+
+
+class _Snapshot:
+    """Partition counts as aiokafka's group-coordinator snapshot holds them (what faust's
+    `Consumer.topic_partitions` answers from)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def __call__(self, topic: str) -> int | None:
+        return self.counts.get(topic)
+
+
+async def test_a_table_checks_its_changelog_s_partitions_only_once_the_snapshot_knows_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faust's private `_verify_source_topic_partitions`, as PatientTable overrides it: a broker
+    back from an outage can leave 0 partitions for a changelog in the snapshot, on which faust's
+    check raised PartitionsMismatch at every write (agents crash-looping for minutes)."""
+    app = NamedTopicsApp("port-test", broker="kafka://127.0.0.1:1", store="memory://")
+    try:
+        table = app.Table("state", partitions=4)
+        assert isinstance(table, PatientTable)
+        changelog = table.changelog_topic_name
+        snapshot = _Snapshot({"orders": 4, changelog: 0})
+        monkeypatch.setattr(app.consumer, "topic_partitions", snapshot)
+        table._verify_source_topic_partitions("orders")  # not known yet: left for later
+        assert "orders" not in table._verified_source_topics_for_partitions
+        with pytest.raises(PartitionsMismatch):  # what faust's own table does with it
+            faust.Table._verify_source_topic_partitions(table, "orders")
+        snapshot.counts[changelog] = 4  # the next refresh
+        table._verify_source_topic_partitions("orders")
+        assert "orders" in table._verified_source_topics_for_partitions
+        snapshot.counts["payments"] = 8  # a real mismatch still stops the agent
+        with pytest.raises(PartitionsMismatch):
+            table._verify_source_topic_partitions("payments")
+    finally:
+        thread = getattr(app._consumer, "_thread", None) if app._consumer is not None else None
+        if thread is not None:
+            thread.thread_loop.close()
