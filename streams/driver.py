@@ -310,6 +310,14 @@ class AgentDriver:
         partition = msg.partition
         merge = self.merges.get(partition)
         if merge is not None:
+            if msg.timestamp is not None and self._clock.wall() - msg.timestamp > self._merge_idle:
+                # Its own tick took longer than the idle wait to reach it: its delivery stalled
+                # (faust hands a fetched batch over in order and waits while another agent's
+                # queue is full), so its inputs' silence says nothing, and the records it waits
+                # for may be right behind this tick. The waits start again (seen: 637 records
+                # forced out after minutes without a message, in a replay under load).
+                for waiting in self.merges.values():
+                    waiting.restart_waits()
             self._batches[partition].offered += await self._offer_released(rt, stream, partition, merge)
             await self._pump(stream)
         await self.flush(rt, partition, stream)
