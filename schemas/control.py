@@ -46,8 +46,9 @@ class _Control(BaseModel):
 
 class Watermark(_Control):
     """Upstream partition `source_topic[source_partition]`, owned by another worker, has forwarded
-    to this repartition partition every event up to `forwarded_upto` (event time, epoch seconds;
-    None: nothing yet) and, when `caught_up`, has nothing more to forward right now."""
+    to this repartition partition every event up to `forwarded_upto` (event time, epoch seconds,
+    in event mode no further than the sending worker's arrival clock; None: nothing yet) and,
+    when `caught_up`, has nothing more to forward right now."""
 
     kind: Literal["watermark"] = "watermark"
     source_topic: str = Field(min_length=1, max_length=249)  # Kafka's own limit on a topic name

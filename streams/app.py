@@ -364,6 +364,7 @@ def create_app(
             owned,
             {topic: sorted(targets) for topic, targets in feeds.items()},
             settings.partitions,
+            aligned=arrivals.low if arrivals is not None else None,
         )
         app.timer(interval=TICK_INTERVAL)(watermarks.send)
     views = RuntimeViews(ow, agent_inputs)

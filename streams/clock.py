@@ -168,6 +168,12 @@ class LagAwareClock:
         if stamps is not None and stamp_ms is not None:
             stamps.discard(stamp_ms)
 
+    def oldest_flying(self, tp: TP) -> int | None:
+        """Timestamp (ms) of the oldest forward this worker sent to `tp` that its agent has not
+        been handed yet (None: none it knows the stamp of)."""
+        stamps = self.flying.get(tp)
+        return stamps.oldest() if stamps is not None else None
+
     def in_flight(self, tp: TP, before_ms: float = float("inf")) -> bool:
         """A message this worker forwarded to `tp`, stamped before `before_ms`, has not been
         handed to its agent yet (without stamps: any message); or the messages written to `tp`

@@ -87,3 +87,23 @@ def test_a_held_agent_waits_the_idle_grace_after_its_last_forward_before_the_wat
     assert w.clocks.now("provider", 0) == 300.0 - 60.0  # the arrival clock
     w.wall += 2.0
     assert w.clocks.now("provider", 0) == 9_000.0 - 60.0  # drained: the worker's watermark
+
+
+def test_an_agent_that_took_another_workers_later_forward_waits_for_its_own_older_one() -> None:
+    # Two workers: the other one's forward (stamped 3500) reached the provider agent before this
+    # worker's own (stamped 1000), which its producer has not delivered yet. The record taken
+    # last says nothing about ours: the clock stays as of ours (the backtest had seen nothing
+    # before stamp 1000), not as of 3500 (the three payments, 300 - 60), which would make our
+    # forward 200 s late when it comes.
+    w = World()
+    w.payments_decided_and_drained(PAYMENTS)
+    w.clock.sent(FWD, 1_000)
+    assert w.clock.lagging(FWD)
+    assert w.clocks.now("provider", 0, taken_ms=3_500) == float("-inf")
+    # Nor does the catch-up before the other worker's next record (stamped 3600) pass ours.
+    assert w.clocks.now("provider", 0, before_ms=3_600) == float("-inf")
+    w.clock.delivered(FWD, 3, 1_000)
+    w.clock.took(FWD, 3, 1_000)  # now handed over: nothing of ours is on its way
+    w.hw[FWD] = 4
+    w.clock.observe(FWD, 2, 300.0)
+    assert w.clocks.now("provider", 0, taken_ms=3_500) == 300.0 - 60.0
