@@ -19,6 +19,7 @@ from tests.streams.agent_harness import AgentHarness
 START = T0.timestamp()
 MIN = 60.0
 IDLE = 0.5
+STALL = 2.0  # how late the tick comes (driven wall clock): past the idle wait and STALLED_TICK_SECONDS
 
 
 def forced_idle(h: AgentHarness) -> float:
@@ -42,8 +43,8 @@ async def test_a_tick_that_comes_late_does_not_force_out_what_the_merge_waits_fo
         assert h.driver.merges[0].held == 1
         # Nothing reaches the agent for twice its idle wait; then its own tick, sent before that.
         await asyncio.sleep(2 * IDLE)
-        h.wall += 2 * IDLE
-        await late_tick(h, sent=h.wall - 2 * IDLE)
+        h.wall += STALL
+        await late_tick(h, sent=h.wall - STALL)
         assert h.driver.merges[0].held == 1  # still waiting: the payments' silence meant nothing
         h.highwaters[(h.topic("payments"), 0)] = 0  # (the harness counts it again on put)
         await h.event("payments", paid("o-1", at(1)), arrived=START + 1 * MIN)
@@ -61,8 +62,8 @@ async def test_the_idle_wait_still_ends_once_ticks_come_on_time_again() -> None:
     async with h.running():
         await h.event("orders", created("o-1", at(0)))
         await asyncio.sleep(2 * IDLE)
-        h.wall += 2 * IDLE
-        await late_tick(h, sent=h.wall - 2 * IDLE)
+        h.wall += STALL
+        await late_tick(h, sent=h.wall - STALL)
         assert h.driver.merges[0].held == 1  # the wait starts again with the stall over
         await h.tick()  # on time, but the wait is not over yet
         assert h.driver.merges[0].held == 1
@@ -128,3 +129,19 @@ def test_restarting_the_waits_gives_an_unaligned_record_its_whole_idle_wait_agai
     wall.t = 7.5
     assert m.next() == ("orders", "o@100")
     assert m.forced.align == 1
+
+
+async def test_without_an_idle_wait_a_tick_a_little_late_does_not_restart_the_flight_wait() -> None:
+    # Every tick is a little late (sent, fetched, handed over): with the idle wait at 0 that
+    # must not restart the wait for a forward in flight at every tick, or it would never end.
+    h = AgentHarness("orders", START, merge_idle_seconds=0.0, merge_flight_seconds=IDLE)
+    inbox = (h.topic("inbox"), 0)
+    h.ow.clock.sent(inbox, int(START * 1000))  # a reservation of ours on its way to the inbox
+    async with h.running():
+        await h.event("orders", created("o-1", at(0)), arrived=START + 1 * MIN)
+        assert h.driver.merges[0].held == 1  # the forward stamped before it is waited for
+        await asyncio.sleep(2 * IDLE)
+        h.wall += 0.3
+        await late_tick(h, sent=h.wall - 0.3)
+        assert h.driver.merges[0].held == 0  # the flight wait is over: it went on without it
+    assert forced_idle(h) == 1.0
