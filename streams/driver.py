@@ -454,9 +454,9 @@ class AgentDriver:
             self._decided(msg, ms)
             self._acks.hold(tpkey, msg.offset, event)  # acked with the buffered copy, once applied
             return False
-        if self._arrivals is not None:
-            self._catch_up_before(rt, partition, ms, t)
         source = upstream_of(msg.headers) if msg.topic in self._repartitioned else None
+        if self._arrivals is not None:
+            self._catch_up_before(rt, partition, ms, t, source)
         if not rt.offer(ev, t, tpkey, msg.offset, event, source):
             # Already applied or buffered, so already forwarded: a re-read after a rebalance
             # or restart must not hand agents downstream a copy they may take for a late event.
@@ -504,15 +504,22 @@ class AgentDriver:
             self._arrivals.done((msg.topic, msg.partition), msg.offset, ms, event_time)
         self._stamps.settled(msg.topic, msg.partition, msg.offset)
 
-    def _catch_up_before(self, rt: PartitionRuntime[Any], partition: int, stamp_ms: int, t: float) -> None:
+    def _catch_up_before(
+        self, rt: PartitionRuntime[Any], partition: int, stamp_ms: int, t: float, source: tuple[str, int] | None
+    ) -> None:
         """A record behind the clock it arrived at (the backtest's, as of just before its
         timestamp): first apply what that clock made due, as the backtest did before it came, so
         a deadline it would have missed fires before it (PAYMENT_WITHOUT_ORDER for an order the
-        order service delivered late) and it is applied late, in its turn."""
+        order service delivered late) and it is applied late, in its turn. `source`: its upstream
+        (partition key, offset) when it was forwarded."""
         arrivals = self._arrivals
         if arrivals is None or t >= arrivals.low() - self._lateness:
             return  # not behind even the latest clock: it waits in the buffer for its time
-        before = self._clocks.now(self.name, partition, before_ms=stamp_ms)
+        upstream = None
+        if source is not None:
+            topic, _, number = source[0].rpartition(":")
+            upstream = (topic, int(number)) if number.isdigit() else None
+        before = self._clocks.now(self.name, partition, before_ms=stamp_ms, upstream=upstream)
         if t < before and rt.clock < before:
             self._batches[partition].early.append(rt.release(before))
 

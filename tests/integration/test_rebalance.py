@@ -84,3 +84,50 @@ async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_chan
     a, b = _owned(logs[0]), _owned(logs[1])
     assert {p for agent, p in b if agent == "orders"}, logs[1].read_text()[-3000:]
     assert a and b
+
+
+async def test_two_workers_starting_together_on_a_published_stream_give_backtests_outcome(
+    tmp_path: Path, kafka_settings: Settings
+) -> None:
+    # bench_scaleout's pair, smaller: the whole stream is in Kafka, worker A starts, B joins as
+    # soon as A is up, and each worker's address, customer and provider agents take forwards
+    # from both. Their clocks used to run past forwards still to come (A's own ones still in its
+    # producer behind B's later ones; records delivered late behind B's watermark), the
+    # forwards came late and customer windows judged orders in another order: DUPLICATE_ORDER
+    # exceptions lost or opened on the other order of the pair.
+    path = tmp_path / "sim.jsonl"
+    simulate(orders=1500, seed=11, output=path, labels=tmp_path / "l", blocklist=tmp_path / "b")
+    res = run_backtest(open_lines(path), keep=True)
+    await ensure_topics(kafka_settings)
+    await publish_lines(open_lines(path), kafka_settings, clock=RecordClock())
+    expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
+    assert {em.record.rule for em in res.emissions} >= {"DUPLICATE_ORDER", "ADDRESS_CLUSTER"}
+    topic = kafka_settings.topic("order-exceptions")
+
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    files = [p.open("wb") for p in logs]
+    procs = [spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[0])]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and b"Worker ready" not in logs[0].read_bytes():
+            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        procs.append(spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[1]))
+        deadline = time.monotonic() + 300
+        got: set[str] = set()
+        while time.monotonic() < deadline and not got >= expected_ids:
+            await asyncio.sleep(2)
+            for proc, log in zip(procs, logs, strict=True):
+                assert proc.poll() is None, log.read_text()[-3000:]
+            got = {e["id"] for e in await read_json(kafka_settings, topic)}
+        await asyncio.sleep(4)  # anything extra would show up now
+        events = await read_json(kafka_settings, topic)
+    finally:
+        for proc in procs:
+            stop_worker(proc)
+        for f in files:
+            f.close()
+    ids = Counter(e["id"] for e in events)
+    assert set(ids) - expected_ids == set(), f"opened or resolved by mistake: {sorted(set(ids) - expected_ids)[:10]}"
+    assert expected_ids - set(ids) == set(), f"lost: {sorted(expected_ids - set(ids))[:10]}"
+    assert {p for agent, p in _owned(logs[1]) if agent == "customer"}, logs[1].read_text()[-3000:]

@@ -101,7 +101,10 @@ def test_an_agent_that_took_another_workers_later_forward_waits_for_its_own_olde
     assert w.clock.lagging(FWD)
     assert w.clocks.now("provider", 0, taken_ms=3_500) == float("-inf")
     # Nor does the catch-up before the other worker's next record (stamped 3600) pass ours.
-    assert w.clocks.now("provider", 0, before_ms=3_600) == float("-inf")
+    assert w.clocks.now("provider", 0, before_ms=3_600, upstream=("payments", 1)) == float("-inf")
+    # A record this worker forwarded itself (from payments[0], which it owns) or one of its own
+    # contract inputs: the catch-up is as of its stamp.
+    assert w.clocks.now("provider", 0, before_ms=3_600, upstream=PAY) == 300.0 - 60.0
     w.clock.delivered(FWD, 3, 1_000)
     w.clock.took(FWD, 3, 1_000)  # now handed over: nothing of ours is on its way
     w.hw[FWD] = 4
