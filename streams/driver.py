@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.02  # under load, an agent partition flushes at most this often
 FLUSH_EVERY = 500  # events an agent partition buffers at most before it flushes, under load
+STALLED_TICK_SECONDS = 1.0  # a tick this late (and later than the idle wait): the agent's delivery stalled
 
 
 class StateStore(Protocol):
@@ -310,6 +311,15 @@ class AgentDriver:
         partition = msg.partition
         merge = self.merges.get(partition)
         if merge is not None:
+            late = max(self._merge_idle, STALLED_TICK_SECONDS)  # ticks are always a little late
+            if msg.timestamp is not None and self._clock.wall() - msg.timestamp > late:
+                # Its own tick took longer than the idle wait to reach it: its delivery stalled
+                # (faust hands a fetched batch over in order and waits while another agent's
+                # queue is full), so its inputs' silence says nothing, and the records it waits
+                # for may be right behind this tick. The waits start again (seen: 637 records
+                # forced out after minutes without a message, in a replay under load).
+                for waiting in self.merges.values():
+                    waiting.restart_waits()
             self._batches[partition].offered += await self._offer_released(rt, stream, partition, merge)
             await self._pump(stream)
         await self.flush(rt, partition, stream)

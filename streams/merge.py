@@ -216,6 +216,15 @@ class TimestampMerge(Generic[Item]):
         """Records are held: the caller must come back (a tick) to release them once the wait is over."""
         return self.held > 0
 
+    def restart_waits(self) -> None:
+        """The agent got nothing for a while, not even its own ticks (its delivery stalled): what
+        its inputs and the other partitions did not deliver meanwhile was held up by the same
+        stall, so every wait (idle, flight, alignment) counts again from the next look."""
+        for box in self._inputs.values():
+            box.blocked_since = None
+        self._unaligned_since = None
+        self._forcing = False
+
     def clear(self) -> None:
         """The partition was revoked: what is held goes back to Kafka (never acked)."""
         for box in self._inputs.values():
