@@ -14,7 +14,7 @@ FWD = ("by-provider", 0)
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, partitions: int = 1) -> None:
         self.wall = 1_000_000.0
         self.hw: dict[tuple[str, int], int] = {}
         self.clock = LagAwareClock(mode="event", lateness=60.0, highwater=self.hw.get, wall=lambda: self.wall)
@@ -26,6 +26,7 @@ class World:
             upstream=["payments"],
             repartitioned=["by-provider"],
             make=lambda: None,  # type: ignore[arg-type,return-value]
+            partitions=partitions,  # more than 1: payments[1] and up are another worker's
         )
         self.clocks = AgentClocks({"provider": spec}, self.clock, lambda: frozenset({PAY, FWD}), self.arrivals)
 
@@ -95,7 +96,8 @@ def test_an_agent_that_took_another_workers_later_forward_waits_for_its_own_olde
     # last says nothing about ours: the clock stays as of ours (the backtest had seen nothing
     # before stamp 1000), not as of 3500 (the three payments, 300 - 60), which would make our
     # forward 200 s late when it comes.
-    w = World()
+    w = World(partitions=2)
+    w.clock.watermark(FWD, ("payments", 1), None, True)  # the other worker's payments[1]: caught up
     w.payments_decided_and_drained(PAYMENTS)
     w.clock.sent(FWD, 1_000)
     assert w.clock.lagging(FWD)
@@ -109,4 +111,14 @@ def test_an_agent_that_took_another_workers_later_forward_waits_for_its_own_olde
     w.clock.took(FWD, 3, 1_000)  # now handed over: nothing of ours is on its way
     w.hw[FWD] = 4
     w.clock.observe(FWD, 2, 300.0)
+    assert w.clocks.now("provider", 0, taken_ms=3_500) == 300.0 - 60.0
+
+
+def test_one_worker_holds_as_of_the_record_it_took_even_with_older_forwards_of_its_own_in_flight() -> None:
+    # One worker's forwards can reach a partition out of stamp order (its inventory agent's to
+    # the order inbox): there the clock as of the record taken is the backtest's, and capping it
+    # at an older forward in flight held it below (test_recovery lost an exception).
+    w = World()
+    w.payments_decided_and_drained(PAYMENTS)
+    w.clock.sent(FWD, 1_000)
     assert w.clocks.now("provider", 0, taken_ms=3_500) == 300.0 - 60.0
