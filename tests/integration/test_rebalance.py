@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,36 @@ READY = re.compile(rb"(\w+): partition (\d+) ready")
 
 def _owned(log: Path) -> set[tuple[str, int]]:
     return {(m.group(1).decode(), int(m.group(2))) for m in READY.finditer(log.read_bytes())}
+
+
+async def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and b"Worker ready" not in log.read_bytes():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        await asyncio.sleep(0.1)
+
+
+async def _outcome(
+    settings: Settings, procs: list[subprocess.Popen[bytes]], logs: list[Path], expected_ids: set[str], seconds: float
+) -> list[dict]:  # type: ignore[type-arg]
+    """The exception events once every expected one is there (or `seconds` passed), and 4 s more:
+    anything extra would show up by then. Every worker must stay up."""
+    topic = settings.topic("order-exceptions")
+    deadline = time.monotonic() + seconds
+    got: set[str] = set()
+    while time.monotonic() < deadline and not got >= expected_ids:
+        await asyncio.sleep(2)
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.poll() is None, log.read_text()[-3000:]
+        got = {e["id"] for e in await read_json(settings, topic)}
+    await asyncio.sleep(4)
+    return await read_json(settings, topic)
+
+
+def _assert_backtests_outcome(events: list[dict], expected_ids: set[str]) -> None:  # type: ignore[type-arg]
+    ids = Counter(e["id"] for e in events)
+    assert set(ids) - expected_ids == set(), f"opened or resolved by mistake: {sorted(set(ids) - expected_ids)[:10]}"
+    assert expected_ids - set(ids) == set(), f"lost: {sorted(expected_ids - set(ids))[:10]}"
 
 
 async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_changes_no_outcome(
@@ -58,28 +89,15 @@ async def test_a_second_worker_joining_mid_replay_splits_the_partitions_and_chan
             await asyncio.sleep(0.2)
         # Worker A has started judging; its partitions hold buffered events and pending deadlines.
         procs.append(spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[1]))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and b"Worker ready" not in logs[1].read_bytes():
-            assert procs[1].poll() is None, logs[1].read_text()[-3000:]
-            await asyncio.sleep(0.2)
+        await _wait_ready(procs[1], logs[1])
         await publish_lines(itertools.islice(open_lines(path), half, None), kafka_settings, clock=stamps)
-        deadline = time.monotonic() + 240
-        got: set[str] = set()
-        while time.monotonic() < deadline and not got >= expected_ids:
-            await asyncio.sleep(2)
-            for proc, log in zip(procs, logs, strict=True):
-                assert proc.poll() is None, log.read_text()[-3000:]
-            got = {e["id"] for e in await read_json(kafka_settings, topic)}
-        await asyncio.sleep(4)  # anything extra would show up now
-        events = await read_json(kafka_settings, topic)
+        events = await _outcome(kafka_settings, procs, logs, expected_ids, 240)
     finally:
         for proc in procs:
             stop_worker(proc)
         for f in files:
             f.close()
-    ids = Counter(e["id"] for e in events)
-    assert set(ids) - expected_ids == set(), f"opened or resolved by mistake: {sorted(set(ids) - expected_ids)[:10]}"
-    assert expected_ids - set(ids) == set(), f"lost: {sorted(expected_ids - set(ids))[:10]}"
+    _assert_backtests_outcome(events, expected_ids)
     # The group split the work: the joining worker took over some order partitions.
     a, b = _owned(logs[0]), _owned(logs[1])
     assert {p for agent, p in b if agent == "orders"}, logs[1].read_text()[-3000:]
@@ -102,32 +120,18 @@ async def test_two_workers_starting_together_on_a_published_stream_give_backtest
     await publish_lines(open_lines(path), kafka_settings, clock=RecordClock())
     expected_ids = {to_cloudevent(em)["id"] for em in res.emissions}
     assert {em.record.rule for em in res.emissions} >= {"DUPLICATE_ORDER", "ADDRESS_CLUSTER"}
-    topic = kafka_settings.topic("order-exceptions")
 
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     files = [p.open("wb") for p in logs]
     procs = [spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[0])]
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and b"Worker ready" not in logs[0].read_bytes():
-            assert procs[0].poll() is None, logs[0].read_text()[-3000:]
-            await asyncio.sleep(0.1)
+        await _wait_ready(procs[0], logs[0])
         procs.append(spawn_worker(kafka_settings.model_copy(update={"web_port": free_port()}), "event", files[1]))
-        deadline = time.monotonic() + 300
-        got: set[str] = set()
-        while time.monotonic() < deadline and not got >= expected_ids:
-            await asyncio.sleep(2)
-            for proc, log in zip(procs, logs, strict=True):
-                assert proc.poll() is None, log.read_text()[-3000:]
-            got = {e["id"] for e in await read_json(kafka_settings, topic)}
-        await asyncio.sleep(4)  # anything extra would show up now
-        events = await read_json(kafka_settings, topic)
+        events = await _outcome(kafka_settings, procs, logs, expected_ids, 300)
     finally:
         for proc in procs:
             stop_worker(proc)
         for f in files:
             f.close()
-    ids = Counter(e["id"] for e in events)
-    assert set(ids) - expected_ids == set(), f"opened or resolved by mistake: {sorted(set(ids) - expected_ids)[:10]}"
-    assert expected_ids - set(ids) == set(), f"lost: {sorted(expected_ids - set(ids))[:10]}"
+    _assert_backtests_outcome(events, expected_ids)
     assert {p for agent, p in _owned(logs[1]) if agent == "customer"}, logs[1].read_text()[-3000:]
