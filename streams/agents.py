@@ -74,9 +74,8 @@ class AgentClocks:
         flight, as of `taken_ms` (the timestamp of the last record it took: nothing forwarded
         before that can still come); `before_ms`: as of just before the record stamped so, which
         it is about to take (`upstream`: the partition it was forwarded from, when it was). Wall
-        mode follows the lag-aware clock. An agent fed through a
-        repartition topic is also capped by the watermarks of the upstream partitions other
-        workers own."""
+        mode follows the lag-aware clock. An agent fed through a repartition topic is also capped
+        by the watermarks of the upstream partitions other workers own."""
         spec = self._specs[name]
         clock = self.clock
         actives = self._actives()
