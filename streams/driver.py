@@ -30,7 +30,7 @@ from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.consumer_port import ConsumerPort
 from orderwatch.streams.dead_letters import DeadLetters
 from orderwatch.streams.emissions import EmissionPublisher
-from orderwatch.streams.forwarding import Forwarder, upstream_of
+from orderwatch.streams.forwarding import Forwarder, upstream_of, upstream_partition
 from orderwatch.streams.health import CrashLoop
 from orderwatch.streams.merge import TimestampMerge
 from orderwatch.streams.metrics import Metrics
@@ -515,10 +515,7 @@ class AgentDriver:
         arrivals = self._arrivals
         if arrivals is None or t >= arrivals.low() - self._lateness:
             return  # not behind even the latest clock: it waits in the buffer for its time
-        upstream = None
-        if source is not None:
-            topic, _, number = source[0].rpartition(":")
-            upstream = (topic, int(number)) if number.isdigit() else None
+        upstream = upstream_partition(source[0]) if source is not None else None
         before = self._clocks.now(self.name, partition, before_ms=stamp_ms, upstream=upstream)
         if t < before and rt.clock < before:
             self._batches[partition].early.append(rt.release(before))

@@ -22,7 +22,7 @@ from orderwatch.schemas.events import TOPIC_OF_TYPE
 from orderwatch.streams.clock import LagAwareClock
 from orderwatch.streams.outputs import Outputs
 
-__all__ = ["SOURCE_HEADER", "Forwarder", "partition_of", "upstream_of"]
+__all__ = ["SOURCE_HEADER", "Forwarder", "partition_of", "upstream_of", "upstream_partition"]
 
 TP = tuple[str, int]
 
@@ -45,6 +45,12 @@ def upstream_of(headers: Any) -> tuple[str, int] | None:
             except ValueError:
                 return None  # only workers write here; a bad header costs the dedupe, not the event
     return None
+
+
+def upstream_partition(key: str) -> tuple[str, int] | None:
+    """(topic, partition) of an upstream partition key as `upstream_of` gives it."""
+    topic, _, number = key.rpartition(":")
+    return (topic, int(number)) if topic and number.isdigit() else None
 
 
 class Forwarder:
